@@ -1,0 +1,99 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+/** Every agent setting. A YAML file can set any of them; command-line flags override the file. */
+export interface Config {
+  host: string;
+  port: number;
+  stateDir: string;
+  /** Grace between SIGTERM and SIGKILL when stopping a child. */
+  stopGraceMs: number;
+  /** Restart backoff: first restart at once, then initial doubling to max; reset after a long run. */
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  backoffResetMs: number;
+  downloadTimeoutMs: number;
+  downloadMaxBytes: number;
+  unpackMaxBytes: number;
+  unpackMaxEntries: number;
+  /** Longest output line (in characters) emitted as one frame; longer lines are sent in pieces. */
+  maxLineLength: number;
+  /** Bytes queued for one attached client before it is disconnected as too slow. */
+  clientMaxBufferedBytes: number;
+  /** How many error messages a status document keeps (newest last). */
+  maxErrors: number;
+}
+
+export const defaults: Config = {
+  host: '127.0.0.1',
+  port: 8080,
+  stateDir: resolve('.drover'),
+  stopGraceMs: 10_000,
+  backoffInitialMs: 1_000,
+  backoffMaxMs: 30_000,
+  backoffResetMs: 60_000,
+  downloadTimeoutMs: 300_000,
+  downloadMaxBytes: 1024 * 1024 * 1024,
+  unpackMaxBytes: 4 * 1024 * 1024 * 1024,
+  unpackMaxEntries: 200_000,
+  maxLineLength: 64 * 1024,
+  clientMaxBufferedBytes: 4 * 1024 * 1024,
+  maxErrors: 20,
+};
+
+export class ConfigError extends Error {}
+
+const fileKeys: Record<string, keyof Config> = {
+  host: 'host', port: 'port', state_dir: 'stateDir', stop_grace_ms: 'stopGraceMs',
+  backoff_initial_ms: 'backoffInitialMs', backoff_max_ms: 'backoffMaxMs', backoff_reset_ms: 'backoffResetMs',
+  download_timeout_ms: 'downloadTimeoutMs', download_max_bytes: 'downloadMaxBytes',
+  unpack_max_bytes: 'unpackMaxBytes', unpack_max_entries: 'unpackMaxEntries',
+  max_line_length: 'maxLineLength', client_max_buffered_bytes: 'clientMaxBufferedBytes', max_errors: 'maxErrors',
+};
+
+/** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
+export const settingNames = Object.keys(fileKeys);
+
+/** Checks one setting's value and converts it to the type the agent uses. */
+export function coerceSetting(name: string, value: unknown): [keyof Config, Config[keyof Config]] {
+  const key = fileKeys[name];
+  if (!key) throw new ConfigError(`unknown setting "${name}"`);
+  if (typeof defaults[key] === 'string') {
+    if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
+    return [key, key === 'stateDir' ? resolve(value) : value];
+  }
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  const min = key === 'port' || key.endsWith('Ms') ? 0 : 1;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || (key === 'port' && n > 65535)) {
+    throw new ConfigError(`setting "${name}" must be an integer${key === 'port' ? ' from 0 to 65535' : ` >= ${min}`}, got ${JSON.stringify(value)}`);
+  }
+  return [key, n];
+}
+
+export function applySettings(base: Config, settings: Record<string, unknown>): Config {
+  const out: Config = { ...base };
+  for (const [name, value] of Object.entries(settings)) {
+    const [key, v] = coerceSetting(name, value);
+    (out as unknown as Record<string, unknown>)[key] = v;
+  }
+  return out;
+}
+
+export async function readConfigFile(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc == null) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${file} must be a mapping of settings`);
+  return doc as Record<string, unknown>;
+}
