@@ -23,6 +23,8 @@ export interface Config {
   clientMaxBufferedBytes: number;
   /** How many error messages a status document keeps (newest last). */
   maxErrors: number;
+  /** Accept file: source URLs (local use and tests); off by default, since a caller could read host files. */
+  allowFileUrls: boolean;
 }
 
 export const defaults: Config = {
@@ -40,6 +42,7 @@ export const defaults: Config = {
   maxLineLength: 64 * 1024,
   clientMaxBufferedBytes: 4 * 1024 * 1024,
   maxErrors: 20,
+  allowFileUrls: false,
 };
 
 export class ConfigError extends Error {}
@@ -50,6 +53,7 @@ const fileKeys: Record<string, keyof Config> = {
   download_timeout_ms: 'downloadTimeoutMs', download_max_bytes: 'downloadMaxBytes',
   unpack_max_bytes: 'unpackMaxBytes', unpack_max_entries: 'unpackMaxEntries',
   max_line_length: 'maxLineLength', client_max_buffered_bytes: 'clientMaxBufferedBytes', max_errors: 'maxErrors',
+  allow_file_urls: 'allowFileUrls',
 };
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
@@ -59,6 +63,11 @@ export const settingNames = Object.keys(fileKeys);
 export function coerceSetting(name: string, value: unknown): [keyof Config, Config[keyof Config]] {
   const key = fileKeys[name];
   if (!key) throw new ConfigError(`unknown setting "${name}"`);
+  if (typeof defaults[key] === 'boolean') {
+    if (value === true || value === 'true') return [key, true];
+    if (value === false || value === 'false') return [key, false];
+    throw new ConfigError(`setting "${name}" must be true or false, got ${JSON.stringify(value)}`);
+  }
   if (typeof defaults[key] === 'string') {
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
     return [key, key === 'stateDir' ? resolve(value) : value];

@@ -1,0 +1,86 @@
+import { parseArgs } from 'node:util';
+import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../config.js';
+import { startAgent, StartError } from '../server.js';
+
+export const serveUsage = `Usage: drover serve [options]
+
+Runs the agent: an HTTP + WebSocket API that downloads, builds, runs and supervises
+Procfile processes. Ctrl-C (SIGINT) or SIGTERM stops every process gracefully and exits;
+a second Ctrl-C kills them at once.
+
+Options:
+  --host HOST          address to listen on (default ${defaults.host})
+  --port PORT          port to listen on (default ${defaults.port}; 0 picks a free one)
+  --state-dir DIR      where releases and state live (default ./.drover)
+  --config FILE        YAML file setting any option below (snake_case keys); flags win
+  --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
+Settings: ${settingNames.join(', ')}`;
+
+/** Turns flags and the config file into a Config; throws ConfigError with a one-line message. */
+export async function resolveConfig(argv: string[]): Promise<Config> {
+  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+  for (const name of settingNames) options[name.replaceAll('_', '-')] = { type: 'string' };
+  let values: Record<string, string | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as { values: Record<string, string | undefined> });
+  } catch (err) {
+    throw new ConfigError((err as Error).message.split('\n')[0]);
+  }
+  const fromFile = values.config ? await readConfigFile(values.config) : {};
+  const fromFlags: Record<string, unknown> = {};
+  for (const [flag, value] of Object.entries(values)) {
+    if (flag !== 'config' && value !== undefined) fromFlags[flag.replaceAll('-', '_')] = value;
+  }
+  return applySettings(applySettings(defaults, fromFile), fromFlags);
+}
+
+export async function serve(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${serveUsage}\n`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = await resolveConfig(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  let agent;
+  try {
+    agent = await startAgent(config);
+  } catch (err) {
+    if (err instanceof StartError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        if (sig === 'SIGINT') {
+          process.stderr.write('drover: second interrupt, killing every process now\n');
+          agent.kill();
+          resolve(130);
+        }
+        return;
+      }
+      stopping = true;
+      process.stderr.write(`drover: ${sig}, stopping every process (Ctrl-C again to force)\n`);
+      agent.close().then(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        resolve(0);
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,78 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Supervisor } from '../process/supervisor.js';
+import { errorBody } from './errors.js';
+
+export interface AttachOptions {
+  supervisor: Supervisor;
+  /** Bytes queued for one client before it is dropped as too slow. */
+  maxBufferedBytes: number;
+}
+
+const PATH = /^\/attach-console\/([^/?#]+)$/;
+
+/** Refuses a WebSocket upgrade with a plain HTTP error, as JSON like every other error. */
+export function refuseUpgrade(socket: Duplex, status: number, reason: string, detail: string): void {
+  const body = JSON.stringify(errorBody(status, detail));
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The `upgrade` handler for /attach-console/SLUG: one text frame per output line. A client
+ * that reads slower than the process writes is disconnected once its queue passes the cap,
+ * so it can neither stall the child nor grow the agent's memory.
+ */
+export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOptions) {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+
+  const handle = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {}); // a client vanishing mid-handshake is not the agent's problem
+    const path = new URL(req.url ?? '/', 'http://agent').pathname;
+    const m = PATH.exec(path);
+    if (!m) return refuseUpgrade(socket, 404, 'Not Found', `no WebSocket endpoint at ${path}`);
+    let slug: string;
+    try {
+      slug = decodeURIComponent(m[1]);
+    } catch {
+      return refuseUpgrade(socket, 400, 'Bad Request', 'malformed process slug');
+    }
+    const proc = supervisor.get(slug);
+    if (!proc || !proc.actor) return refuseUpgrade(socket, 404, 'Not Found', `no process "${slug}"`);
+    wss.handleUpgrade(req, socket, head, (ws) => stream(ws, proc.output.subscribe.bind(proc.output)));
+  };
+
+  const stream = (ws: WebSocket, subscribe: typeof import('../process/output.js').OutputHub.prototype.subscribe) => {
+    let killTimer: NodeJS.Timeout | undefined;
+    const unsubscribe = subscribe(
+      (_stream, line) => {
+        if (ws.bufferedAmount > maxBufferedBytes) {
+          unsubscribe();
+          ws.close(1008, 'client too slow: output queue overflowed');
+          // The close frame waits behind the queue a slow reader isn't draining: don't wait forever.
+          killTimer = setTimeout(() => ws.terminate(), 2000);
+          return;
+        }
+        ws.send(line);
+      },
+      () => ws.close(1000, 'process deleted'),
+    );
+    ws.on('close', () => {
+      unsubscribe();
+      clearTimeout(killTimer);
+    });
+    ws.on('error', () => ws.terminate());
+  };
+
+  return {
+    handle,
+    /** Closes every attached client (agent shutdown). */
+    close(): void {
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+    },
+  };
+}

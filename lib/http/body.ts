@@ -1,0 +1,41 @@
+import type { H3Event } from 'h3';
+import { ApiError } from './errors.js';
+
+// text/plain is accepted because seed 001's own walkthrough client (aiohttp with a string body) sends it.
+const jsonTypes = /^(application\/json|application\/[\w.+-]+\+json|text\/plain)\s*(;|$)/i;
+
+/** Reads a JSON request body, bounded in size, with 413/415/400 for what is not acceptable. */
+export async function readJson(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
+  const type = event.req.headers.get('content-type');
+  if (type && !jsonTypes.test(type)) throw new ApiError(415, `request body must be application/json, got ${type.split(';')[0]}`);
+  const declared = Number(event.req.headers.get('content-length') ?? 0);
+  if (declared > maxBytes) throw new ApiError(413, `request body is larger than ${maxBytes} bytes`);
+  const body = event.req.body;
+  if (!body) {
+    if (opts.optional) return undefined;
+    throw new ApiError(400, 'request body must be a JSON object');
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw new ApiError(413, `request body is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') {
+    if (opts.optional) return undefined;
+    throw new ApiError(400, 'request body must be a JSON object');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, `request body is not valid JSON: ${(err as Error).message}`);
+  }
+}

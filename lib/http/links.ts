@@ -1,0 +1,49 @@
+import type { ManagedProcess } from '../process/supervisor.js';
+
+/** Links are absolute, built from the Host the caller used, so they work through any address. */
+export interface Base {
+  http: string;
+  ws: string;
+}
+
+export function baseFromHost(host: string | null | undefined, fallback: string): Base {
+  const h = host && /^[A-Za-z0-9.\-:[\]]+$/.test(host) ? host : fallback;
+  return { http: `http://${h}`, ws: `ws://${h}` };
+}
+
+export function indexDocument(base: Base) {
+  return {
+    create: `${base.http}/create-process`,
+    list: `${base.http}/list-processes`,
+  };
+}
+
+export function statusUrl(base: Base, slug: string): string {
+  return `${base.http}/process-status/${encodeURIComponent(slug)}`;
+}
+
+/** The seed-001 status document plus drover's additions (pid, restarts, errors, ...). */
+export function statusDocument(base: Base, proc: ManagedProcess) {
+  const snap = proc.actor.getSnapshot();
+  const ctx = snap.context;
+  const slug = encodeURIComponent(proc.slug);
+  const status = statusUrl(base, proc.slug);
+  return {
+    app: proc.app,
+    node: proc.node,
+    process_type: proc.processType,
+    slug: proc.slug,
+    state: snap.value,
+    attach: `${base.ws}/attach-console/${slug}`,
+    details: status,
+    status,
+    delete: `${base.http}/delete-process/${slug}`,
+    pid: ctx.pid,
+    port: proc.port,
+    restarts: ctx.restarts,
+    created_at: proc.createdAt.toISOString(),
+    errors: ctx.errors,
+    // Names only: values often hold secrets.
+    env_names: Object.keys(proc.env),
+  };
+}

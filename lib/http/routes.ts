@@ -1,0 +1,84 @@
+import { H3, getRouterParam, type H3Event } from 'h3';
+import type { Config } from '../config.js';
+import { ConflictError, type Supervisor } from '../process/supervisor.js';
+import { readJson } from './body.js';
+import { ApiError, errorBody, jsonResponse } from './errors.js';
+import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
+import { validateCreate } from './validate.js';
+
+export interface RoutesOptions {
+  supervisor: Supervisor;
+  config: Config;
+  log: (line: string) => void;
+}
+
+const MAX_BODY = 1024 * 1024;
+
+/** The seed-001 hypermedia API. */
+export function createRoutes({ supervisor, config, log }: RoutesOptions): H3 {
+  const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
+  const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, 200);
+  const findProcess = (event: H3Event) => {
+    const slug = decodeURIComponent(getRouterParam(event, 'slug') ?? '');
+    const proc = supervisor.get(slug);
+    if (!proc || !proc.actor) throw new ApiError(404, `no process "${slug}"`, 'slug');
+    return proc;
+  };
+
+  const app = new H3({
+    silent: true,
+    onRequest(event) {
+      const id = requestId(event);
+      if (id) event.res.headers.set('x-request-id', id);
+    },
+    onError(error, event) {
+      const cause = error.cause instanceof ApiError ? error.cause : null;
+      const id = requestId(event);
+      const headers: Record<string, string> = { ...(cause?.headers ?? {}), ...(id ? { 'x-request-id': id } : {}) };
+      if (cause) return jsonResponse(cause.status, errorBody(cause.status, cause.message, cause.field), headers);
+      if (error.status >= 500) {
+        log(`drover: ${event.req.method} ${event.url.pathname}${id ? ` [${id}]` : ''} failed: ${String(error.cause ?? error.message)}`);
+        return jsonResponse(500, errorBody(500, 'internal error'), headers);
+      }
+      const detail = error.status === 404 ? `no route for ${event.req.method} ${event.url.pathname}` : error.message;
+      return jsonResponse(error.status, errorBody(error.status, detail), headers);
+    },
+  });
+
+  app.get('/', (event) => indexDocument(base(event)));
+
+  app.get('/list-processes', (event) => {
+    const b = base(event);
+    return { processes: supervisor.list().filter((p) => p.actor).map((p) => statusDocument(b, p)) };
+  });
+
+  app.post('/create-process', async (event) => {
+    const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls });
+    let proc;
+    try {
+      proc = await supervisor.create(req);
+    } catch (err) {
+      if (err instanceof ConflictError) throw new ApiError(409, err.message, 'node');
+      throw err;
+    }
+    const b = base(event);
+    event.res.status = 201;
+    event.res.headers.set('location', statusUrl(b, proc.slug));
+    return statusDocument(b, proc);
+  });
+
+  app.get('/process-status/:slug', (event) => statusDocument(base(event), findProcess(event)));
+
+  app.post('/delete-process/:slug', async (event) => {
+    const proc = findProcess(event);
+    // The delete request document is empty for now; an absent body is fine, a malformed one is not.
+    const body = await readJson(event, MAX_BODY, { optional: true });
+    if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) {
+      throw new ApiError(400, 'request body must be a JSON object');
+    }
+    await supervisor.delete(proc.slug);
+    return statusDocument(base(event), proc);
+  });
+
+  return app;
+}

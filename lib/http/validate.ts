@@ -1,0 +1,68 @@
+import type { CreateRequest } from '../process/supervisor.js';
+import { TYPE_PATTERN } from '../release/procfile.js';
+import { ApiError } from './errors.js';
+
+// app and node become file names under the state directory: a conservative charset, no "..".
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MAX_ENV = 1000;
+const MAX_ENV_BYTES = 256 * 1024;
+
+export interface ValidateOptions {
+  allowFileUrls: boolean;
+}
+
+function bad(field: string, detail: string): never {
+  throw new ApiError(400, `${field}: ${detail}`, field);
+}
+
+function str(body: Record<string, unknown>, field: string): string {
+  const v = body[field];
+  if (v === undefined || v === null) bad(field, 'is required');
+  if (typeof v !== 'string') bad(field, `must be a string, got ${Array.isArray(v) ? 'array' : typeof v}`);
+  if (v === '') bad(field, 'must not be empty');
+  return v;
+}
+
+function name(body: Record<string, unknown>, field: string, pattern: RegExp, what: string): string {
+  const v = str(body, field);
+  if (!pattern.test(v) || v.includes('..')) bad(field, `must be ${what}, got ${JSON.stringify(v.slice(0, 80))}`);
+  return v;
+}
+
+/** Checks a create request; every error names the field at fault. */
+export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'request body must be a JSON object');
+  const b = body as Record<string, unknown>;
+  const app = name(b, 'app', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")');
+  const node = name(b, 'node', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no ".."), e.g. "web.0"');
+  const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
+  const sourceUrl = str(b, 'source_url');
+  let url: URL;
+  try {
+    url = new URL(sourceUrl);
+  } catch {
+    bad('source_url', `is not a valid absolute URL: ${JSON.stringify(sourceUrl.slice(0, 200))}`);
+  }
+  const schemes = opts.allowFileUrls ? ['http:', 'https:', 'file:'] : ['http:', 'https:'];
+  if (!schemes.includes(url.protocol)) bad('source_url', `must use ${schemes.map((s) => s.slice(0, -1)).join(' or ')}, got ${url.protocol.slice(0, -1)}`);
+  return { app, node, processType, sourceUrl, env: validateEnv(b.env) };
+}
+
+function validateEnv(v: unknown): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) bad('env', 'must be an object mapping names to strings');
+  const entries = Object.entries(v as Record<string, unknown>);
+  if (entries.length > MAX_ENV) bad('env', `has more than ${MAX_ENV} variables`);
+  let bytes = 0;
+  const env: Record<string, string> = {};
+  for (const [k, val] of entries) {
+    if (!ENV_NAME.test(k)) bad('env', `${JSON.stringify(k.slice(0, 80))} is not a valid environment variable name`);
+    if (typeof val !== 'string') bad('env', `value of ${k} must be a string, got ${val === null ? 'null' : typeof val}`);
+    if (val.includes('\0')) bad('env', `value of ${k} must not contain NUL`);
+    bytes += k.length + val.length;
+    if (bytes > MAX_ENV_BYTES) bad('env', `is larger than ${MAX_ENV_BYTES} bytes`);
+    env[k] = val;
+  }
+  return env;
+}

@@ -1,0 +1,186 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createActor, type Actor } from 'xstate';
+import type { Config } from '../config.js';
+import { ReleaseCache, type Archive } from '../release/cache.js';
+import { agentEnv, childEnv, readDotenv } from '../release/env.js';
+import { buildEnvPath } from '../release/build.js';
+import { describeTypes, parseProcfile } from '../release/procfile.js';
+import { Child } from './child.js';
+import { processMachine, type ProcessDeps, type ProcessState } from './machine.js';
+import { OutputHub } from './output.js';
+import { PortPool } from './ports.js';
+import { signalGroup } from './proc.js';
+
+export interface CreateRequest {
+  app: string;
+  node: string;
+  processType: string;
+  sourceUrl: string;
+  env: Record<string, string>;
+}
+
+/** What a process needs to start its command: produced by `building`, reused on every restart. */
+export interface Launch {
+  command: string;
+  cwd: string;
+  env: Record<string, string>;
+}
+
+export interface ManagedProcess extends CreateRequest {
+  slug: string;
+  createdAt: Date;
+  port: number;
+  actor: Actor<typeof processMachine>;
+  output: OutputHub;
+}
+
+export class ConflictError extends Error {}
+
+export function slugOf(app: string, node: string): string {
+  return `${app}.${node}`;
+}
+
+/** Owns every process actor: creates them, routes deletes, stops them all on shutdown. */
+export class Supervisor {
+  private readonly procs = new Map<string, ManagedProcess>();
+  private readonly ports = new PortPool();
+  private readonly baseEnv = agentEnv(process.env);
+
+  constructor(
+    private readonly config: Config,
+    private readonly releases: ReleaseCache,
+    private readonly log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  ) {}
+
+  get(slug: string): ManagedProcess | undefined {
+    return this.procs.get(slug);
+  }
+
+  list(): ManagedProcess[] {
+    return [...this.procs.values()];
+  }
+
+  /** Registers the process in `pending` and starts it on the next turn, so its creator sees `pending`. */
+  async create(req: CreateRequest): Promise<ManagedProcess> {
+    const slug = slugOf(req.app, req.node);
+    if (this.procs.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
+    const placeholder = {} as ManagedProcess;
+    this.procs.set(slug, placeholder); // claim the slug before awaiting, so a concurrent twin gets 409
+    let port: number;
+    try {
+      port = await this.ports.reserve();
+    } catch (err) {
+      this.procs.delete(slug);
+      throw err;
+    }
+    const output = new OutputHub();
+    const proc: ManagedProcess = Object.assign(placeholder, {
+      ...req,
+      slug,
+      createdAt: new Date(),
+      port,
+      output,
+      actor: createActor(processMachine, { input: { deps: this.deps(slug, req, port, output), maxErrors: this.config.maxErrors } }),
+    });
+    let errors = proc.actor.getSnapshot().context.errors;
+    proc.actor.subscribe((snap) => {
+      // The machine replaces `errors` whenever it adds one: each new entry is also a warning on stderr.
+      if (snap.context.errors !== errors) {
+        errors = snap.context.errors;
+        if (errors.length > 0) this.log(`drover: ${slug}: ${errors[errors.length - 1]}`);
+      }
+    });
+    proc.actor.start();
+    setImmediate(() => proc.actor.send({ type: 'START' }));
+    return proc;
+  }
+
+  /** Deletes a process in any state; resolves once its child is gone. */
+  async delete(slug: string): Promise<boolean> {
+    const proc = this.procs.get(slug);
+    if (!proc || !proc.actor) return false;
+    await this.stop(proc);
+    this.procs.delete(slug);
+    this.ports.release(proc.port);
+    return true;
+  }
+
+  /** Stops every process gracefully and waits for all of them. */
+  async shutdown(): Promise<void> {
+    await Promise.all(this.list().map((p) => p.actor && this.delete(p.slug)));
+  }
+
+  /** Last resort: SIGKILL every child's group at once, without waiting. */
+  killAll(): void {
+    for (const p of this.procs.values()) {
+      const pid = p.actor?.getSnapshot().context.pid;
+      if (pid) signalGroup(pid, 'SIGKILL');
+    }
+  }
+
+  private async stop(proc: ManagedProcess): Promise<void> {
+    const done = new Promise<void>((resolve) => {
+      const sub = proc.actor.subscribe({ complete: () => resolve() });
+      if (proc.actor.getSnapshot().status === 'done') {
+        sub.unsubscribe();
+        resolve();
+      }
+    });
+    proc.actor.send({ type: 'DELETE' });
+    await done;
+    proc.output.close();
+  }
+
+  private deps(slug: string, req: CreateRequest, port: number, output: OutputHub): ProcessDeps {
+    const buildEnv = { ...this.baseEnv, ...req.env };
+    return {
+      download: (signal) => this.releases.fetch(req.sourceUrl, { signal }),
+      build: async (archive, signal): Promise<Launch> => {
+        const release = await this.releases.build(archive as Archive, {
+          signal,
+          env: buildEnv,
+          onLine: (line) => output.publish('build', line),
+        });
+        const entry = await this.procfileEntry(release.root, req.processType);
+        const dotenv = await readDotenv(release.root);
+        const env = childEnv({
+          agent: this.baseEnv,
+          dotenv,
+          procfile: entry.env,
+          request: req.env,
+          port,
+          identity: { app: req.app, node: req.node, slug, processType: req.processType },
+        });
+        env.PATH = buildEnvPath(release.root, env.PATH ?? '');
+        return { command: entry.command, cwd: release.root, env };
+      },
+      start: (launch) => {
+        const l = launch as Launch;
+        return new Child({ ...l, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
+      },
+      backoff: {
+        initialMs: this.config.backoffInitialMs,
+        maxMs: this.config.backoffMaxMs,
+        resetAfterMs: this.config.backoffResetMs,
+      },
+      stopGraceMs: this.config.stopGraceMs,
+    };
+  }
+
+  private async procfileEntry(root: string, type: string) {
+    let text: Buffer;
+    try {
+      text = await readFile(join(root, 'Procfile'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('the source archive has no Procfile at its root');
+      throw err;
+    }
+    const entries = parseProcfile(text);
+    const entry = entries.get(type);
+    if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(entries)}`);
+    return entry;
+  }
+}
+
+export type { ProcessState };
