@@ -1,0 +1,147 @@
+// Buildpack-like build of an unpacked app: decide the steps from the files present,
+// then run each as its own process group so an abort can kill everything it started.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { access, constants, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import type { Readable } from 'node:stream';
+import { abortReason, ReleaseError } from './errors.js';
+
+export interface BuildStep {
+  /** Label used in logs and errors, e.g. "npm ci". */
+  name: string;
+  command: string;
+  args: string[];
+}
+
+export interface BuildOptions {
+  signal?: AbortSignal;
+  env: Record<string, string>;
+  onLine: (line: string) => void;
+  /** Time between SIGTERM and SIGKILL when aborted (default 2000 ms). */
+  killGraceMs?: number;
+}
+
+const DEFAULT_KILL_GRACE_MS = 2000;
+const QUIET_NPM = ['--no-audit', '--no-fund'];
+
+export async function detectBuildSteps(appDir: string): Promise<BuildStep[]> {
+  const steps: BuildStep[] = [];
+  const binBuild = path.join(appDir, 'bin', 'build');
+  if ((await isFile(binBuild)) && (await isExecutable(binBuild))) {
+    steps.push({ name: 'bin/build', command: binBuild, args: [] });
+  }
+  if (await isFile(path.join(appDir, 'package.json'))) {
+    const locked = (await isFile(path.join(appDir, 'package-lock.json'))) || (await isFile(path.join(appDir, 'npm-shrinkwrap.json')));
+    steps.push(
+      locked
+        ? { name: 'npm ci', command: 'npm', args: ['ci', ...QUIET_NPM] }
+        : { name: 'npm install', command: 'npm', args: ['install', ...QUIET_NPM] },
+      { name: 'npm run build', command: 'npm', args: ['run', 'build', '--if-present'] },
+    );
+  }
+  if (await isFile(path.join(appDir, 'requirements.txt'))) {
+    steps.push(
+      { name: 'python3 -m venv .venv', command: 'python3', args: ['-m', 'venv', '.venv'] },
+      { name: 'pip install', command: path.join(appDir, '.venv', 'bin', 'pip'), args: ['install', '-r', 'requirements.txt'] },
+    );
+  }
+  return steps;
+}
+
+/** PATH for building and running the app: its venv and node_modules binaries first. */
+export function buildEnvPath(appDir: string, basePath: string): string {
+  const dirs = [path.join(appDir, '.venv', 'bin'), path.join(appDir, 'node_modules', '.bin')].filter((d) => existsSync(d));
+  // An empty PATH element means "current directory"; never add one.
+  return [...dirs, ...basePath.split(path.delimiter).filter((d) => d !== '')].join(path.delimiter);
+}
+
+export async function runBuild(appDir: string, opts: BuildOptions): Promise<void> {
+  for (const step of await detectBuildSteps(appDir)) {
+    opts.signal?.throwIfAborted();
+    opts.onLine(`-----> ${step.name}`);
+    await runStep(appDir, step, opts);
+  }
+}
+
+function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<void> {
+  const { signal } = opts;
+  // Recomputed per step: the venv appears only after "python3 -m venv".
+  const env = { ...opts.env, PATH: buildEnvPath(appDir, opts.env.PATH ?? process.env.PATH ?? '') };
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(step.command, step.args, { cwd: appDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let killTimer: NodeJS.Timeout | undefined;
+    const killGroup = (sig: NodeJS.Signals): void => {
+      try {
+        if (child.pid) process.kill(-child.pid, sig);
+      } catch {
+        // ESRCH: the group is already gone
+      }
+    };
+    const onAbort = (): void => {
+      killGroup('SIGTERM');
+      killTimer = setTimeout(() => killGroup('SIGKILL'), opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    const emit = (line: string): void => {
+      try {
+        opts.onLine(line);
+      } catch {
+        // a broken log consumer must not break the build
+      }
+    };
+    splitLines(child.stdout, emit);
+    splitLines(child.stderr, emit);
+
+    // The leader exiting ends the step: stragglers it left in its group would hold
+    // our pipes open forever, so they go too.
+    child.on('exit', () => killGroup('SIGKILL'));
+    child.on('error', (err) => {
+      finish();
+      reject(signal?.aborted ? abortReason(signal) : new ReleaseError(`build step "${step.name}" could not start: ${err.message}`));
+    });
+    child.on('close', (code, sig) => {
+      finish();
+      if (signal?.aborted) reject(abortReason(signal));
+      else if (code === 0) resolve();
+      else if (code !== null) reject(new ReleaseError(`build step "${step.name}" exited with code ${code}`));
+      else reject(new ReleaseError(`build step "${step.name}" was killed by ${sig}`));
+    });
+    function finish(): void {
+      signal?.removeEventListener('abort', onAbort);
+      clearTimeout(killTimer);
+    }
+  });
+}
+
+/** Feed complete lines (and a final unterminated one) from `stream` to `onLine`. */
+function splitLines(stream: Readable, onLine: (line: string) => void): void {
+  const decoder = new StringDecoder('utf8');
+  let partial = '';
+  const flush = (text: string, final: boolean): void => {
+    const lines = (partial + text).split('\n');
+    partial = final ? '' : (lines.pop() ?? '');
+    for (const line of final && lines.at(-1) === '' ? lines.slice(0, -1) : lines) onLine(line.replace(/\r$/, ''));
+  };
+  stream.on('data', (chunk: Buffer) => flush(decoder.write(chunk), false));
+  stream.on('end', () => flush(decoder.end(), true));
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function isExecutable(p: string): Promise<boolean> {
+  try {
+    await access(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,352 @@
+// Unpack an untrusted release archive (tar.gz, tar or zip) into a fresh directory.
+// Parsing is left to node-tar and yauzl; this file adds the policy on top: no entry
+// may land or point outside the directory, no special files, no setuid bits, and
+// caps on total size and entry count.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, symlink } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Unpack, type ReadEntry } from 'tar';
+import yauzl from 'yauzl';
+import { abortReason, ReleaseError } from './errors.js';
+
+export type ArchiveFormat = 'tar.gz' | 'tar' | 'zip';
+
+export interface UnpackOptions {
+  signal?: AbortSignal;
+  /** Cap on total uncompressed bytes (default 1 GiB). */
+  maxBytes?: number;
+  /** Cap on the number of entries (default 100000). */
+  maxEntries?: number;
+}
+
+const DEFAULT_MAX_BYTES = 1024 ** 3;
+const DEFAULT_MAX_ENTRIES = 100_000;
+const MAX_SYMLINK_HOPS = 40; // like the kernel's ELOOP limit
+const MAX_LINK_TARGET = 4096;
+
+/** Sniff the archive type from its first bytes; the file name is not trusted. */
+export async function detectFormat(file: string): Promise<ArchiveFormat> {
+  const fh = await open(file, 'r');
+  let head: Buffer;
+  try {
+    const buf = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(buf, 0, 512, 0);
+    head = buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'tar.gz';
+  if (head[0] === 0x50 && head[1] === 0x4b && ((head[2] === 3 && head[3] === 4) || (head[2] === 5 && head[3] === 6))) {
+    return 'zip';
+  }
+  if (head.length === 512 && (head.toString('latin1', 257, 262) === 'ustar' || v7ChecksumOk(head))) return 'tar';
+  throw new ReleaseError('not a supported archive (expected tar.gz, tar or zip)');
+}
+
+// Pre-POSIX tars have no magic; a header whose checksum adds up is the best evidence.
+function v7ChecksumOk(block: Buffer): boolean {
+  const field = block.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim();
+  if (!/^[0-7]+$/.test(field) || block[0] === 0) return false;
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
+  return sum === parseInt(field, 8);
+}
+
+/**
+ * Unpack `file` into `destDir` (created if missing; removed again if unpacking
+ * fails, so pass a directory dedicated to this archive). Returns the app root:
+ * the single top-level directory of GitHub-style archives, else destDir.
+ */
+export async function unpack(file: string, destDir: string, opts: UnpackOptions = {}): Promise<string> {
+  opts.signal?.throwIfAborted();
+  const format = await detectFormat(file);
+  const dest = path.resolve(destDir);
+  const guard = new EntryGuard(opts.maxBytes ?? DEFAULT_MAX_BYTES, opts.maxEntries ?? DEFAULT_MAX_ENTRIES);
+  await mkdir(dest, { recursive: true });
+  try {
+    if (format === 'zip') await extractZip(file, dest, guard, opts.signal);
+    else await extractTar(file, dest, guard, opts.signal);
+    opts.signal?.throwIfAborted();
+    guard.checkLinks();
+    return await appRoot(dest);
+  } catch (err) {
+    await discard(dest);
+    if (opts.signal?.aborted) throw abortReason(opts.signal);
+    if (err instanceof ReleaseError) throw err;
+    throw new ReleaseError(`cannot unpack ${format} archive: ${(err as Error).message}`);
+  }
+}
+
+// node-tar has no "all settled" event after an abort and may still have mkdir/open
+// calls in flight. Renaming first makes those fail (they use paths under dest)
+// instead of recreating files while we delete.
+async function discard(dest: string): Promise<void> {
+  const trash = `${dest}.discard-${process.pid}-${Date.now()}`;
+  try {
+    await rename(dest, trash);
+  } catch {
+    await rm(dest, { recursive: true, force: true, maxRetries: 5 });
+    return;
+  }
+  await rm(trash, { recursive: true, force: true, maxRetries: 5 });
+}
+
+async function appRoot(dest: string): Promise<string> {
+  const top = await readdir(dest, { withFileTypes: true });
+  // GitHub-style "repo-<sha>/..." archives: the app lives one level down.
+  if (top.length === 1 && top[0].isDirectory()) return path.join(dest, top[0].name);
+  return dest;
+}
+
+/**
+ * Format-independent entry policy. Tracks the archive's own symlinks so that
+ * link targets can be resolved the way the kernel will, whatever the entry order.
+ */
+class EntryGuard {
+  entries = 0;
+  bytes = 0;
+  private readonly links = new Map<string, string>();
+
+  constructor(
+    readonly maxBytes: number,
+    readonly maxEntries: number,
+  ) {}
+
+  countEntry(): void {
+    if (++this.entries > this.maxEntries) throw new ReleaseError(`archive has more than ${this.maxEntries} entries`);
+  }
+
+  countBytes(n: number): void {
+    this.bytes += n;
+    if (this.bytes > this.maxBytes) throw new ReleaseError(`archive exceeds ${this.maxBytes} bytes uncompressed`);
+  }
+
+  /** Validate an entry name; returns it normalized ("a/b", "" for the root). */
+  entryPath(name: string): string {
+    if (name.startsWith('/') || /^[a-zA-Z]:/.test(name)) {
+      throw new ReleaseError(`archive entry "${name}" has an absolute path`);
+    }
+    const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) throw new ReleaseError(`archive entry "${name}" escapes the release directory`);
+    // Writing below one of our own symlinks would write wherever it points.
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      if (this.links.has(prefix)) throw new ReleaseError(`archive entry "${name}" is inside symlink "${prefix}"`);
+    }
+    return parts.join('/');
+  }
+
+  /** A plain file or directory at `rel` replaces any earlier symlink there; true if one was. */
+  plain(rel: string): boolean {
+    return this.links.delete(rel);
+  }
+
+  symlink(rel: string, target: string): void {
+    if (resolve(this.links, parentParts(rel), target, { hops: 0 }) === null) {
+      throw new ReleaseError(`archive symlink "${rel}" -> "${target}" escapes the release directory`);
+    }
+    this.links.set(rel, target);
+  }
+
+  /** Hard link targets are archive-relative paths to an earlier entry. */
+  hardlink(rel: string, target: string): void {
+    let t: string;
+    try {
+      t = this.entryPath(target);
+    } catch {
+      throw new ReleaseError(`archive hard link "${rel}" -> "${target}" escapes the release directory`);
+    }
+    // link(2) on a symlink copies the symlink, whose relative target would then resolve elsewhere.
+    if (t === '' || this.links.has(t)) throw new ReleaseError(`archive hard link "${rel}" -> "${target}" is not allowed`);
+    this.plain(rel);
+  }
+
+  /** Re-check every symlink against the final set: a later link can change what an earlier one resolves to. */
+  checkLinks(): void {
+    for (const [rel, target] of this.links) {
+      if (resolve(this.links, parentParts(rel), target, { hops: 0 }) === null) {
+        throw new ReleaseError(`archive symlink "${rel}" -> "${target}" escapes the release directory`);
+      }
+    }
+  }
+}
+
+function parentParts(rel: string): string[] {
+  return rel.split('/').slice(0, -1);
+}
+
+/** Resolve `target` from directory `base`, following archive symlinks; null if it leaves the root or loops. */
+function resolve(links: Map<string, string>, base: string[], target: string, state: { hops: number }): string[] | null {
+  if (target.startsWith('/')) return null;
+  const cur = [...base];
+  for (const comp of target.split('/')) {
+    if (comp === '' || comp === '.') continue;
+    if (comp === '..') {
+      if (cur.length === 0) return null;
+      cur.pop();
+      continue;
+    }
+    cur.push(comp);
+    const link = links.get(cur.join('/'));
+    if (link === undefined) continue;
+    if (++state.hops > MAX_SYMLINK_HOPS) return null;
+    const resolved = resolve(links, cur.slice(0, -1), link, state);
+    if (resolved === null) return null;
+    cur.splice(0, cur.length, ...resolved);
+  }
+  return cur;
+}
+
+async function extractTar(file: string, dest: string, guard: EntryGuard, signal?: AbortSignal): Promise<void> {
+  let failure: Error | undefined;
+  const unpacker: Unpack = new Unpack({
+    cwd: dest,
+    // As root node-tar would chown to the archive's uids; files must belong to us.
+    preserveOwner: false,
+    filter: (_p, e) => {
+      if (failure) return false;
+      try {
+        return admitTarEntry(e as ReadEntry, guard);
+      } catch (err) {
+        fail(err as Error);
+        return false;
+      }
+    },
+    onwarn: (code, message) => {
+      // Informational (e.g. stripped "./") and skipped unsupported types are fine;
+      // anything else means an entry was not written as the archive says.
+      if (code === 'TAR_ENTRY_INFO' || code === 'TAR_ENTRY_UNSUPPORTED') return;
+      fail(new ReleaseError(`cannot unpack archive: ${message}`));
+    },
+  });
+  // abort() emits 'error' synchronously, so defer it out of node-tar's parse loop; and
+  // it decorates the error it is given, so keep ours (maybe a DOMException) out of it.
+  const fail = (err: Error): void => {
+    if (failure) return;
+    failure = err;
+    queueMicrotask(() => unpacker.abort(new Error('unpack stopped')));
+  };
+
+  const input = createReadStream(file);
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      input.destroy();
+      fail(abortReason(signal!) as Error);
+    };
+    const done = (err?: Error): void => {
+      signal?.removeEventListener('abort', onAbort);
+      if (err || failure) {
+        input.destroy();
+        reject(failure ?? err);
+      } else resolve();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    unpacker.on('error', (err: Error) => done(err));
+    unpacker.on('close', () => done());
+    input.on('error', (err) => done(err));
+    input.pipe(unpacker);
+  });
+}
+
+/** filter() for node-tar: throw to reject the archive, false to skip an entry. */
+function admitTarEntry(entry: ReadEntry, guard: EntryGuard): boolean {
+  guard.countEntry();
+  guard.countBytes(entry.size);
+  const rel = guard.entryPath(entry.path);
+  // Permission bits only: no setuid/setgid/sticky from an untrusted archive.
+  if (typeof entry.mode === 'number') entry.mode &= 0o777;
+  switch (entry.type) {
+    case 'File':
+    case 'OldFile':
+    case 'ContiguousFile':
+    case 'Directory':
+    case 'GNUDumpDir':
+      guard.plain(rel);
+      return true;
+    case 'SymbolicLink':
+      guard.symlink(rel, entry.linkpath ?? '');
+      return true;
+    case 'Link':
+      guard.hardlink(rel, entry.linkpath ?? '');
+      return true;
+    default:
+      return false; // devices, FIFOs and vendor extensions are never extracted
+  }
+}
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+async function extractZip(file: string, dest: string, guard: EntryGuard, signal?: AbortSignal): Promise<void> {
+  const zip = await yauzl.openPromise(file, { lazyEntries: true, autoClose: true, validateEntrySizes: true });
+  try {
+    if (zip.entryCount > guard.maxEntries) throw new ReleaseError(`archive has more than ${guard.maxEntries} entries`);
+    for await (const entry of zip.eachEntry()) {
+      signal?.throwIfAborted();
+      guard.countEntry();
+      const rel = guard.entryPath(entry.fileName);
+      const abs = path.join(dest, rel);
+      // Unix "made by" zips carry st_mode in the high 16 bits; others get defaults.
+      const unixMode = entry.versionMadeBy >> 8 === 3 ? entry.externalFileAttributes >>> 16 : 0;
+      const type = unixMode & S_IFMT;
+      if (entry.fileName.endsWith('/') || type === S_IFDIR) {
+        // Replace an earlier symlink rather than mkdir through it.
+        if (guard.plain(rel)) await rm(abs, { force: true });
+        await mkdir(abs, { recursive: true });
+      } else if (type === S_IFLNK) {
+        const target = await readLinkTarget(zip, entry, guard, signal);
+        guard.symlink(rel, target);
+        await mkdir(path.dirname(abs), { recursive: true });
+        await symlink(target, abs);
+      } else if (type === 0 || type === S_IFREG) {
+        // Replace an earlier symlink rather than write through it.
+        if (guard.plain(rel)) await rm(abs, { force: true });
+        await mkdir(path.dirname(abs), { recursive: true });
+        const mode = unixMode & 0o777 || 0o644;
+        const body = await zip.openReadStreamPromise(entry);
+        await pipeline(body, byteCounter(guard), createWriteStream(abs, { mode }), { signal });
+      }
+      // other types (devices, FIFOs, sockets) are skipped
+    }
+  } catch (err) {
+    throw zipError(err);
+  } finally {
+    if (zip.isOpen) zip.close();
+  }
+}
+
+// yauzl validates names itself; reword its errors to match the tar path's.
+function zipError(err: unknown): unknown {
+  if (!(err instanceof Error) || err instanceof ReleaseError) return err;
+  const m = /^(?:absolute path|invalid relative path): (.*)$/s.exec(err.message);
+  if (m) return new ReleaseError(`archive entry "${m[1]}" escapes the release directory`);
+  return err;
+}
+
+async function readLinkTarget(zip: yauzl.ZipFile, entry: yauzl.Entry, guard: EntryGuard, signal?: AbortSignal): Promise<string> {
+  if (entry.uncompressedSize > MAX_LINK_TARGET) throw new ReleaseError(`archive symlink "${entry.fileName}" has an oversized target`);
+  const body: Readable = await zip.openReadStreamPromise(entry);
+  const chunks: Buffer[] = [];
+  await pipeline(body, byteCounter(guard), async function* (source: AsyncIterable<Buffer>) {
+    for await (const c of source) chunks.push(c);
+  }, { signal });
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Counts actually decompressed bytes against the cap (never trusting headers). */
+function byteCounter(guard: EntryGuard): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      try {
+        guard.countBytes(chunk.length);
+        cb(null, chunk);
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+  });
+}
