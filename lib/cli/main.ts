@@ -1,4 +1,3 @@
-import { serve } from './serve.js';
 import { version } from './version.js';
 
 const usage = `Usage: drover <command> [options]
@@ -24,7 +23,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case 'serve':
-        return await serve(rest);
+        // Loaded on demand: the agent's dependencies would slow every other verb's start-up.
+        return await (await import('./serve.js')).serve(rest);
       default:
         process.stderr.write(`drover: unknown command "${cmd}" (see drover --help)\n`);
         return 2;
