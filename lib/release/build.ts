@@ -24,7 +24,8 @@ export interface BuildOptions {
 }
 
 const DEFAULT_KILL_GRACE_MS = 2000;
-const QUIET_NPM = ['--no-audit', '--no-fund'];
+// Building needs devDependencies (compilers, bundlers) even when NODE_ENV=production is set for the run.
+const QUIET_NPM = ['--no-audit', '--no-fund', '--include=dev'];
 
 export async function detectBuildSteps(appDir: string): Promise<BuildStep[]> {
   const steps: BuildStep[] = [];
