@@ -10,6 +10,7 @@ t.test('shellCommand execs simple commands only', async (t) => {
   t.equal(shellCommand('cd web && node s.js'), 'cd web && node s.js');
   t.equal(shellCommand('a | b'), 'a | b');
   t.equal(shellCommand('echo $PORT'), 'exec echo $PORT');
+  t.equal(shellCommand('exec node s.js'), 'exec node s.js', 'never exec twice');
 });
 
 t.test('lines from stdout and stderr, env expanded, final partial line flushed', async (t) => {

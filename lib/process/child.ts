@@ -35,7 +35,7 @@ const WRAPPER = [
   `eval "$1"`,
 ].join('\n');
 
-const notExecable = /[;&|\n(){}`<>]|^\s*(if|for|while|until|case|cd|export|set|\.|source|!)\b/;
+const notExecable = /[;&|\n(){}`<>]|^\s*(exec|if|for|while|until|case|cd|export|set|\.|source|!)\b/;
 
 /** Prefix `exec` where that keeps the meaning, so the command itself is the process we signal and wait for. */
 export function shellCommand(command: string): string {

@@ -31,7 +31,7 @@ export class LineSplitter {
     }
     if (start < text.length) {
       this.partial += start === 0 ? text : text.slice(start);
-      while (this.partial.length >= this.maxLength) {
+      while (this.partial.length > this.maxLength) {
         this.emit(this.partial.slice(0, this.maxLength));
         this.partial = this.partial.slice(this.maxLength);
       }
