@@ -25,6 +25,22 @@ export interface Config {
   maxErrors: number;
   /** Accept file: source URLs (local use and tests); off by default, since a caller could read host files. */
   allowFileUrls: boolean;
+  /** File holding the shared secret (alternative to DROVER_TOKEN); '' for none. */
+  tokenFile: string;
+  /** Listen on a non-loopback address without a token (refused otherwise). */
+  insecure: boolean;
+  /** When running as root: the user children and build steps run as; '' for the agent's own user. */
+  user: string;
+  /** Hosts source_url (and every redirect) may point at: exact names or "*.example.com"; empty for any. */
+  sourceHosts: string[];
+  downloadMaxRedirects: number;
+  /** Until the response headers arrive, and the longest pause between body chunks. */
+  downloadConnectTimeoutMs: number;
+  downloadReadTimeoutMs: number;
+  /** Uncompressed bytes allowed per archive byte, past a small floor: stops decompression bombs early. */
+  unpackMaxRatio: number;
+  /** The shared secret itself. Never a setting (flags show in `ps`): from DROVER_TOKEN or token_file. */
+  token?: string;
 }
 
 export const defaults: Config = {
@@ -43,6 +59,14 @@ export const defaults: Config = {
   clientMaxBufferedBytes: 4 * 1024 * 1024,
   maxErrors: 20,
   allowFileUrls: false,
+  tokenFile: '',
+  insecure: false,
+  user: '',
+  sourceHosts: [],
+  downloadMaxRedirects: 5,
+  downloadConnectTimeoutMs: 30_000,
+  downloadReadTimeoutMs: 60_000,
+  unpackMaxRatio: 100,
 };
 
 export class ConfigError extends Error {}
@@ -54,7 +78,13 @@ const fileKeys: Record<string, keyof Config> = {
   unpack_max_bytes: 'unpackMaxBytes', unpack_max_entries: 'unpackMaxEntries',
   max_line_length: 'maxLineLength', client_max_buffered_bytes: 'clientMaxBufferedBytes', max_errors: 'maxErrors',
   allow_file_urls: 'allowFileUrls',
+  token_file: 'tokenFile', insecure: 'insecure', user: 'user', source_hosts: 'sourceHosts',
+  download_max_redirects: 'downloadMaxRedirects', download_connect_timeout_ms: 'downloadConnectTimeoutMs',
+  download_read_timeout_ms: 'downloadReadTimeoutMs', unpack_max_ratio: 'unpackMaxRatio',
 };
+
+// A host name or "*.domain", lower case; the same forms an allow-list entry may take.
+const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);
@@ -68,12 +98,21 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     if (value === false || value === 'false') return [key, false];
     throw new ConfigError(`setting "${name}" must be true or false, got ${JSON.stringify(value)}`);
   }
+  if (Array.isArray(defaults[key])) {
+    // A YAML list, or a comma-separated string from a flag.
+    const items = typeof value === 'string' ? value.split(',') : value;
+    if (!Array.isArray(items) || items.some((h) => typeof h !== 'string')) throw new ConfigError(`setting "${name}" must be a list of host names`);
+    const hosts = (items as string[]).map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+    const bad = hosts.find((h) => !HOST_PATTERN.test(h));
+    if (bad !== undefined) throw new ConfigError(`setting "${name}": ${JSON.stringify(bad)} is not a host name (or "*.domain")`);
+    return [key, hosts];
+  }
   if (typeof defaults[key] === 'string') {
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  const min = key === 'port' || key.endsWith('Ms') ? 0 : 1;
+  const min = key === 'port' || key === 'downloadMaxRedirects' || key.endsWith('Ms') ? 0 : 1;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < min || (key === 'port' && n > 65535)) {
     throw new ConfigError(`setting "${name}" must be an integer${key === 'port' ? ' from 0 to 65535' : ` >= ${min}`}, got ${JSON.stringify(value)}`);
   }

@@ -5,7 +5,10 @@ import { toNodeHandler } from 'h3/node';
 import { listen } from 'listhen';
 import type { Config } from './config.js';
 import { createAttachHandler } from './http/attach.js';
+import { checkBinding, createGate } from './http/auth.js';
+import { answerClientError } from './http/errors.js';
 import { createRoutes } from './http/routes.js';
+import { canReach, IdentityError, resolveUser, type RunAs } from './process/identity.js';
 import { Supervisor } from './process/supervisor.js';
 import { ReleaseCache } from './release/cache.js';
 
@@ -22,23 +25,35 @@ export interface Agent {
 export class StartError extends Error {}
 
 export async function startAgent(config: Config, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Agent> {
+  const refused = await checkBinding(config.host, Boolean(config.token), config.insecure, log);
+  if (refused) throw new StartError(refused);
   try {
     await mkdir(join(config.stateDir, 'releases'), { recursive: true });
   } catch (err) {
     throw new StartError(`state directory ${config.stateDir} is not usable: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
+  const runAs = runAsUser(config);
   const releases = new ReleaseCache({
     dir: config.stateDir,
-    download: { timeoutMs: config.downloadTimeoutMs, maxBytes: config.downloadMaxBytes },
-    unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries },
+    download: {
+      timeoutMs: config.downloadTimeoutMs,
+      maxBytes: config.downloadMaxBytes,
+      allowedHosts: config.sourceHosts,
+      maxRedirects: config.downloadMaxRedirects,
+      connectTimeoutMs: config.downloadConnectTimeoutMs,
+      readTimeoutMs: config.downloadReadTimeoutMs,
+    },
+    unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
+    runAs,
   });
-  const supervisor = new Supervisor(config, releases, log);
+  const supervisor = new Supervisor(config, releases, log, runAs);
+  const gate = createGate(config.token);
   const app = createRoutes({ supervisor, config, log });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
 
   let listener;
   try {
-    listener = await listen(toNodeHandler(app), {
+    listener = await listen(gate.http(toNodeHandler(app)), {
       hostname: config.host,
       // No fallback port: a busy port must be an error, not a silent move elsewhere.
       port: { port: config.port, random: config.port === 0, ports: [], portRange: [], alternativePortRange: [], verbose: false } as never,
@@ -54,7 +69,10 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     throw new StartError(`cannot listen on ${config.host}:${config.port}: ${msg}`);
   }
   const server = listener.server as Server;
+  gate.install(server);
   server.on('upgrade', attach.handle);
+  server.on('clientError', answerClientError);
+  if (!runAs && process.getuid?.() === 0) log('drover: warning: running as root without --user: every process and build step runs as root');
   const port = listener.address.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
 
@@ -77,4 +95,26 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       supervisor.killAll();
     },
   };
+}
+
+/** The user children run as (--user, when the agent runs as root). */
+function runAsUser(config: Config): RunAs | undefined {
+  if (!config.user) return undefined;
+  const root = process.getuid?.() === 0;
+  let runAs: RunAs;
+  try {
+    runAs = resolveUser(config.user);
+  } catch (err) {
+    if (err instanceof IdentityError) throw new StartError(err.message);
+    throw err;
+  }
+  if (!root) {
+    if (runAs.uid === process.getuid?.()) return undefined; // already that user: nothing to switch
+    throw new StartError(`--user ${config.user} needs the agent to run as root`);
+  }
+  const releases = join(config.stateDir, 'releases');
+  if (!canReach(runAs, releases)) {
+    throw new StartError(`--user ${runAs.name} cannot reach ${releases}: every directory above it needs search (x) permission for that user, or choose another --state-dir`);
+  }
+  return runAs;
 }

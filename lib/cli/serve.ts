@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../config.js';
 import { startAgent, StartError } from '../server.js';
+import { loadToken } from '../token.js';
 
 export const serveUsage = `Usage: drover serve [options]
 
@@ -13,25 +14,33 @@ Options:
   --port PORT          port to listen on (default ${defaults.port}; 0 picks a free one)
   --state-dir DIR      where releases and state live (default ./.drover)
   --config FILE        YAML file setting any option below (snake_case keys); flags win
+  --token-file FILE    require this shared secret on every request (or set DROVER_TOKEN)
+  --insecure           allow a non-loopback --host without a token (anyone reaching it can run commands)
+  --user NAME          when run as root: run children and build steps as this user
+  --source-hosts LIST  comma-separated hosts source_url may use, e.g. codeload.github.com,*.example.com
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
 Settings: ${settingNames.join(', ')}`;
 
-/** Turns flags and the config file into a Config; throws ConfigError with a one-line message. */
-export async function resolveConfig(argv: string[]): Promise<Config> {
-  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+/** Turns flags, the config file and DROVER_TOKEN into a Config; throws ConfigError with a one-line message. */
+export async function resolveConfig(argv: string[], env: NodeJS.ProcessEnv = process.env, warn: (line: string) => void = () => {}): Promise<Config> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' } };
   for (const name of settingNames) options[name.replaceAll('_', '-')] = { type: 'string' };
-  let values: Record<string, string | undefined>;
+  options.insecure = { type: 'boolean' }; // a switch: "--insecure", not "--insecure true"
+  let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as { values: Record<string, string | undefined> });
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as { values: Record<string, string | boolean | undefined> });
   } catch (err) {
     throw new ConfigError((err as Error).message.split('\n')[0]);
   }
-  const fromFile = values.config ? await readConfigFile(values.config) : {};
+  const fromFile = typeof values.config === 'string' ? await readConfigFile(values.config) : {};
   const fromFlags: Record<string, unknown> = {};
   for (const [flag, value] of Object.entries(values)) {
     if (flag !== 'config' && value !== undefined) fromFlags[flag.replaceAll('-', '_')] = value;
   }
-  return applySettings(applySettings(defaults, fromFile), fromFlags);
+  const config = applySettings(applySettings(defaults, fromFile), fromFlags);
+  const { token, warnings } = await loadToken(config.tokenFile, env);
+  for (const w of warnings) warn(w);
+  return token ? { ...config, token } : config;
 }
 
 export async function serve(argv: string[]): Promise<number> {
@@ -41,7 +50,9 @@ export async function serve(argv: string[]): Promise<number> {
   }
   let config: Config;
   try {
-    config = await resolveConfig(argv);
+    config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
+    // Read once; children never inherit it, even through a spawn that forgets to pass an env.
+    delete process.env.DROVER_TOKEN;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`drover: ${err.message}\n`);

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Supervisor } from '../process/supervisor.js';
-import { errorBody } from './errors.js';
+import { refuseOnSocket } from './errors.js';
 
 export interface AttachOptions {
   supervisor: Supervisor;
@@ -13,12 +13,8 @@ export interface AttachOptions {
 const PATH = /^\/attach-console\/([^/?#]+)$/;
 
 /** Refuses a WebSocket upgrade with a plain HTTP error, as JSON like every other error. */
-export function refuseUpgrade(socket: Duplex, status: number, reason: string, detail: string): void {
-  const body = JSON.stringify(errorBody(status, detail));
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
+export function refuseUpgrade(socket: Duplex, status: number, _reason: string, detail: string): void {
+  refuseOnSocket(socket, status, detail);
 }
 
 /**
@@ -28,6 +24,10 @@ export function refuseUpgrade(socket: Duplex, status: number, reason: string, de
  */
 export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOptions) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  // A malformed handshake (bad key, version, method, subprotocol) gets a JSON error like everything else.
+  wss.on('wsClientError', (err, socket) => {
+    refuseOnSocket(socket, err.message === 'Invalid HTTP method' ? 405 : 400, `WebSocket handshake: ${err.message}`);
+  });
 
   const handle = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {}); // a client vanishing mid-handshake is not the agent's problem

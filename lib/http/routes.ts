@@ -40,7 +40,10 @@ export function createRoutes({ supervisor, config, log }: RoutesOptions): H3 {
         log(`drover: ${event.req.method} ${event.url.pathname}${id ? ` [${id}]` : ''} failed: ${String(error.cause ?? error.message)}`);
         return jsonResponse(500, errorBody(500, 'internal error'), headers);
       }
-      const detail = error.status === 404 ? `no route for ${event.req.method} ${event.url.pathname}` : error.message;
+      const detail =
+        error.status === 404 ? `no route for ${event.req.method} ${event.url.pathname}`
+        : error.status === 400 && error.message === 'Bad Request' ? 'malformed URL (invalid percent-encoding)' // h3's own check
+        : error.message;
       return jsonResponse(error.status, errorBody(error.status, detail), headers);
     },
   });
@@ -53,7 +56,7 @@ export function createRoutes({ supervisor, config, log }: RoutesOptions): H3 {
   });
 
   app.post('/create-process', async (event) => {
-    const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls });
+    const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
     let proc;
     try {
       proc = await supervisor.create(req);

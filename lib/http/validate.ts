@@ -1,4 +1,5 @@
 import type { CreateRequest } from '../process/supervisor.js';
+import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
 import { ApiError } from './errors.js';
 
@@ -7,9 +8,12 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_ENV = 1000;
 const MAX_ENV_BYTES = 256 * 1024;
+const MAX_URL_LENGTH = 8192;
 
 export interface ValidateOptions {
   allowFileUrls: boolean;
+  /** Hosts source_url may point at (see hostAllowed); empty or absent for any. */
+  sourceHosts?: readonly string[];
 }
 
 function bad(field: string, detail: string): never {
@@ -38,6 +42,7 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const node = name(b, 'node', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no ".."), e.g. "web.0"');
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
   const sourceUrl = str(b, 'source_url');
+  if (sourceUrl.length > MAX_URL_LENGTH) bad('source_url', `is longer than ${MAX_URL_LENGTH} characters`);
   let url: URL;
   try {
     url = new URL(sourceUrl);
@@ -45,7 +50,10 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
     bad('source_url', `is not a valid absolute URL: ${JSON.stringify(sourceUrl.slice(0, 200))}`);
   }
   const schemes = opts.allowFileUrls ? ['http:', 'https:', 'file:'] : ['http:', 'https:'];
-  if (!schemes.includes(url.protocol)) bad('source_url', `must use ${schemes.map((s) => s.slice(0, -1)).join(' or ')}, got ${url.protocol.slice(0, -1)}`);
+  if (!schemes.includes(url.protocol)) bad('source_url', `must use ${schemes.map((s) => s.slice(0, -1)).join(' or ')}, got ${JSON.stringify(url.protocol.slice(0, -1).slice(0, 40))}`);
+  if (url.protocol !== 'file:' && !hostAllowed(url.hostname, opts.sourceHosts)) {
+    bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
+  }
   return { app, node, processType, sourceUrl, env: validateEnv(b.env) };
 }
 
@@ -55,14 +63,15 @@ function validateEnv(v: unknown): Record<string, string> {
   const entries = Object.entries(v as Record<string, unknown>);
   if (entries.length > MAX_ENV) bad('env', `has more than ${MAX_ENV} variables`);
   let bytes = 0;
-  const env: Record<string, string> = {};
+  // Collected as pairs: assigning env["__proto__"] on a plain object would silently drop it.
+  const env: [string, string][] = [];
   for (const [k, val] of entries) {
     if (!ENV_NAME.test(k)) bad('env', `${JSON.stringify(k.slice(0, 80))} is not a valid environment variable name`);
     if (typeof val !== 'string') bad('env', `value of ${k} must be a string, got ${val === null ? 'null' : typeof val}`);
     if (val.includes('\0')) bad('env', `value of ${k} must not contain NUL`);
     bytes += k.length + val.length;
     if (bytes > MAX_ENV_BYTES) bad('env', `is larger than ${MAX_ENV_BYTES} bytes`);
-    env[k] = val;
+    env.push([k, val]);
   }
-  return env;
+  return Object.fromEntries(env);
 }

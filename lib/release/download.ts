@@ -1,5 +1,6 @@
 // Fetch a release archive to disk: streamed (never buffered whole), hashed on the
-// fly, size-capped and cancellable. http(s) via global fetch; file: for local use.
+// fly, size-capped, time-limited and cancellable. http(s) via global fetch, following
+// redirects ourselves so every hop is checked; file: for local use.
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
@@ -13,6 +14,14 @@ export interface DownloadOptions {
   timeoutMs?: number;
   maxBytes?: number;
   onProgress?: (bytes: number, total: number | null) => void;
+  /** Hosts the URL and every redirect may point at: exact names or "*.example.com"; empty or absent for any. */
+  allowedHosts?: readonly string[];
+  /** Redirects followed before giving up (default 5). */
+  maxRedirects?: number;
+  /** Longest wait for a response's headers, per request. */
+  connectTimeoutMs?: number;
+  /** Longest pause between two chunks of the body. */
+  readTimeoutMs?: number;
 }
 
 export interface DownloadResult {
@@ -22,16 +31,40 @@ export interface DownloadResult {
 
 const PROGRESS_BYTES = 64 * 1024;
 const PROGRESS_MS = 100;
+const DEFAULT_MAX_REDIRECTS = 5;
+
+/** True if `hostname` is on the allow-list (an empty or absent list allows every host). */
+export function hostAllowed(hostname: string, allowed: readonly string[] | undefined): boolean {
+  if (!allowed || allowed.length === 0) return true;
+  const h = hostname.toLowerCase().replace(/\.$/, '');
+  return allowed.some((a) => (a.startsWith('*.') ? h.endsWith(a.slice(1)) : h === a));
+}
+
+/**
+ * A URL fit for messages that end up in status documents and logs: credentials and the
+ * query string (signed URLs carry their secret there) are replaced.
+ */
+export function redactUrl(url: string | URL): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return JSON.stringify(String(url).slice(0, 200));
+  }
+  const user = u.username ? `${u.username}${u.password ? ':***' : ''}@` : '';
+  return `${u.protocol}//${user}${u.host}${u.pathname}${u.search ? '?<redacted>' : ''}`;
+}
 
 export async function download(url: string, destFile: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new ReleaseError(`invalid source URL: ${url}`);
+    throw new ReleaseError(`invalid source URL: ${redactUrl(url)}`);
   }
+  const shown = redactUrl(parsed);
   if (!['http:', 'https:', 'file:'].includes(parsed.protocol)) {
-    throw new ReleaseError(`unsupported URL scheme "${parsed.protocol}" in ${url} (expected http:, https: or file:)`);
+    throw new ReleaseError(`unsupported URL scheme "${parsed.protocol}" in ${shown} (expected http:, https: or file:)`);
   }
   opts.signal?.throwIfAborted();
 
@@ -40,36 +73,137 @@ export async function download(url: string, destFile: string, opts: DownloadOpti
   const maxBytes = opts.maxBytes ?? Infinity;
 
   try {
-    const { body, total } = parsed.protocol === 'file:' ? await openFile(parsed) : await openHttp(url, signal);
+    const { body, total } = parsed.protocol === 'file:' ? await openFile(parsed) : await openHttp(parsed, signal, opts);
     if (total != null && total > maxBytes) {
       body.destroy();
-      throw new ReleaseError(`download exceeds ${maxBytes} bytes (size ${total}) from ${url}`);
+      throw new ReleaseError(`download exceeds ${maxBytes} bytes (size ${total}) from ${shown}`);
     }
-    const meter = new Meter(maxBytes, url, total, opts.onProgress);
-    await pipeline(body, meter, createWriteStream(destFile), { signal });
+    const meter = new Meter(maxBytes, shown, total, opts.onProgress);
+    const stages: (Readable | Transform)[] = [body];
+    if (parsed.protocol !== 'file:' && opts.readTimeoutMs != null) stages.push(new IdleTimeout(opts.readTimeoutMs, shown));
+    await pipeline([...stages, meter, createWriteStream(destFile)], { signal });
     meter.report(true);
     return { bytes: meter.bytes, sha256: meter.hash.digest('hex') };
   } catch (err) {
     await rm(destFile, { force: true });
     // The caller's abort wins over everything else; our own timeout becomes a ReleaseError.
     if (opts.signal?.aborted) throw abortReason(opts.signal);
-    if (timeout?.aborted) throw new ReleaseError(`download timed out after ${opts.timeoutMs} ms from ${url}`);
+    if (timeout?.aborted) throw new ReleaseError(`download timed out after ${opts.timeoutMs} ms from ${shown}`);
     if (err instanceof ReleaseError) throw err;
-    throw new ReleaseError(`download failed: ${describe(err)} from ${url}`);
+    // Whatever the cause says, it must not repeat the URL's secrets.
+    const cause = describe(err).replaceAll(parsed.href, shown).replaceAll(url, shown);
+    throw new ReleaseError(`download failed: ${cause} from ${shown}`);
   }
 }
 
-async function openHttp(url: string, signal: AbortSignal): Promise<{ body: Readable; total: number | null }> {
-  const res = await fetch(url, { signal, redirect: 'follow' });
-  if (!res.ok || !res.body) {
-    await res.body?.cancel().catch(() => {});
-    const status = res.statusText ? `${res.status} ${res.statusText}` : String(res.status);
-    throw new ReleaseError(`download failed: HTTP ${status} from ${url}`);
+/** GETs `start`, following up to maxRedirects redirects, each re-checked for scheme and host. */
+async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions): Promise<{ body: Readable; total: number | null }> {
+  const maxRedirects = opts.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
+  // fetch() refuses URLs with credentials: send them as Basic auth, and only to the origin they were given for.
+  const credentials = start.username || start.password ? basicAuth(start) : null;
+  let url = withoutCredentials(start);
+  for (let hops = 0; ; hops++) {
+    if (!hostAllowed(url.hostname, opts.allowedHosts)) {
+      throw new ReleaseError(`download refused: host ${url.hostname} is not in the allowed source hosts${hops > 0 ? ` (redirected from ${redactUrl(start)})` : ''}`);
+    }
+    const headers: Record<string, string> = credentials && url.origin === start.origin ? { authorization: credentials } : {};
+    const res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);
+    const location = res.status >= 300 && res.status < 400 ? res.headers.get('location') : null;
+    if (location !== null) {
+      await res.body?.cancel().catch(() => {});
+      if (hops >= maxRedirects) throw new ReleaseError(`download failed: more than ${maxRedirects} redirects from ${redactUrl(start)}`);
+      let next: URL;
+      try {
+        next = new URL(location, url);
+      } catch {
+        throw new ReleaseError(`download failed: malformed redirect location from ${redactUrl(url)}`);
+      }
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+        throw new ReleaseError(`download refused: redirect to scheme "${next.protocol}" from ${redactUrl(url)} (only http: and https:)`);
+      }
+      if (url.protocol === 'https:' && next.protocol === 'http:') {
+        throw new ReleaseError(`download refused: redirect from https to plain http (${redactUrl(next)}) from ${redactUrl(url)}`);
+      }
+      url = withoutCredentials(next);
+      continue;
+    }
+    if (!res.ok || !res.body) {
+      await res.body?.cancel().catch(() => {});
+      const status = res.statusText ? `${res.status} ${res.statusText}` : String(res.status);
+      throw new ReleaseError(`download failed: HTTP ${status} from ${redactUrl(url)}`);
+    }
+    return { body: webBody(res), total: contentLength(res) };
   }
+}
+
+/** fetch() that gives up when the response headers take longer than connectTimeoutMs. */
+async function fetchHeaders(url: URL, headers: Record<string, string>, signal: AbortSignal, connectTimeoutMs: number | undefined): Promise<Response> {
+  if (connectTimeoutMs == null) return fetch(url, { headers, signal, redirect: 'manual' });
+  const slow = new AbortController();
+  const timer = setTimeout(() => slow.abort(), connectTimeoutMs);
+  try {
+    return await fetch(url, { headers, signal: AbortSignal.any([signal, slow.signal]), redirect: 'manual' });
+  } catch (err) {
+    if (slow.signal.aborted && !signal.aborted) throw new ReleaseError(`download failed: no response within ${connectTimeoutMs} ms from ${redactUrl(url)}`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function basicAuth(url: URL): string {
+  const pair = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+  return `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`;
+}
+
+function withoutCredentials(url: URL): URL {
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u;
+}
+
+function contentLength(res: Response): number | null {
   const len = res.headers.get('content-length');
-  const total = len != null && /^\d+$/.test(len) ? Number(len) : null;
+  return len != null && /^\d+$/.test(len) ? Number(len) : null;
+}
+
+function webBody(res: Response): Readable {
   // The web/Node stream type mismatch is only nominal (DOM vs node:stream/web typings).
-  return { body: Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), total };
+  return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+}
+
+/** Fails the download when no chunk arrives for `ms` (a server that stalls mid-body). */
+class IdleTimeout extends Transform {
+  private timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly ms: number,
+    private readonly url: string,
+  ) {
+    super();
+    this.timer = this.arm();
+  }
+
+  private arm(): NodeJS.Timeout {
+    return setTimeout(() => this.destroy(new ReleaseError(`download stalled: no data for ${this.ms} ms from ${this.url}`)), this.ms);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    clearTimeout(this.timer);
+    this.timer = this.arm();
+    cb(null, chunk);
+  }
+
+  override _flush(cb: () => void): void {
+    clearTimeout(this.timer);
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    clearTimeout(this.timer);
+    cb(err);
+  }
 }
 
 async function openFile(url: URL): Promise<{ body: Readable; total: number | null }> {

@@ -8,15 +8,15 @@ import { waitFor } from './wait.js';
 export const bin = join(import.meta.dirname, '..', '..', 'bin', 'drover.js');
 
 /** The agent as its own OS process (the compiled CLI), on an ephemeral port. */
-export async function spawnAgent(args: string[] = []): Promise<{ proc: ChildProcess; url: string; stderr: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'drover-agent-'));
-  const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function spawnAgent(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stateDir?: string } = {}): Promise<{ proc: ChildProcess; url: string; stateDir: string; stderr: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'drover-agent-'));
+  const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   let err = '';
   proc.stderr!.on('data', (c) => (err += c));
   proc.stdout!.resume();
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
   const url = await waitFor(() => /listening on (http:\/\/\S+)/.exec(err)?.[1], 'the agent to listen', 30_000);
-  return { proc, url, stderr: () => err, exit };
+  return { proc, url, stateDir, stderr: () => err, exit };
 }
 
 /** Every live descendant of `pid`, with start times so a reused pid isn't mistaken for it. */

@@ -42,10 +42,10 @@ export async function api(method: string, url: string, body?: unknown, headers: 
 }
 
 /** Polls the status URL until the process is in `state`. */
-export async function waitForState(statusUrl: string, state: string | ((doc: any) => boolean), timeoutMs = 60_000) {
+export async function waitForState(statusUrl: string, state: string | ((doc: any) => boolean), timeoutMs = 60_000, headers: Record<string, string> = {}) {
   const ok = typeof state === 'string' ? (d: any) => d.state === state : state;
   return waitFor(async () => {
-    const r = await api('GET', statusUrl);
+    const r = await api('GET', statusUrl, undefined, headers);
     return r.status === 200 && ok(r.json) ? r.json : null;
   }, `process at ${statusUrl} to reach ${typeof state === 'string' ? state : 'the expected state'}`, timeoutMs);
 }
