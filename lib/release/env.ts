@@ -6,10 +6,9 @@
 //   4. the start request's env,
 //   5. PORT and the identity variables DYNO, DROVER_APP, DROVER_SLUG and
 //      DROVER_PROCESS_TYPE (added after filtering; they are not secrets).
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'dotenv';
+import { readSmallFile } from './small-file.js';
 
 export const DEFAULT_DOTENV_MAX_BYTES = 256 * 1024;
 
@@ -44,35 +43,8 @@ export async function readDotenv(
   appDir: string,
   opts: { maxBytes?: number } = {},
 ): Promise<Record<string, string>> {
-  const maxBytes = opts.maxBytes ?? DEFAULT_DOTENV_MAX_BYTES;
-  let file;
-  try {
-    // O_NONBLOCK: opening a FIFO named .env must not hang the agent.
-    file = await open(join(appDir, '.env'), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return {};
-    if (code === 'ELOOP') throw new Error('.env: is a symbolic link; refusing to follow it');
-    throw new Error(`.env: cannot open: ${(err as Error).message}`, { cause: err });
-  }
-  let buf: Buffer;
-  try {
-    const st = await file.stat();
-    if (!st.isFile()) throw new Error('.env: not a regular file');
-    if (st.size > maxBytes) throw tooLarge(maxBytes);
-    // Read at most maxBytes + 1, so a file that grows after stat() still can't exceed the cap.
-    buf = Buffer.alloc(maxBytes + 1);
-    let n = 0;
-    while (n < buf.length) {
-      const { bytesRead } = await file.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    if (n > maxBytes) throw tooLarge(maxBytes);
-    buf = buf.subarray(0, n);
-  } finally {
-    await file.close();
-  }
+  const buf = await readSmallFile(join(appDir, '.env'), opts.maxBytes ?? DEFAULT_DOTENV_MAX_BYTES, '.env');
+  if (buf === null) return {};
   if (buf.includes(0)) throw new Error('.env: contains NUL bytes; it must be a text file');
   let text: string;
   try {
@@ -82,8 +54,6 @@ export async function readDotenv(
   }
   return parse(text); // parse never logs; config() would print unless quiet
 }
-
-const tooLarge = (max: number) => new Error(`.env: file is larger than the limit of ${max} bytes`);
 
 /** Merges the layers (later wins) into one environment for spawn(). */
 export function childEnv(layers: EnvLayers): Record<string, string> {

@@ -1,9 +1,9 @@
 // Unpack an untrusted release archive (tar.gz, tar or zip) into a fresh directory.
 // Parsing is left to node-tar and yauzl; this file adds the policy on top: no entry
-// may land or point outside the directory, no special files, no setuid bits, and
-// caps on total size and entry count.
+// may land or point outside the directory, no special files, no setuid bits, no
+// group/world write, and caps on total size, entry count and compression ratio.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, symlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,12 +19,20 @@ export interface UnpackOptions {
   maxBytes?: number;
   /** Cap on the number of entries (default 100000). */
   maxEntries?: number;
+  /** Uncompressed bytes allowed per byte of archive, once past RATIO_FLOOR (default 100). */
+  maxRatio?: number;
 }
 
 const DEFAULT_MAX_BYTES = 1024 ** 3;
 const DEFAULT_MAX_ENTRIES = 100_000;
 const MAX_SYMLINK_HOPS = 40; // like the kernel's ELOOP limit
 const MAX_LINK_TARGET = 4096;
+const DEFAULT_MAX_RATIO = 100;
+// Small archives may compress better than any sane ratio (a tiny tree of repetitive text); below
+// this many uncompressed bytes the ratio is not checked, the absolute caps still are.
+export const RATIO_FLOOR = 16 * 1024 * 1024;
+// Release files are the app's to read and run, never anyone else's to change.
+const MODE_MASK = 0o755;
 
 /** Sniff the archive type from its first bytes; the file name is not trusted. */
 export async function detectFormat(file: string): Promise<ArchiveFormat> {
@@ -63,7 +71,8 @@ export async function unpack(file: string, destDir: string, opts: UnpackOptions 
   opts.signal?.throwIfAborted();
   const format = await detectFormat(file);
   const dest = path.resolve(destDir);
-  const guard = new EntryGuard(opts.maxBytes ?? DEFAULT_MAX_BYTES, opts.maxEntries ?? DEFAULT_MAX_ENTRIES);
+  const archiveBytes = (await stat(file)).size;
+  const guard = new EntryGuard(opts.maxBytes ?? DEFAULT_MAX_BYTES, opts.maxEntries ?? DEFAULT_MAX_ENTRIES, opts.maxRatio ?? DEFAULT_MAX_RATIO, archiveBytes);
   await mkdir(dest, { recursive: true });
   try {
     if (format === 'zip') await extractZip(file, dest, guard, opts.signal);
@@ -112,6 +121,8 @@ class EntryGuard {
   constructor(
     readonly maxBytes: number,
     readonly maxEntries: number,
+    readonly maxRatio: number,
+    readonly archiveBytes: number,
   ) {}
 
   countEntry(): void {
@@ -119,8 +130,20 @@ class EntryGuard {
   }
 
   countBytes(n: number): void {
+    this.checkBytes(n);
     this.bytes += n;
-    if (this.bytes > this.maxBytes) throw new ReleaseError(`archive exceeds ${this.maxBytes} bytes uncompressed`);
+  }
+
+  /** Throws if `n` more bytes would pass a cap (for sizes declared up front, before writing any). */
+  checkBytes(n: number): void {
+    const total = this.bytes + n;
+    if (total > this.maxBytes) throw new ReleaseError(`archive exceeds ${this.maxBytes} bytes uncompressed`);
+    if (total > RATIO_FLOOR && total > this.maxRatio * this.archiveBytes) {
+      throw new ReleaseError(
+        `archive expands to more than ${this.maxRatio} times its size (${total} bytes from ${this.archiveBytes}): ` +
+          'refusing a likely decompression bomb',
+      );
+    }
   }
 
   /** Validate an entry name; returns it normalized ("a/b", "" for the root). */
@@ -205,6 +228,9 @@ async function extractTar(file: string, dest: string, guard: EntryGuard, signal?
     cwd: dest,
     // As root node-tar would chown to the archive's uids; files must belong to us.
     preserveOwner: false,
+    // Directories the archive implies but does not list, and entries without a mode.
+    dmode: 0o755,
+    fmode: 0o644,
     filter: (_p, e) => {
       if (failure) return false;
       try {
@@ -255,8 +281,8 @@ function admitTarEntry(entry: ReadEntry, guard: EntryGuard): boolean {
   guard.countEntry();
   guard.countBytes(entry.size);
   const rel = guard.entryPath(entry.path);
-  // Permission bits only: no setuid/setgid/sticky from an untrusted archive.
-  if (typeof entry.mode === 'number') entry.mode &= 0o777;
+  // Permission bits only: no setuid/setgid/sticky, no group/world write from an untrusted archive.
+  if (typeof entry.mode === 'number') entry.mode &= MODE_MASK;
   switch (entry.type) {
     case 'File':
     case 'OldFile':
@@ -296,17 +322,19 @@ async function extractZip(file: string, dest: string, guard: EntryGuard, signal?
       if (entry.fileName.endsWith('/') || type === S_IFDIR) {
         // Replace an earlier symlink rather than mkdir through it.
         if (guard.plain(rel)) await rm(abs, { force: true });
-        await mkdir(abs, { recursive: true });
+        await mkdir(abs, { recursive: true, mode: 0o755 });
       } else if (type === S_IFLNK) {
         const target = await readLinkTarget(zip, entry, guard, signal);
         guard.symlink(rel, target);
-        await mkdir(path.dirname(abs), { recursive: true });
+        await mkdir(path.dirname(abs), { recursive: true, mode: 0o755 });
         await symlink(target, abs);
       } else if (type === 0 || type === S_IFREG) {
         // Replace an earlier symlink rather than write through it.
         if (guard.plain(rel)) await rm(abs, { force: true });
-        await mkdir(path.dirname(abs), { recursive: true });
-        const mode = unixMode & 0o777 || 0o644;
+        await mkdir(path.dirname(abs), { recursive: true, mode: 0o755 });
+        const mode = unixMode & MODE_MASK || 0o644;
+        // Sizes are validated against the data (validateEntrySizes): refuse before writing a byte.
+        guard.checkBytes(entry.uncompressedSize);
         const body = await zip.openReadStreamPromise(entry);
         await pipeline(body, byteCounter(guard), createWriteStream(abs, { mode }), { signal });
       }
