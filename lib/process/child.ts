@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { asUser, type RunAs } from './identity.js';
 import { LineSplitter } from './lines.js';
 import { liveGroupMembers, signalGroup } from './proc.js';
 
@@ -10,6 +11,8 @@ export interface ChildSpec {
   env: Record<string, string>;
   onLine: (stream: OutputStream, line: string) => void;
   maxLineLength?: number;
+  /** Run as this user instead of the agent's (--user). */
+  runAs?: RunAs;
 }
 
 export interface ExitInfo {
@@ -55,7 +58,8 @@ export class Child {
   private stopping: Promise<void> | null = null;
 
   constructor(spec: ChildSpec) {
-    this.proc = spawn('/bin/sh', ['-c', WRAPPER, 'drover', shellCommand(spec.command)], {
+    const [file, args] = asUser(spec.runAs, '/bin/sh', ['-c', WRAPPER, 'drover', shellCommand(spec.command)]);
+    this.proc = spawn(file, args, {
       cwd: spec.cwd,
       env: spec.env,
       detached: true, // own process group, so signals reach the whole tree

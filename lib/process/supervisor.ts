@@ -1,12 +1,13 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
 import type { Config } from '../config.js';
 import { ReleaseCache, type Archive } from '../release/cache.js';
 import { agentEnv, childEnv, readDotenv } from '../release/env.js';
 import { buildEnvPath } from '../release/build.js';
-import { describeTypes, parseProcfile } from '../release/procfile.js';
+import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile } from '../release/procfile.js';
+import { readSmallFile } from '../release/small-file.js';
 import { Child } from './child.js';
+import { userEnv, type RunAs } from './identity.js';
 import { processMachine, type ProcessDeps, type ProcessState } from './machine.js';
 import { OutputHub } from './output.js';
 import { PortPool } from './ports.js';
@@ -45,13 +46,17 @@ export function slugOf(app: string, node: string): string {
 export class Supervisor {
   private readonly procs = new Map<string, ManagedProcess>();
   private readonly ports = new PortPool();
-  private readonly baseEnv = agentEnv(process.env);
+  private readonly baseEnv: Record<string, string>;
 
   constructor(
     private readonly config: Config,
     private readonly releases: ReleaseCache,
     private readonly log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
-  ) {}
+    /** The user children run as (--user); undefined for the agent's own. */
+    private readonly runAs?: RunAs,
+  ) {
+    this.baseEnv = { ...agentEnv(process.env), ...(runAs ? userEnv(runAs) : {}) };
+  }
 
   get(slug: string): ManagedProcess | undefined {
     return this.procs.get(slug);
@@ -157,7 +162,7 @@ export class Supervisor {
       },
       start: (launch) => {
         const l = launch as Launch;
-        return new Child({ ...l, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
+        return new Child({ ...l, runAs: this.runAs, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
       },
       backoff: {
         initialMs: this.config.backoffInitialMs,
@@ -169,13 +174,8 @@ export class Supervisor {
   }
 
   private async procfileEntry(root: string, type: string) {
-    let text: Buffer;
-    try {
-      text = await readFile(join(root, 'Procfile'));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('the source archive has no Procfile at its root');
-      throw err;
-    }
+    const text = await readSmallFile(join(root, 'Procfile'), DEFAULT_PROCFILE_MAX_BYTES, 'Procfile');
+    if (text === null) throw new Error('the source archive has no Procfile at its root');
     const entries = parseProcfile(text);
     const entry = entries.get(type);
     if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(entries)}`);

@@ -6,6 +6,7 @@ import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
+import { asUser, type RunAs } from '../process/identity.js';
 import { abortReason, ReleaseError } from './errors.js';
 
 export interface BuildStep {
@@ -21,6 +22,8 @@ export interface BuildOptions {
   onLine: (line: string) => void;
   /** Time between SIGTERM and SIGKILL when aborted (default 2000 ms). */
   killGraceMs?: number;
+  /** Run the steps as this user instead of the agent's (--user). */
+  runAs?: RunAs;
 }
 
 const DEFAULT_KILL_GRACE_MS = 2000;
@@ -71,7 +74,8 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<v
   // Recomputed per step: the venv appears only after "python3 -m venv".
   const env = { ...opts.env, PATH: buildEnvPath(appDir, opts.env.PATH ?? process.env.PATH ?? '') };
   return new Promise<void>((resolve, reject) => {
-    const child = spawn(step.command, step.args, { cwd: appDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [file, args] = asUser(opts.runAs, step.command, step.args);
+    const child = spawn(file, args, { cwd: appDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let killTimer: NodeJS.Timeout | undefined;
     const killGroup = (sig: NodeJS.Signals): void => {
       try {

@@ -7,10 +7,12 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { RunAs } from '../process/identity.js';
 import { runBuild } from './build.js';
-import { download } from './download.js';
+import { download, type DownloadOptions } from './download.js';
 import { abortReason } from './errors.js';
-import { unpack } from './unpack.js';
+import { chownTree } from './owner.js';
+import { unpack, type UnpackOptions } from './unpack.js';
 
 export interface Archive {
   sha256: string;
@@ -27,8 +29,10 @@ export interface Release {
 
 export interface ReleaseCacheOptions {
   dir: string;
-  download?: { timeoutMs?: number; maxBytes?: number };
-  unpack?: { maxBytes?: number; maxEntries?: number };
+  download?: Omit<DownloadOptions, 'signal' | 'onProgress'>;
+  unpack?: Omit<UnpackOptions, 'signal'>;
+  /** Builds run as this user, who owns the unpacked app (--user). */
+  runAs?: RunAs;
 }
 
 export interface FetchOptions {
@@ -120,7 +124,9 @@ export class ReleaseCache {
     await mkdir(this.releasesDir, { recursive: true });
     try {
       const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
-      await runBuild(root, { signal, env, onLine });
+      const runAs = this.opts.runAs;
+      if (runAs) await chownTree(root, runAs.uid, runAs.gid);
+      await runBuild(root, { signal, env, onLine, runAs });
       signal.throwIfAborted();
       const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
       await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root) }) + '\n');
