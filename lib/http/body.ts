@@ -23,8 +23,11 @@ export async function readJson(event: H3Event, maxBytes: number, opts: { optiona
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {
-      await reader.cancel();
-      throw new ApiError(413, `request body is larger than ${maxBytes} bytes`);
+      // Not reader.cancel(): on a Node request that nulls req.socket, which listhen's shutdown
+      // hook then dereferences when the response finishes, crashing the agent. Stop reading
+      // instead; closing the connection after the answer discards the rest.
+      reader.releaseLock();
+      throw new ApiError(413, `request body is larger than ${maxBytes} bytes`, undefined, { connection: 'close' });
     }
     chunks.push(value);
   }
