@@ -352,6 +352,7 @@ function zipError(err: unknown): unknown {
   if (!(err instanceof Error) || err instanceof ReleaseError) return err;
   const m = /^(?:absolute path|invalid relative path): (.*)$/s.exec(err.message);
   if (m) return new ReleaseError(`archive entry "${m[1]}" escapes the release directory`);
+  if (/^entry is encrypted/.test(err.message)) return new ReleaseError('archive has encrypted entries; encrypted zips are not supported');
   return err;
 }
 
