@@ -434,6 +434,7 @@ t.test('the bad-input corpus', async (t) => {
     bad('tar ../', tarOf({ path: `../${canary}`, body: 'x' }), escapes),
     bad('tar deep ../', tarOf({ path: `../../../${canary}`, body: 'x' }), escapes),
     bad('tar a/../../', tarOf({ path: `a/../../../${canary}`, body: 'x' }), escapes),
+    bad('tar name forging log lines', tarOf({ path: `../\x1b[31m${canary}\ndrover: forged line`, body: 'x' }), escapes),
     bad('tar absolute', tarOf({ path: `/tmp/${canary}-abs`, body: 'x' }), /has an absolute path/),
     bad('tar drive letter', tarOf({ path: `C:/${canary}`, body: 'x' }), /has an absolute path/),
     bad('tar pax path override', tgz([procfile, paxHeader({ path: `../../../${canary}-pax` }), { path: 'innocent', body: 'x' }]), escapes),
@@ -563,6 +564,12 @@ t.test('the bad-input corpus', async (t) => {
     t.ok(st.isFile() || st.isDirectory() || st.isSymbolicLink(), `${p} is no device, FIFO or socket`);
     t.notOk(st.mode & 0o7022 && !st.isSymbolicLink(), `${p} has no setuid/setgid/sticky bit and no group/world write`);
   }
+
+  const logLines = agent.stderr().split('\n').filter((l) => l !== '');
+  t.ok(logLines.length > cases.length, 'the errors were logged');
+  t.same(logLines.filter((l) => !/^drover: /.test(l) || l.includes('forged line') && !l.includes('\\x0adrover: forged line')), [], 'no input could forge a log line');
+  t.notOk(agent.stderr().includes('\x1b'), 'nor put an escape sequence on the terminal');
+  t.notOk(agent.stderr().includes(TOKEN), 'and the token is nowhere in the log');
 
   agent.proc.kill('SIGTERM');
   t.same(await agent.exit, { code: 0, signal: null }, 'and it still shuts down cleanly');

@@ -38,6 +38,11 @@ export interface ManagedProcess extends CreateRequest {
 
 export class ConflictError extends Error {}
 
+/** Errors quote archive entry names and the like: no newline or escape sequence of theirs reaches the log. */
+function oneLine(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export function slugOf(app: string, node: string): string {
   return `${app}.${node}`;
 }
@@ -93,7 +98,7 @@ export class Supervisor {
       // The machine replaces `errors` whenever it adds one: each new entry is also a warning on stderr.
       if (snap.context.errors !== errors) {
         errors = snap.context.errors;
-        if (errors.length > 0) this.log(`drover: ${slug}: ${errors[errors.length - 1]}`);
+        if (errors.length > 0) this.log(`drover: ${slug}: ${oneLine(errors[errors.length - 1])}`);
       }
     });
     proc.actor.start();
