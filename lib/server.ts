@@ -69,6 +69,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     throw new StartError(`cannot listen on ${config.host}:${config.port}: ${msg}`);
   }
   const server = listener.server as Server;
+  // Until there is an upgrade listener Node hands upgrades to the (gated) request handler; from here on
+  // the gate intercepts them ahead of every listener.
   gate.install(server);
   server.on('upgrade', attach.handle);
   server.on('clientError', answerClientError);
