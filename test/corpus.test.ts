@@ -23,7 +23,7 @@ import { waitFor } from './helpers/wait.js';
 const TOKEN = 'corpus-token-0123456789abcdef';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const MiB = 1024 * 1024;
-const LIMITS = { unpackMaxBytes: 24 * MiB, unpackMaxEntries: 1000, downloadMaxBytes: 2 * MiB, timeoutMs: 3000 };
+const LIMITS = { unpackMaxBytes: 24 * MiB, unpackMaxEntries: 1000, downloadMaxBytes: 2 * MiB, timeoutMs: 5000 };
 
 interface Outcome {
   status: number;
@@ -486,8 +486,8 @@ t.test('the bad-input corpus', async (t) => {
     ['redirect to a host not allowed', `${hostileUrl}/to-other-host`, /host localhost is not in the allowed source hosts/],
     ['download too large', `${hostileUrl}/huge`, /download exceeds 2097152 bytes/],
     ['download too large, chunked', `${hostileUrl}/huge-chunked`, /download exceeds 2097152 bytes/],
-    ['server never answers', `${hostileUrl}/hang`, /no response within 3000 ms/],
-    ['server stalls mid-body', `${hostileUrl}/stall`, /no data for 3000 ms/],
+    ['server never answers', `${hostileUrl}/hang`, /no response within 5000 ms/],
+    ['server stalls mid-body', `${hostileUrl}/stall`, /no data for 5000 ms/],
     ['connection cut short', `${hostileUrl}/short`, /download failed/],
     ['connection refused', refusedUrl, /ECONNREFUSED/],
   ];

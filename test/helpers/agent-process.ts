@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listProcesses, readProc } from '../../lib/process/proc.js';
@@ -14,7 +14,12 @@ export async function spawnAgent(args: string[] = [], opts: { env?: NodeJS.Proce
   let err = '';
   proc.stderr!.on('data', (c) => (err += c));
   proc.stdout!.resume();
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on('exit', (code, signal) => {
+      if (!opts.stateDir) rmSync(stateDir, { recursive: true, force: true }); // ours to clean up
+      r({ code, signal });
+    }),
+  );
   const url = await waitFor(() => /listening on (http:\/\/\S+)/.exec(err)?.[1], 'the agent to listen', 30_000);
   return { proc, url, stateDir, stderr: () => err, exit };
 }
