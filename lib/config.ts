@@ -41,6 +41,10 @@ export interface Config {
   unpackMaxRatio: number;
   /** The shared secret itself. Never a setting (flags show in `ps`): from DROVER_TOKEN or token_file. */
   token?: string;
+  /** Largest upload to the blob store (POST /data). */
+  blobMaxBytes: number;
+  /** How long a blob no process refers to is kept after its last use. */
+  blobRetentionMs: number;
 }
 
 export const defaults: Config = {
@@ -67,6 +71,8 @@ export const defaults: Config = {
   downloadConnectTimeoutMs: 30_000,
   downloadReadTimeoutMs: 60_000,
   unpackMaxRatio: 100,
+  blobMaxBytes: 1024 * 1024 * 1024,
+  blobRetentionMs: 3_600_000,
 };
 
 export class ConfigError extends Error {}
@@ -81,6 +87,7 @@ const fileKeys: Record<string, keyof Config> = {
   token_file: 'tokenFile', insecure: 'insecure', user: 'user', source_hosts: 'sourceHosts',
   download_max_redirects: 'downloadMaxRedirects', download_connect_timeout_ms: 'downloadConnectTimeoutMs',
   download_read_timeout_ms: 'downloadReadTimeoutMs', unpack_max_ratio: 'unpackMaxRatio',
+  blob_max_bytes: 'blobMaxBytes', blob_retention_ms: 'blobRetentionMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

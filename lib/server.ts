@@ -11,6 +11,7 @@ import { createRoutes } from './http/routes.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from './process/identity.js';
 import { Supervisor } from './process/supervisor.js';
 import { ReleaseCache } from './release/cache.js';
+import { BlobStore, blobIdFromUrl } from './store/blobs.js';
 
 export interface Agent {
   url: string;
@@ -32,8 +33,16 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   } catch (err) {
     throw new StartError(`state directory ${config.stateDir} is not usable: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
+  const blobs: BlobStore = new BlobStore({
+    dir: join(config.stateDir, 'blobs'),
+    maxBytes: config.blobMaxBytes,
+    retentionMs: config.blobRetentionMs,
+    referenced: (): Set<string> => new Set(supervisor.list().map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl)).filter((id): id is string => !!id)),
+    log,
+  });
+  await blobs.init();
   const runAs = runAsUser(config);
-  const releases = new ReleaseCache({
+  const releases: ReleaseCache = new ReleaseCache({
     dir: config.stateDir,
     download: {
       timeoutMs: config.downloadTimeoutMs,
@@ -45,10 +54,16 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     },
     unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
     runAs,
+    // A blob URL names its bytes by their sha256: when we hold them, read them from disk. This
+    // also keeps source_urls pointing at this agent working when it requires a token.
+    localSource: async (url): Promise<string | null> => {
+      const id = blobIdFromUrl(url);
+      return id && (await blobs.get(id)) ? blobs.path(id) : null;
+    },
   });
-  const supervisor = new Supervisor(config, releases, log, runAs);
+  const supervisor: Supervisor = new Supervisor(config, releases, log, runAs);
   const gate = createGate(config.token);
-  const app = createRoutes({ supervisor, config, log });
+  const app = createRoutes({ supervisor, config, log, blobs });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
 
   let listener;
@@ -68,6 +83,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     if (/Unable to find an available port|EADDRINUSE/.test(msg)) throw new StartError(`port ${config.port} on ${config.host} is already in use`);
     throw new StartError(`cannot listen on ${config.host}:${config.port}: ${msg}`);
   }
+  blobs.startSweeping();
   const server = listener.server as Server;
   // Until there is an upgrade listener Node hands upgrades to the (gated) request handler; from here on
   // the gate intercepts them ahead of every listener.
@@ -88,6 +104,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         server.close(); // stop accepting; requests in flight finish
         attach.close();
         await supervisor.shutdown();
+        await blobs.close();
         server.closeAllConnections();
         await listener.close().catch(() => {});
       })();

@@ -15,6 +15,7 @@ export function indexDocument(base: Base) {
   return {
     create: `${base.http}/create-process`,
     list: `${base.http}/list-processes`,
+    data: `${base.http}/data`,
   };
 }
 

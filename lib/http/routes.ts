@@ -1,7 +1,9 @@
 import { H3, getRouterParam, type H3Event } from 'h3';
 import type { Config } from '../config.js';
 import { ConflictError, type Supervisor } from '../process/supervisor.js';
+import type { BlobStore } from '../store/blobs.js';
 import { readJson } from './body.js';
+import { registerDataRoutes } from './data.js';
 import { ApiError, errorBody, jsonResponse } from './errors.js';
 import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
 import { validateCreate } from './validate.js';
@@ -10,12 +12,13 @@ export interface RoutesOptions {
   supervisor: Supervisor;
   config: Config;
   log: (line: string) => void;
+  blobs: BlobStore;
 }
 
 const MAX_BODY = 1024 * 1024;
 
 /** The seed-001 hypermedia API. */
-export function createRoutes({ supervisor, config, log }: RoutesOptions): H3 {
+export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions): H3 {
   const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
   const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, 200);
   const findProcess = (event: H3Event) => {
@@ -82,6 +85,8 @@ export function createRoutes({ supervisor, config, log }: RoutesOptions): H3 {
     await supervisor.delete(proc.slug);
     return statusDocument(base(event), proc);
   });
+
+  registerDataRoutes(app, { blobs, base });
 
   return app;
 }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RunAs } from '../process/identity.js';
+import { pathToFileURL } from 'node:url';
 import { runBuild } from './build.js';
 import { download, type DownloadOptions } from './download.js';
 import { abortReason } from './errors.js';
@@ -33,6 +34,8 @@ export interface ReleaseCacheOptions {
   unpack?: Omit<UnpackOptions, 'signal'>;
   /** Builds run as this user, who owns the unpacked app (--user). */
   runAs?: RunAs;
+  /** A local file holding exactly what `url` serves (the agent's own blobs), read instead of fetching. */
+  localSource?: (url: string) => Promise<string | null>;
 }
 
 export interface FetchOptions {
@@ -99,7 +102,9 @@ export class ReleaseCache {
   private async doFetch(url: string, signal: AbortSignal, onProgress: (bytes: number, total: number | null) => void): Promise<Archive> {
     await mkdir(this.archivesDir, { recursive: true });
     const tmp = path.join(this.archivesDir, `.download-${randomBytes(8).toString('hex')}`);
-    const { bytes, sha256 } = await download(url, tmp, { ...this.opts.download, signal, onProgress });
+    const local = await this.opts.localSource?.(url);
+    const from = local ? pathToFileURL(local).href : url;
+    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress });
     const file = path.join(this.archivesDir, `${sha256}.archive`);
     try {
       await rename(tmp, file);

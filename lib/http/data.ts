@@ -1,0 +1,153 @@
+// The data API of seed 002: upload a blob, read its metadata, download its bytes.
+// Uploads are streamed to disk whatever their type: application/octet-stream as is, and
+// multipart/form-data through busboy (web Request.formData() would buffer the whole body).
+import { createReadStream } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
+import { PassThrough, Readable } from 'node:stream';
+import { Busboy, type BusboyInstance } from '@fastify/busboy';
+import { getRouterParam, type H3, type H3Event } from 'h3';
+import { BlobTooLargeError, isBlobId, type BlobInfo, type BlobStore } from '../store/blobs.js';
+import { ApiError } from './errors.js';
+import type { Base } from './links.js';
+
+export interface DataRoutesOptions {
+  blobs: BlobStore;
+  base: (event: H3Event) => Base;
+}
+
+export function dataUrl(base: Base): string {
+  return `${base.http}/data`;
+}
+
+export function blobDocument(base: Base, info: BlobInfo) {
+  const self = `${dataUrl(base)}/${info.id}`;
+  return {
+    id: info.id,
+    checksum: `sha256:${info.id}`,
+    size: info.size,
+    used_at: info.usedAt.toISOString(),
+    self,
+    blob: `${self}/blob`,
+  };
+}
+
+// Multipart framing around the file is small; anything past this margin is the file's own bytes.
+const MULTIPART_OVERHEAD = 64 * 1024;
+
+export function registerDataRoutes(app: H3, { blobs, base }: DataRoutesOptions): void {
+  const find = async (event: H3Event): Promise<BlobInfo> => {
+    const id = getRouterParam(event, 'id') ?? '';
+    const info = isBlobId(id) ? await blobs.get(id) : null;
+    if (!info) throw new ApiError(404, `no data object "${id.slice(0, 80)}"`, 'id');
+    return info;
+  };
+
+  app.post('/data', async (event) => {
+    const type = event.req.headers.get('content-type') ?? 'application/octet-stream';
+    const media = type.split(';')[0].trim().toLowerCase();
+    const declared = Number(event.req.headers.get('content-length') ?? 0);
+    const max = blobs.maxBytes;
+    const tooLarge = () => new ApiError(413, `upload is larger than the limit of ${max} bytes`, 'file', { connection: 'close' });
+    const body = requestStream(event);
+    let result;
+    try {
+      if (media === 'application/octet-stream') {
+        if (declared > max) throw tooLarge();
+        result = await blobs.put(body, event.req.signal);
+      } else if (media === 'multipart/form-data') {
+        if (declared > max + MULTIPART_OVERHEAD) throw tooLarge();
+        result = await putMultipart(body, type, blobs, event.req.signal);
+      } else {
+        throw new ApiError(415, `upload must be application/octet-stream or multipart/form-data, got ${media}`);
+      }
+    } catch (err) {
+      if (err instanceof BlobTooLargeError) throw tooLarge();
+      throw err;
+    }
+    const doc = blobDocument(base(event), result.info);
+    event.res.status = 201;
+    event.res.headers.set('location', doc.self);
+    return { ...doc, reused: !result.created };
+  });
+
+  app.get('/data', async (event) => {
+    const b = base(event);
+    return { data: (await blobs.list()).map((i) => blobDocument(b, i)) };
+  });
+
+  app.get('/data/:id', async (event) => blobDocument(base(event), await find(event)));
+
+  app.get('/data/:id/blob', async (event) => {
+    const info = await find(event);
+    const etag = `"${info.id}"`;
+    const headers = { etag, 'cache-control': 'public, max-age=31536000, immutable' }; // content-addressed
+    if (event.req.headers.get('if-none-match')?.split(/\s*,\s*/).includes(etag)) return new Response(null, { status: 304, headers });
+    const stream = createReadStream(blobs.path(info.id));
+    return new Response(Readable.toWeb(stream) as ReadableStream, {
+      headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(info.size) },
+    });
+  });
+}
+
+/**
+ * The request body as a Node stream. It is piped through rather than handed over, so that
+ * giving up early (413) leaves the request itself intact and the error response can still
+ * be written (with `Connection: close`) instead of the socket being torn down.
+ */
+function requestStream(event: H3Event): Readable {
+  const node = event.runtime?.node?.req as Readable | undefined;
+  const src = node ?? (event.req.body ? Readable.fromWeb(event.req.body as import('node:stream/web').ReadableStream) : Readable.from([]));
+  const out = new PassThrough();
+  src.pipe(out);
+  out.on('close', () => src.unpipe(out));
+  return out;
+}
+
+/** Stores the one file part of a multipart/form-data body, streamed. */
+function putMultipart(body: Readable, type: string, blobs: BlobStore, signal: AbortSignal) {
+  return new Promise<{ info: BlobInfo; created: boolean }>((resolve, reject) => {
+    let bb: BusboyInstance;
+    try {
+      bb = new Busboy({
+        headers: { 'content-type': type } as IncomingHttpHeaders & { 'content-type': string },
+        limits: { files: 1, fileSize: blobs.maxBytes, fields: 100, fieldSize: 64 * 1024, parts: 101 },
+      });
+    } catch (err) {
+      reject(new ApiError(400, `malformed multipart/form-data: ${(err as Error).message}`));
+      return;
+    }
+    let upload: Promise<{ info: BlobInfo; created: boolean }> | null = null;
+    let file: Readable | null = null;
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      body.unpipe(bb);
+      body.destroy();
+      // Stop a file still being written, and answer only once its temp file is gone.
+      if (file && !file.destroyed) file.destroy();
+      void (upload ?? Promise.resolve())
+        .catch(() => {})
+        .then(() => reject(err));
+    };
+    bb.on('file', (_field, stream) => {
+      file = stream;
+      stream.on('error', () => {}); // reported through put()'s pipeline; an error after it finished must not crash
+      // Busboy stops feeding a file at the limit and flags it: make that an error, not a short blob.
+      stream.on('limit', () => stream.destroy(new BlobTooLargeError(blobs.maxBytes)));
+      upload = blobs.put(stream, signal);
+      upload.catch(fail);
+    });
+    bb.on('filesLimit', () => fail(new ApiError(400, 'only one file may be uploaded per request', 'file')));
+    bb.on('error', (err: Error) => fail(new ApiError(400, `malformed multipart/form-data: ${err.message}`)));
+    bb.on('finish', () => {
+      if (!upload) return fail(new ApiError(400, 'the multipart/form-data body has no file part', 'file'));
+      upload.then((r) => {
+        if (settled) return;
+        settled = true;
+        resolve(r);
+      }, fail);
+    });
+    body.pipe(bb);
+  });
+}
