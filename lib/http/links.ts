@@ -1,4 +1,5 @@
 import type { ManagedProcess } from '../process/supervisor.js';
+import { envDigest, sourceDigest } from './digest.js';
 
 /** Links are absolute, built from the Host the caller used, so they work through any address. */
 export interface Base {
@@ -43,8 +44,11 @@ export function statusDocument(base: Base, proc: ManagedProcess) {
     port: proc.port,
     restarts: ctx.restarts,
     created_at: proc.createdAt.toISOString(),
+    started_at: snap.value === 'running' && proc.startedAt ? proc.startedAt.toISOString() : null,
     errors: ctx.errors,
     // Names only: values often hold secrets.
     env_names: Object.keys(proc.env),
+    source_digest: sourceDigest(proc.sourceUrl),
+    env_digest: envDigest(proc.env),
   };
 }

@@ -34,6 +34,8 @@ export interface ManagedProcess extends CreateRequest {
   port: number;
   actor: Actor<typeof processMachine>;
   output: OutputHub;
+  /** When the current (or last) child was started. */
+  startedAt?: Date;
 }
 
 export class ConflictError extends Error {}
@@ -91,7 +93,7 @@ export class Supervisor {
       createdAt: new Date(),
       port,
       output,
-      actor: createActor(processMachine, { input: { deps: this.deps(slug, req, port, output), maxErrors: this.config.maxErrors } }),
+      actor: createActor(processMachine, { input: { deps: this.deps(placeholder, req, port, output), maxErrors: this.config.maxErrors } }),
     });
     let errors = proc.actor.getSnapshot().context.errors;
     proc.actor.subscribe((snap) => {
@@ -142,7 +144,8 @@ export class Supervisor {
     proc.output.close();
   }
 
-  private deps(slug: string, req: CreateRequest, port: number, output: OutputHub): ProcessDeps {
+  private deps(proc: ManagedProcess, req: CreateRequest, port: number, output: OutputHub): ProcessDeps {
+    const slug = slugOf(req.app, req.node);
     const buildEnv = { ...this.baseEnv, ...req.env };
     return {
       download: (signal) => this.releases.fetch(req.sourceUrl, { signal }),
@@ -167,7 +170,9 @@ export class Supervisor {
       },
       start: (launch) => {
         const l = launch as Launch;
-        return new Child({ ...l, runAs: this.runAs, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
+        const child = new Child({ ...l, runAs: this.runAs, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
+        proc.startedAt = new Date(child.startedAt);
+        return child;
       },
       backoff: {
         initialMs: this.config.backoffInitialMs,
