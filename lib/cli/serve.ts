@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../config.js';
-import { startAgent, StartError } from '../server.js';
+import { startAgent, StartError, type Agent } from '../server.js';
 import { loadToken } from '../token.js';
 
 export const serveUsage = `Usage: drover serve [options]
@@ -71,7 +71,11 @@ export async function serve(argv: string[]): Promise<number> {
     throw err;
   }
   process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
+  return untilSignal(agent);
+}
 
+/** Runs until SIGINT/SIGTERM, then stops every process gracefully; a second Ctrl-C kills them. */
+export function untilSignal(agent: Agent): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {

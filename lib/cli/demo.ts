@@ -1,0 +1,95 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, settingNames, type Config } from '../config.js';
+import { startAgent, StartError } from '../server.js';
+import { Client, DEFAULT_URL, oneLine } from './client.js';
+import { deployApp } from './deploy.js';
+import { colorsEnabled, painter } from './format.js';
+import { resolveConfig, untilSignal } from './serve.js';
+
+export const demoUsage = `Usage: drover demo [serve options]
+
+What \`npm start\` runs: starts the agent (like drover serve, same options) and deploys the
+example web app (examples/web) to it as app "demo", then prints what to try next.
+Ctrl-C stops the agent and the app. Settings: ${settingNames.join(', ')}`;
+
+/** examples/web, from lib/cli (sources under the test loader) or dist/lib/cli (compiled). */
+function exampleDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of ['../..', '../../..']) {
+    const dir = path.resolve(here, up, 'examples', 'web');
+    if (existsSync(path.join(dir, 'Procfile'))) return dir;
+  }
+  throw new Error('cannot find examples/web next to the drover sources');
+}
+
+export async function demo(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${demoUsage}\n`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
+    delete process.env.DROVER_TOKEN; // as serve does: children never inherit it
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  let agent;
+  try {
+    agent = await startAgent(config);
+  } catch (err) {
+    if (err instanceof StartError) {
+      const hint = /already in use/.test(err.message) ? ' (another agent running? or pick a port: npm start -- --port 9000)' : '';
+      process.stderr.write(`drover: ${err.message}${hint}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
+  const done = untilSignal(agent); // Ctrl-C works from here on, also during the deploy
+
+  const out = process.stdout;
+  const paint = painter(colorsEnabled(out));
+  const source = exampleDir();
+  out.write(`\nDeploying ${path.relative(process.cwd(), source) || source} as app "demo"...\n`);
+  try {
+    const result = await deployApp(new Client(agent.url, config.token), {
+      app: 'demo',
+      source,
+      scale: { web: 1 },
+      env: { GREETING: 'hello from the drover demo' },
+      wait: true,
+      timeoutMs: 120_000,
+      out,
+    });
+    const web = result.processes.find((p) => p.node === 'web.0');
+    const bin = path.relative(process.cwd(), process.argv[1] ?? 'bin/drover.js') || 'bin/drover.js';
+    const cli = `node ${bin.includes('/') ? bin : `./${bin}`}`;
+    const lines = [
+      '',
+      paint('bold', `drover is running at ${agent.url} with the example app deployed. Try, in another terminal:`),
+      '',
+      ...(agent.url !== DEFAULT_URL ? [`  export DROVER_URL=${agent.url}`] : []),
+      ...(web?.port ? [`  curl http://127.0.0.1:${web.port}/                 # the app (its PORT)`] : []),
+      `  ${cli} ps                          # every process: state, pid, restarts, uptime`,
+      `  ${cli} logs -f demo.web.0          # follow its output (curl it again to see a line)`,
+      `  ${cli} status demo.web.0           # its status document`,
+      `  ${cli} deploy examples/worker --app ticker   # deploy another app`,
+      `  ${cli} --help                      # every command`,
+      '',
+      'Ctrl-C here stops the agent and everything it runs.',
+      '',
+    ];
+    out.write(lines.join('\n'));
+    if (!result.ok) process.stderr.write('drover: the demo app did not start; the agent keeps running (see drover status demo.web.0)\n');
+  } catch (err) {
+    process.stderr.write(`drover: deploying the demo app failed: ${oneLine((err as Error).message)}; the agent keeps running\n`);
+  }
+  return done;
+}

@@ -1,0 +1,59 @@
+import { parse, usageError } from './args.js';
+import { Client, type Doc } from './client.js';
+import { bytes, colorsEnabled, duration, painter, stateColor, table } from './format.js';
+
+export const psUsage = `Usage: drover ps [--json]
+
+Lists every process on the agent (DROVER_URL): slug, state, pid, port, restarts, uptime,
+and CPU and memory of its whole process tree where the agent reports them.
+
+Options:
+  --json   the status documents as JSON`;
+
+/** CPU % and RSS bytes, from the status document's `usage` when the agent reports it. */
+export function usageOf(doc: Doc): { cpu: number | null; rss: number | null } {
+  const u = doc.usage;
+  if (!u || typeof u !== 'object') return { cpu: null, rss: null };
+  const num = (...vals: unknown[]) => vals.find((v): v is number => typeof v === 'number' && Number.isFinite(v)) ?? null;
+  return { cpu: num(u.cpu_percent, u.cpu), rss: num(u.rss_bytes, u.rss, u.memory) };
+}
+
+export function psRows(docs: Doc[], now: number, paint = painter(false)): string[][] {
+  return [...docs]
+    .sort((a, b) => (String(a.slug) < String(b.slug) ? -1 : 1))
+    .map((d) => {
+      const { cpu, rss } = usageOf(d);
+      const started = typeof d.started_at === 'string' ? Date.parse(d.started_at) : NaN;
+      return [
+        String(d.slug),
+        paint(stateColor(String(d.state)), String(d.state)),
+        d.pid == null ? '-' : String(d.pid),
+        d.port == null ? '-' : String(d.port),
+        String(d.restarts ?? '-'),
+        d.state === 'running' && Number.isFinite(started) ? duration(now - started) : '-',
+        cpu === null ? '-' : `${cpu.toFixed(1)}%`,
+        rss === null ? '-' : bytes(rss),
+      ];
+    });
+}
+
+export async function ps(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 'ps');
+  if (values.help) {
+    process.stdout.write(`${psUsage}\n`);
+    return 0;
+  }
+  if (positionals.length) throw usageError(`unexpected argument ${JSON.stringify(positionals[0])}`, 'ps');
+  const docs = await new Client().processes();
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(docs, null, 2)}\n`);
+    return 0;
+  }
+  if (docs.length === 0) {
+    process.stdout.write('no processes (drover deploy DIR --app NAME starts some)\n');
+    return 0;
+  }
+  const paint = painter(colorsEnabled(process.stdout));
+  process.stdout.write(table(['SLUG', 'STATE', 'PID', 'PORT', 'RESTARTS', 'UPTIME', 'CPU', 'MEM'], psRows(docs, Date.now(), paint)));
+  return 0;
+}
