@@ -19,6 +19,7 @@ export const EXIT = {
 } as const;
 
 export class CliError extends Error {
+  override name = 'CliError';
   constructor(
     message: string,
     readonly exitCode: number = EXIT.failed,

@@ -24,6 +24,19 @@ function exampleDir(): string {
   throw new Error('cannot find examples/web next to the drover sources');
 }
 
+async function answering(url: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      await (await fetch(url, { signal: AbortSignal.timeout(2000) })).arrayBuffer();
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return false;
+}
+
 export async function demo(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${demoUsage}\n`);
@@ -69,6 +82,8 @@ export async function demo(argv: string[]): Promise<number> {
       out,
     });
     const web = result.processes.find((p) => p.node === 'web.0');
+    // `running` means started: give the app a moment to listen, so the printed URL works at once.
+    if (web?.port) await answering(`http://127.0.0.1:${web.port}/`, 15_000);
     const bin = path.relative(process.cwd(), process.argv[1] ?? 'bin/drover.js') || 'bin/drover.js';
     const cli = `node ${bin.includes('/') ? bin : `./${bin}`}`;
     const lines = [

@@ -42,6 +42,8 @@ export async function readManifest(file: string): Promise<ManifestApp[]> {
     throw new CliError(`${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, EXIT.usage);
   }
   const bad = (where: string, what: string) => new CliError(`${file}: ${where}: ${what}`, EXIT.usage);
+  // An empty file is more likely a mistake than a wish to delete everything: say so.
+  if (doc == null) throw bad('top level', 'the manifest is empty (write "apps: {}" to delete every process)');
   if (!isMap(doc)) throw bad('top level', 'must be a mapping with an "apps" key');
   for (const k of Object.keys(doc)) if (k !== 'apps') throw bad(k, 'unknown key (expected "apps")');
   const apps = doc.apps ?? {};

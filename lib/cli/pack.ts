@@ -9,6 +9,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
 import { create as tarCreate } from 'tar';
+import { CliError, EXIT } from './client.js';
 
 const ALWAYS_SKIPPED = new Set(['.git', 'node_modules', '.drover']);
 const FIXED_MTIME = new Date('2000-01-01T00:00:00Z');
@@ -74,6 +75,9 @@ export interface Packed {
 /** Writes `dir` as a reproducible tar.gz to `outFile`. */
 export async function packDirectory(dir: string, outFile: string): Promise<Packed> {
   const entries = await listEntries(dir);
+  if (!entries.some((e) => e.path === 'Procfile')) {
+    throw new CliError(`${path.join(dir, 'Procfile')} is missing or excluded by .gitignore; the agent needs it`, EXIT.usage);
+  }
   await tarCreate({ gzip: true, file: outFile, cwd: dir, portable: true, mtime: FIXED_MTIME, noDirRecurse: true }, entries.map((e) => e.path));
   const hash = createHash('sha256');
   let size = 0;
