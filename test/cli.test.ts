@@ -1,7 +1,6 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { list as tarList } from 'tar';
@@ -217,23 +216,35 @@ t.test('errors are one line with a meaningful exit code', async (t) => {
   }
 });
 
-t.test('a refused token is one line, exit 4', async (t) => {
-  // An agent that requires a token answers 401 with a JSON error and WWW-Authenticate, and
-  // refuses WebSocket upgrades the same way. A real HTTP server playing that part:
-  const seen: (string | undefined)[] = [];
-  const server = createServer((req, res) => {
-    seen.push(req.headers.authorization);
-    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="drover"' });
-    res.end(JSON.stringify({ errors: [{ status: 401, detail: 'missing or invalid token' }] }));
+t.test('with token auth: the right token deploys (own blob URL included), a wrong one is one line, exit 4', async (t) => {
+  const token = 'correct-horse-battery-staple-42';
+  const agent = await spawnAgent(['--stop-grace-ms', '3000'], { env: { ...process.env, DROVER_TOKEN: token } });
+  t.teardown(async () => {
+    agent.proc.kill('SIGINT');
+    await agent.exit;
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => server.close());
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const wrong = await runCli(['ps'], { url, env: { DROVER_TOKEN: 'wrong' } });
-  oneLineError(t, wrong, 4, /the token in DROVER_TOKEN was refused \(HTTP 401 from http:\/\/127\.0\.0\.1:\d+: missing or invalid token\)/);
-  t.same(seen, ['Bearer wrong'], 'the token was sent as a bearer token');
-  oneLineError(t, await runCli(['deploy', join(examples, 'web'), '--app', 'x'], { url }), 4, /the agent requires a token: set DROVER_TOKEN/);
-  t.equal(seen[1], undefined, 'no token sent when none is set');
+  t.equal((await api('GET', agent.url)).status, 401, 'the agent requires the token');
+
+  // The source_url is the agent's own blob URL: it must work although the agent needs a token.
+  const deployed = await runCli(['deploy', join(examples, 'worker'), '--app', 'tick'], { url: agent.url, env: { DROVER_TOKEN: token } });
+  t.equal(deployed.code, 0, deployed.stderr);
+  t.match(deployed.stdout, /tick\.worker\.0\s+running/);
+  const follow = spawn(process.execPath, [bin, 'attach', 'tick.worker.0'], { env: { ...process.env, DROVER_URL: agent.url, DROVER_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => follow.kill('SIGKILL'));
+  let out = '';
+  follow.stdout.on('data', (c) => (out += c));
+  await waitFor(() => /^tick \d+ from worker\.0$/m.test(out), 'attach with the token streams output', 30_000);
+
+  const wrong = await Promise.all([
+    runCli(['ps'], { url: agent.url, env: { DROVER_TOKEN: 'wrong-token-of-enough-length' } }),
+    runCli(['attach', 'tick.worker.0'], { url: agent.url, env: { DROVER_TOKEN: 'wrong-token-of-enough-length' } }),
+    runCli(['deploy', join(examples, 'web'), '--app', 'x'], { url: agent.url }),
+  ]);
+  oneLineError(t, wrong[0], 4, /^drover: the token in DROVER_TOKEN was refused \(HTTP 401 from http:\/\/127\.0\.0\.1:\d+: .+\)$/m);
+  oneLineError(t, wrong[1], 4, /the token in DROVER_TOKEN was refused/);
+  oneLineError(t, wrong[2], 4, /the agent requires a token: set DROVER_TOKEN/);
+  for (const r of wrong) t.notMatch(r.stderr, new RegExp(token), 'the real token never appears');
+  t.notMatch(wrong[0].stderr, /wrong-token/, 'nor the wrong one');
 });
 
 t.test('client verbs do not load the agent\'s dependencies', async (t) => {
