@@ -69,8 +69,10 @@ export async function demo(argv: string[]): Promise<number> {
 
   const out = process.stdout;
   const paint = painter(colorsEnabled(out));
-  const source = exampleDir();
-  out.write(`\nDeploying ${path.relative(process.cwd(), source) || source} as app "demo"...\n`);
+  const example = exampleDir();
+  // Shown relative when it is below the current directory (npm start runs in the checkout).
+  const source = example.startsWith(`${process.cwd()}${path.sep}`) ? path.relative(process.cwd(), example) : example;
+  out.write(`\nDeploying ${source} as app "demo"...\n`);
   try {
     const result = await deployApp(new Client(agent.url, config.token), {
       app: 'demo',
@@ -86,17 +88,21 @@ export async function demo(argv: string[]): Promise<number> {
     if (web?.port) await answering(`http://127.0.0.1:${web.port}/`, 15_000);
     const bin = path.relative(process.cwd(), process.argv[1] ?? 'bin/drover.js') || 'bin/drover.js';
     const cli = `node ${bin.includes('/') ? bin : `./${bin}`}`;
+    const tries: [string, string][] = [
+      ...(web?.port ? [[`curl http://127.0.0.1:${web.port}/`, 'the app (listening on its PORT)'] as [string, string]] : []),
+      [`${cli} ps`, 'every process: state, pid, restarts, uptime'],
+      [`${cli} logs -f demo.web.0`, 'follow its output (curl the app to see a line)'],
+      [`${cli} status demo.web.0`, 'one process in detail'],
+      [`${cli} deploy examples/worker --app ticker`, 'deploy another app'],
+      [`${cli} --help`, 'every command'],
+    ];
+    const width = Math.max(...tries.map(([c]) => c.length));
     const lines = [
       '',
       paint('bold', `drover is running at ${agent.url} with the example app deployed. Try, in another terminal:`),
       '',
       ...(agent.url !== DEFAULT_URL ? [`  export DROVER_URL=${agent.url}`] : []),
-      ...(web?.port ? [`  curl http://127.0.0.1:${web.port}/                 # the app (its PORT)`] : []),
-      `  ${cli} ps                          # every process: state, pid, restarts, uptime`,
-      `  ${cli} logs -f demo.web.0          # follow its output (curl it again to see a line)`,
-      `  ${cli} status demo.web.0           # its status document`,
-      `  ${cli} deploy examples/worker --app ticker   # deploy another app`,
-      `  ${cli} --help                      # every command`,
+      ...tries.map(([c, what]) => `  ${c.padEnd(width)}   ${paint('dim', `# ${what}`)}`),
       '',
       'Ctrl-C here stops the agent and everything it runs.',
       '',
