@@ -24,9 +24,11 @@ export function psRows(docs: Doc[], now: number, paint = painter(false)): string
     .map((d) => {
       const { cpu, rss } = usageOf(d);
       const started = typeof d.started_at === 'string' ? Date.parse(d.started_at) : NaN;
+      // An agent with stop/start reports a stopped process as exited plus `stopped: true`.
+      const state = d.stopped === true ? 'stopped' : String(d.state);
       return [
         String(d.slug),
-        paint(stateColor(String(d.state)), String(d.state)),
+        paint(stateColor(state), state),
         d.pid == null ? '-' : String(d.pid),
         d.port == null ? '-' : String(d.port),
         String(d.restarts ?? '-'),

@@ -39,6 +39,7 @@ export function attachStream(client: Client, url: string, onLine: (line: string)
 /** What a close means to the user: null when it ended normally (the process was deleted). */
 export function attachEndError(end: AttachEnd): CliError | null {
   if (end.code === 1000 || end.code === 1001) return null;
+  if (end.code === 1006) return new CliError('lost the connection to the agent (did it stop?)', EXIT.unreachable);
   return new CliError(`the agent closed the stream: ${end.reason || `code ${end.code}`}`, EXIT.failed);
 }
 
