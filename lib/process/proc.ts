@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 /** One live process as /proc describes it. */
 export interface ProcEntry {
@@ -8,6 +8,13 @@ export interface ProcEntry {
   state: string;
   /** Start time in clock ticks since boot: with the pid, it identifies a process across pid reuse. */
   starttime: number;
+  /** CPU time in clock ticks: its own, and that of the children it waited for. */
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+  /** Resident set size in pages. */
+  rss: number;
 }
 
 /** Parses /proc/PID/stat; the command name may hold spaces and parentheses, so split after the last ")". */
@@ -17,25 +24,104 @@ export function parseStat(text: string): ProcEntry | null {
   const pid = Number(text.slice(0, text.indexOf(' ')));
   const f = text.slice(close + 2).split(' ');
   // f[0] is field 3 (state); field N is f[N - 3].
-  return { pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), starttime: Number(f[19]) };
+  return {
+    pid,
+    state: f[0],
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    utime: Number(f[11]),
+    stime: Number(f[12]),
+    cutime: Number(f[13]),
+    cstime: Number(f[14]),
+    starttime: Number(f[19]),
+    rss: Number(f[21]),
+  };
 }
 
-export function readProc(pid: number): ProcEntry | null {
+// One buffer for every read: a stat line is a few hundred bytes.
+const buf = Buffer.allocUnsafe(4096);
+
+/** /proc/PID/stat as text, or null when the process is gone. open/read/close: fewer syscalls than readFileSync. */
+function readStatText(pid: number | string): string | null {
+  let fd: number;
   try {
-    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    fd = openSync(`/proc/${pid}/stat`, 'r');
   } catch {
     return null; // gone between listing and reading
   }
+  try {
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.toString('latin1', 0, n);
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function readProc(pid: number): ProcEntry | null {
+  const text = readStatText(pid);
+  return text === null ? null : parseStat(text);
+}
+
+function isPid(name: string): boolean {
+  const c = name.charCodeAt(0);
+  return c >= 48 && c <= 57;
 }
 
 /** Every process on the host, in one synchronous pass over /proc. */
 export function listProcesses(): ProcEntry[] {
   const out: ProcEntry[] = [];
   for (const name of readdirSync('/proc')) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const e = readProc(Number(name));
+    if (!isPid(name)) continue;
+    const text = readStatText(name);
+    const e = text === null ? null : parseStat(text);
     if (e) out.push(e);
+  }
+  return out;
+}
+
+/** Field 5 of a stat line without splitting all 52: most processes on a host are not ours. */
+function statPgid(text: string): number {
+  let i = text.lastIndexOf(')') + 2; // state
+  i = text.indexOf(' ', i) + 1; // ppid
+  i = text.indexOf(' ', i) + 1; // pgrp
+  return Number(text.slice(i, text.indexOf(' ', i)));
+}
+
+/** What one pass over /proc found for a process group. */
+export interface GroupStat {
+  /** utime + cutime, stime + cstime of its members, in clock ticks. */
+  userTicks: number;
+  systemTicks: number;
+  /** Summed resident set size, in pages. */
+  rssPages: number;
+  /** Members counted (zombies included: they still hold their CPU times until reaped). */
+  processes: number;
+}
+
+/**
+ * Usage of several process groups in one synchronous pass over /proc: every pid's stat is
+ * read at most once, whatever the number of groups. `skip` pids are not read at all;
+ * `cpuOnly` pids add their CPU times but not their memory (drover's own helpers).
+ */
+export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number> = new Set(), cpuOnly: ReadonlySet<number> = new Set()): Map<number, GroupStat> {
+  const out = new Map<number, GroupStat>();
+  if (pgids.size === 0) return out;
+  for (const name of readdirSync('/proc')) {
+    if (!isPid(name)) continue;
+    const pid = Number(name);
+    if (skip.has(pid)) continue;
+    const text = readStatText(name);
+    if (text === null || !pgids.has(statPgid(text))) continue;
+    const e = parseStat(text);
+    if (!e) continue;
+    let g = out.get(e.pgid);
+    if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
+    g.userTicks += e.utime + e.cutime;
+    g.systemTicks += e.stime + e.cstime;
+    if (!cpuOnly.has(pid) && e.state !== 'Z') g.rssPages += e.rss;
+    g.processes++;
   }
   return out;
 }
@@ -52,6 +138,17 @@ export function liveGroupMembers(pgid: number, all: ProcEntry[] = listProcesses(
 export function signalGroup(pgid: number, signal: NodeJS.Signals | number): boolean {
   try {
     process.kill(-pgid, signal);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Sends a signal to one process; one that is already gone is not an error. */
+export function signalProcess(pid: number, signal: NodeJS.Signals | number): boolean {
+  try {
+    process.kill(pid, signal);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;

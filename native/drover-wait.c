@@ -1,0 +1,97 @@
+/*
+ * drover-wait: runs a command as its child and reports exactly how it ended.
+ *
+ *   drover-wait PROG [ARG...]
+ *
+ * Node (libuv) reaps children itself and drops both the core-dump flag and the rusage that
+ * wait4(2) returns; this helper sits between the agent and the command to keep them. When
+ * the command has ended it writes one line to fd 3 (the agent's control socket):
+ *
+ *   exit STATUS UTIME_US STIME_US MAXRSS_KB
+ *
+ * STATUS is the raw wait status (exit code, signal, core-dump flag); the usage is
+ * RUSAGE_CHILDREN: the command plus every descendant that was waited for. As a child
+ * subreaper it also reaps orphaned descendants, so a double-forked worker that ended before
+ * the command still counts. It then exits the way the command did (by the same signal, but
+ * without dumping core itself), so a caller that misses the line still sees the right status.
+ *
+ * It blocks every signal it can: signals sent to the process group are meant for the
+ * command, which gets its own copy. Only SIGKILL ends it early (and then the line is lost).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long long usec(struct timeval tv) { return (long long)tv.tv_sec * 1000000 + tv.tv_usec; }
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: drover-wait PROG [ARG...]\n");
+    return 2;
+  }
+  /* Reaping orphans lets their usage count; a kernel without it (< 3.4) just loses them. */
+  (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+  /* An inherited SIG_IGN for SIGCHLD would make the kernel reap for us and wait4 fail. */
+  signal(SIGCHLD, SIG_DFL);
+
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
+
+  pid_t child = fork();
+  if (child < 0) {
+    fprintf(stderr, "drover-wait: fork: %s\n", strerror(errno));
+    return 127;
+  }
+  if (child == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    execvp(argv[1], argv + 1);
+    fprintf(stderr, "drover-wait: cannot run %s: %s\n", argv[1], strerror(errno));
+    _exit(127);
+  }
+
+  int status = 0;
+  for (;;) {
+    int st;
+    pid_t w = waitpid(-1, &st, 0);
+    if (w == child) {
+      status = st;
+      break;
+    }
+    if (w < 0 && errno != EINTR) {
+      /* ECHILD cannot happen while the command lives; report what we have. */
+      status = 127 << 8;
+      break;
+    }
+  }
+  /* Orphans that already ended: reap them so their usage is in RUSAGE_CHILDREN too. */
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
+  getrusage(RUSAGE_CHILDREN, &ru);
+  dprintf(3, "exit %d %lld %lld %ld\n", status, usec(ru.ru_utime), usec(ru.ru_stime), ru.ru_maxrss);
+
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+    signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    raise(sig);
+    return 128 + sig;
+  }
+  return 127;
+}
