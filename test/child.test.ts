@@ -11,6 +11,11 @@ t.test('shellCommand execs simple commands only', async (t) => {
   t.equal(shellCommand('a | b'), 'a | b');
   t.equal(shellCommand('echo $PORT'), 'exec echo $PORT');
   t.equal(shellCommand('exec node s.js'), 'exec node s.js', 'never exec twice');
+  t.equal(shellCommand('exit 3'), 'exit 3', 'builtins are not programs');
+  t.equal(shellCommand('ulimit -c 0'), 'ulimit -c 0');
+  t.equal(shellCommand('exec node x'), 'exec node x');
+  t.equal(shellCommand('FOO=1 node x'), 'FOO=1 node x');
+  t.equal(shellCommand('exiter --now'), 'exec exiter --now');
 });
 
 t.test('lines from stdout and stderr, env expanded, final partial line flushed', async (t) => {

@@ -1,7 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { asUser, type RunAs } from './identity.js';
+import { constants } from 'node:os';
+import type { RunCgroup } from './cgroup.js';
 import { LineSplitter } from './lines.js';
-import { liveGroupMembers, signalGroup } from './proc.js';
+import { liveGroupMembers, signalGroup, signalProcess } from './proc.js';
+import type { UsageSampler } from './sampler.js';
+import { decodeWaitStatus, mayDumpCore } from './signals.js';
+import type { LiveUsage, RunUsage, UsageMethod } from './usage.js';
+import { parseHelperLine, type HelperReport } from './wait-helper.js';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -13,32 +19,64 @@ export interface ChildSpec {
   maxLineLength?: number;
   /** Run as this user instead of the agent's (--user). */
   runAs?: RunAs;
+  /** The exit helper (wait-helper.ts): exact exit status with the core-dump flag, and wait4 usage. */
+  helper?: string | null;
+  /** The run's own cgroup: the wrapper moves itself in before the command starts. */
+  cgroup?: RunCgroup | null;
+  /** Live usage of the group; its samples are also the last resort for the run's totals. */
+  sampler?: UsageSampler | null;
+  onSample?: (usage: LiveUsage) => void;
 }
 
 export interface ExitInfo {
   code: number | null;
-  signal: NodeJS.Signals | null;
+  /** Signal name (SIGSEGV; SIGRTMIN+n for real-time ones) if the process was killed. */
+  signal: string | null;
+  signum?: number | null;
+  /** Whether it dumped core: null where that cannot be known (see exitStatus). */
+  coreDump?: boolean | null;
   startedAt: number;
   endedAt: number;
   /** Set when the child could not be started at all. */
   error?: string;
+  /** CPU and memory totals of the whole run, with the method behind each figure. */
+  usage?: RunUsage | null;
 }
 
+// Every catchable signal that would end the watchdog (by number: portable across sh
+// implementations): signals a caller sends the group must not disarm it.
+const WATCHDOG_IGNORES = [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 20, 21, 22, 24, 25, 26, 27, 29, 30, 31]
+  .concat(Array.from({ length: 31 }, (_v, i) => 34 + i))
+  .join(' ');
+
 /**
- * The wrapper every command runs in. A background watchdog holds fd 3, a socket whose other
- * end only the agent holds: when the agent dies, even by SIGKILL, the read sees EOF and the
- * watchdog kills the whole group (Node has no PR_SET_PDEATHSIG). It ignores the signals a
- * caller may send the group, reports its pid on fd 3 so stop() can tell it from the app's
- * processes, and is itself killed with the group. Then the command replaces the shell.
+ * The watchdog: a shell holding fd 3, a socket whose other end only the agent holds. When the
+ * agent dies, even by SIGKILL, the read sees EOF and the watchdog kills the whole group (Node
+ * has no PR_SET_PDEATHSIG). It ignores the signals a caller may send the group, reports its
+ * pid on fd 3 so stop() and the sampler can tell it from the app's processes, and is itself
+ * killed with the group.
+ */
+const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _ <&3; kill -KILL 0`;
+
+/**
+ * The wrapper every command runs in. It starts the watchdog double-forked, so the watchdog is
+ * no child of the command's shell (a Procfile `a & b; wait` must not wait for it), joins the
+ * run's cgroups (paths in $2) before anything of the command runs, and then the command
+ * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
  */
 const WRAPPER = [
-  `(trap '' HUP INT TERM QUIT USR1 USR2 PIPE ALRM; read -r _ <&3; kill -KILL 0) </dev/null >/dev/null 2>&1 &`,
-  `echo $! >&3`,
+  `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1 &)`,
+  `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
   `exec 3<&-`,
-  `eval "$1"`,
+  `__drover_command=$1`,
+  `set --`,
+  `eval "$__drover_command"`,
 ].join('\n');
 
-const notExecable = /[;&|\n(){}`<>]|^\s*(exec|if|for|while|until|case|cd|export|set|\.|source|!)\b/;
+// Shell syntax, builtins (`exec exit 3` would look for a program called exit) and leading
+// assignments cannot follow `exec`.
+const notExecable =
+  /[;&|\n(){}`<>]|^\s*(if|for|while|until|case|cd|export|set|\.|source|!|:|exit|ulimit|umask|trap|eval|exec|wait|shift|unset|readonly|return|break|continue|alias|times|read|local|type|command|hash|getopts|jobs|fg|bg)(\s|$)|^\s*[A-Za-z_][A-Za-z0-9_]*=/;
 
 /** Prefix `exec` where that keeps the meaning, so the command itself is the process we signal and wait for. */
 export function shellCommand(command: string): string {
@@ -46,20 +84,43 @@ export function shellCommand(command: string): string {
 }
 
 const POLL_MS = 25;
+/** How long stop() keeps SIGKILLing the command while sparing the helper, so it can report. */
+const SPARE_HELPER_MS = 2000;
+const MAX_CONTROL_BYTES = 64 * 1024;
 
-/** A supervised command: its own process group, lines of output, a graceful stop. */
+/**
+ * How a run ended, as exactly as can be known. With the helper: the raw wait status. Without:
+ * Node's view (libuv drops the core-dump flag), so `coreDump` is false for exit codes and for
+ * signals that never dump core, and null (unknown) for the ones that may.
+ */
+export function exitStatus(report: HelperReport | null, node: { code: number | null; signal: NodeJS.Signals | null } | null) {
+  if (report) return decodeWaitStatus(report.status);
+  const code = node?.code ?? null;
+  const signal = node?.signal ?? null;
+  if (signal) return { code: null, signal, signum: (constants.signals as Record<string, number>)[signal] ?? null, coreDump: mayDumpCore(signal) ? null : false };
+  return { code, signal: null, signum: null, coreDump: code === null ? null : false };
+}
+
+/** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
 export class Child {
   readonly pid: number | undefined;
   readonly startedAt = Date.now();
   readonly exited: Promise<ExitInfo>;
   private readonly proc: ChildProcess;
+  private readonly helper: string | null;
   private watchdogPid = 0;
   private exitSeen: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private report: HelperReport | null = null;
+  private cgroupFailed = false;
+  private lastSample: LiveUsage | null = null;
+  private peakRss = 0;
   private stopping: Promise<void> | null = null;
 
-  constructor(spec: ChildSpec) {
-    const [file, args] = asUser(spec.runAs, '/bin/sh', ['-c', WRAPPER, 'drover', shellCommand(spec.command)]);
-    this.proc = spawn(file, args, {
+  constructor(private readonly spec: ChildSpec) {
+    this.helper = spec.helper ?? null;
+    const args = ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command), spec.cgroup?.procsFiles.join(' ') ?? ''];
+    const [file, argv] = asUser(spec.runAs, this.helper ?? args[0], this.helper ? args : args.slice(1));
+    this.proc = spawn(file, argv, {
       cwd: spec.cwd,
       env: spec.env,
       detached: true, // own process group, so signals reach the whole tree
@@ -72,18 +133,39 @@ export class Child {
     this.proc.stdout!.on('data', (c: Buffer) => out.push(c));
     this.proc.stderr!.on('data', (c: Buffer) => err.push(c));
     const control = this.proc.stdio[3] as NodeJS.ReadableStream;
-    control.on('data', (c: Buffer) => {
-      this.watchdogPid = Number.parseInt(c.toString(), 10) || this.watchdogPid;
-    });
+    const lines = new LineSplitter((l) => this.onControl(l), MAX_CONTROL_BYTES);
+    control.on('data', (c: Buffer) => lines.push(c));
     control.on('error', () => {});
+
+    const unwatch =
+      this.pid !== undefined && spec.sampler
+        ? spec.sampler.watch(
+            this.pid,
+            {
+              startedAt: this.startedAt,
+              skip: () => (this.watchdogPid ? [this.watchdogPid] : []),
+              cpuOnly: () => (this.helper ? [this.pid!] : []),
+            },
+            (u) => {
+              // CPU totals can drop when a member is reaped outside the group: keep the highest.
+              if (!this.lastSample || u.utime + u.stime >= this.lastSample.utime + this.lastSample.stime) this.lastSample = u;
+              this.peakRss = Math.max(this.peakRss, u.rss);
+              spec.onSample?.(u);
+            },
+          )
+        : () => {};
 
     this.exited = new Promise((resolve) => {
       let closed = false;
       const finish = (error?: string) => {
+        unwatch();
         out.flush();
         err.flush();
-        const e = this.exitSeen ?? { code: null, signal: null };
-        resolve({ ...e, startedAt: this.startedAt, endedAt: Date.now(), ...(error ? { error } : {}) });
+        lines.flush();
+        const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
+        const usage = error ? null : this.usage();
+        spec.cgroup?.remove();
+        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...(error ? { error } : {}) });
       };
       this.proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
@@ -97,13 +179,21 @@ export class Child {
           if (!closed) {
             this.proc.stdout?.destroy();
             this.proc.stderr?.destroy();
+            (control as unknown as { destroy(): void }).destroy();
           }
         }, 2000);
         timer.unref();
-        this.proc.once('close', () => {
+        this.proc.once('close', async () => {
           closed = true;
           clearTimeout(timer);
           (control as unknown as { destroy(): void }).destroy();
+          // A process closes its files before it becomes a zombie: wait out that moment, so
+          // `exited` means the whole group is gone and the cgroup figures are final.
+          const deadline = Date.now() + 2000;
+          while (liveGroupMembers(this.pid!).length > 0 && Date.now() < deadline) {
+            signalGroup(this.pid!, 'SIGKILL');
+            await delay(5);
+          }
           finish();
         });
       });
@@ -120,23 +210,31 @@ export class Child {
   }
 
   /**
-   * SIGTERM to the group; once the app's processes are gone, or the grace ran out, SIGKILL to
-   * the group; resolves when /proc shows no live member of the group.
+   * Graceful stop: `signal` to the group (SIGTERM by default; another one, e.g. SIGUSR1, is
+   * followed by SIGTERM after the grace); once the app's processes are gone, or the grace ran
+   * out, SIGKILL. Resolves when /proc shows no live member of the group.
    */
-  stop(graceMs: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  stop(graceMs: number, signal: NodeJS.Signals | number = 'SIGTERM'): Promise<void> {
     this.stopping ??= this.doStop(graceMs, signal);
     return this.stopping;
   }
 
-  private async doStop(graceMs: number, signal: NodeJS.Signals): Promise<void> {
+  private async doStop(graceMs: number, signal: NodeJS.Signals | number): Promise<void> {
     if (this.pid === undefined) return;
     const pgid = this.pid;
-    if (this.running) {
-      this.signal(signal);
-      const deadline = Date.now() + graceMs;
-      while (Date.now() < deadline) {
-        const appLeft = liveGroupMembers(pgid).filter((p) => p !== this.watchdogPid);
-        if (appLeft.length === 0 && !this.running) break;
+    const n = typeof signal === 'number' ? signal : (constants.signals as Record<string, number>)[signal];
+    const steps = n === 9 ? [] : n === 15 ? [signal] : [signal, 'SIGTERM' as const];
+    for (const sig of steps) {
+      if (!this.running) break;
+      this.signal(sig);
+      if (await this.appGone(graceMs)) break;
+    }
+    if (this.running && this.helper) {
+      // SIGKILL the app's processes one by one, sparing the helper, so it can still reap the
+      // command and report how it ended; a group SIGKILL would take the helper with it.
+      const deadline = Date.now() + SPARE_HELPER_MS;
+      while (this.running && Date.now() < deadline) {
+        for (const p of this.appMembers()) signalProcess(p, 'SIGKILL');
         await delay(POLL_MS);
       }
     }
@@ -146,6 +244,50 @@ export class Child {
       signalGroup(pgid, 'SIGKILL');
     }
     await this.exited;
+  }
+
+  /** Live members of the group other than drover's own watchdog and helper. */
+  private appMembers(): number[] {
+    return liveGroupMembers(this.pid!).filter((p) => p !== this.watchdogPid && !(this.helper && p === this.pid));
+  }
+
+  private async appGone(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (!this.running && this.appMembers().length === 0) return true;
+      if (Date.now() >= deadline) return false;
+      await delay(POLL_MS);
+    }
+  }
+
+  /** Lines on fd 3: from the wrapper (`watchdog PID`, `cgroup-failed FILE`), from the helper (`exit ...`). */
+  private onControl(line: string): void {
+    const [word, rest] = [line.slice(0, line.indexOf(' ')), line.slice(line.indexOf(' ') + 1)];
+    if (word === 'watchdog') this.watchdogPid = Number.parseInt(rest, 10) || this.watchdogPid;
+    else if (word === 'cgroup-failed') this.cgroupFailed = true;
+    else if (word === 'exit') this.report = parseHelperLine(line) ?? this.report;
+  }
+
+  /** The run's totals, each figure from the best method that has it (see usage.ts). */
+  private usage(): RunUsage | null {
+    const cg = this.spec.cgroup && !this.cgroupFailed ? this.spec.cgroup.read() : {};
+    const r = this.report;
+    const s = this.lastSample;
+    let cpu: { utime: number; stime: number; method: UsageMethod } | null = null;
+    if (cg.cpu) cpu = { utime: cg.cpu.utime, stime: cg.cpu.stime, method: `cgroup-${cg.cpu.version}` };
+    else if (r) cpu = { utime: r.utime, stime: r.stime, method: 'wait4' };
+    else if (s) cpu = { utime: s.utime, stime: s.stime, method: 'proc' };
+    let mem: { maxrss: number; method: UsageMethod } | null = null;
+    if (cg.memory) mem = { maxrss: cg.memory.peak, method: `cgroup-${cg.memory.version}` };
+    else if (r) mem = { maxrss: r.maxrss, method: 'wait4' };
+    else if (s) mem = { maxrss: this.peakRss, method: 'proc' };
+    if (!cpu && !mem) return null;
+    return {
+      utime: cpu?.utime ?? null,
+      stime: cpu?.stime ?? null,
+      maxrss: mem?.maxrss ?? null,
+      method: { cpu: cpu?.method ?? null, maxrss: mem?.method ?? null },
+    };
   }
 }
 

@@ -1,0 +1,130 @@
+// Live CPU and memory of every running process tree, in one synchronous /proc pass per tick
+// for all of them: the cost grows with the number of processes on the host, never with
+// one `ps` (or one async read chain) per process.
+import { spawnSync } from 'node:child_process';
+import { scanGroups, type GroupStat } from './proc.js';
+import type { LiveUsage } from './usage.js';
+
+export interface WatchOptions {
+  /** When the group started: the first sample's CPU % is measured from here. */
+  startedAt: number;
+  /** Pids not to read at all (drover's watchdog). */
+  skip?: () => Iterable<number>;
+  /** Pids whose CPU counts but not their memory (drover's exit helper, which reaps orphans). */
+  cpuOnly?: () => Iterable<number>;
+}
+
+export interface SamplerOptions {
+  intervalMs: number;
+  /** Injectable for tests: the /proc pass and the clock. */
+  scan?: (pgids: ReadonlySet<number>, skip: ReadonlySet<number>, cpuOnly: ReadonlySet<number>) => Map<number, GroupStat>;
+  now?: () => number;
+  clockTicks?: number;
+  pageSize?: number;
+}
+
+interface Watch extends WatchOptions {
+  pgid: number;
+  onSample: (u: LiveUsage) => void;
+  prev: { at: number; ticks: number } | null;
+}
+
+let host: { clockTicks: number; pageSize: number } | undefined;
+
+/** USER_HZ and the page size, asked once; the usual Linux values if getconf is missing. */
+function hostConstants(): { clockTicks: number; pageSize: number } {
+  if (host) return host;
+  const ask = (name: string, fallback: number) => {
+    const r = spawnSync('getconf', [name], { encoding: 'utf8', timeout: 5000 });
+    const n = Number(r.stdout?.trim());
+    return r.status === 0 && Number.isInteger(n) && n > 0 ? n : fallback;
+  };
+  host = { clockTicks: ask('CLK_TCK', 100), pageSize: ask('PAGESIZE', 4096) };
+  return host;
+}
+
+export class UsageSampler {
+  private readonly watches = new Set<Watch>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly scan;
+  private readonly now;
+  private readonly clockTicks: number;
+  private readonly pageSize: number;
+  /** The sampler's own cost, for the benchmark: passes made and milliseconds spent in them. */
+  readonly cost = { passes: 0, ms: 0 };
+
+  constructor(private readonly opts: SamplerOptions) {
+    this.scan = opts.scan ?? scanGroups;
+    this.now = opts.now ?? Date.now;
+    const c = opts.clockTicks && opts.pageSize ? null : hostConstants();
+    this.clockTicks = opts.clockTicks ?? c!.clockTicks;
+    this.pageSize = opts.pageSize ?? c!.pageSize;
+  }
+
+  get intervalMs(): number {
+    return this.opts.intervalMs;
+  }
+
+  get watching(): number {
+    return this.watches.size;
+  }
+
+  /** Samples process group `pgid` every tick until the returned function is called. */
+  watch(pgid: number, opts: WatchOptions, onSample: (u: LiveUsage) => void): () => void {
+    const w: Watch = { ...opts, pgid, onSample, prev: null };
+    this.watches.add(w);
+    if (!this.timer && this.opts.intervalMs > 0) {
+      this.timer = setInterval(() => this.sample(), this.opts.intervalMs);
+      this.timer.unref(); // sampling alone never keeps the agent alive
+    }
+    return () => {
+      this.watches.delete(w);
+      if (this.watches.size === 0 && this.timer) {
+        clearInterval(this.timer);
+        this.timer = null;
+      }
+    };
+  }
+
+  /** One pass over /proc for every watched group. */
+  sample(): void {
+    if (this.watches.size === 0) return;
+    const t0 = performance.now();
+    const pgids = new Set<number>();
+    const skip = new Set<number>();
+    const cpuOnly = new Set<number>();
+    for (const w of this.watches) {
+      pgids.add(w.pgid);
+      for (const p of w.skip?.() ?? []) skip.add(p);
+      for (const p of w.cpuOnly?.() ?? []) cpuOnly.add(p);
+    }
+    const stats = this.scan(pgids, skip, cpuOnly);
+    const at = this.now();
+    for (const w of [...this.watches]) {
+      const g = stats.get(w.pgid);
+      if (!g) continue; // gone: its exit is reported elsewhere
+      const ticks = g.userTicks + g.systemTicks;
+      const prev = w.prev ?? { at: w.startedAt, ticks: 0 };
+      const seconds = (at - prev.at) / 1000;
+      // A member reaped by a parent outside the group takes its ticks with it: never negative.
+      const cpuPercent = seconds > 0 ? Math.max(0, ((ticks - prev.ticks) / this.clockTicks / seconds) * 100) : 0;
+      w.prev = { at, ticks };
+      w.onSample({
+        at,
+        cpuPercent: Math.round(cpuPercent * 10) / 10,
+        rss: g.rssPages * this.pageSize,
+        processes: g.processes,
+        utime: g.userTicks / this.clockTicks,
+        stime: g.systemTicks / this.clockTicks,
+      });
+    }
+    this.cost.passes++;
+    this.cost.ms += performance.now() - t0;
+  }
+
+  close(): void {
+    this.watches.clear();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+}

@@ -1,0 +1,51 @@
+// The optional exit helper (native/drover-wait.c, built by `npm ci` when a C compiler exists):
+// where it is, whether it works here, and what its report line says.
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/** What the helper saw: the raw wait status and wait4's usage of everything it reaped. */
+export interface HelperReport {
+  status: number;
+  utime: number;
+  stime: number;
+  /** Bytes: the largest resident set among the reaped processes (not their sum). */
+  maxrss: number;
+}
+
+function packageRoot(): string | null {
+  for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return null;
+  }
+}
+
+let found: string | null | undefined;
+
+/**
+ * The path of a working helper, or null. Checked once: it must exist, be executable and
+ * report a real exit (a copy built for another machine fails here, not at the first run).
+ */
+export function findWaitHelper(): string | null {
+  if (found !== undefined) return found;
+  found = null;
+  const root = packageRoot();
+  const path = root && join(root, 'native', 'build', 'drover-wait');
+  if (!path) return found;
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    return found;
+  }
+  const r = spawnSync(path, ['/bin/sh', '-c', 'exit 7'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], timeout: 10_000 });
+  const report = parseHelperLine(String(r.output?.[3] ?? '').trim());
+  if (r.status === 7 && report?.status === 7 << 8) found = path;
+  return found;
+}
+
+/** Parses `exit STATUS UTIME_US STIME_US MAXRSS_KB`; null for anything else. */
+export function parseHelperLine(line: string): HelperReport | null {
+  const m = /^exit (-?\d+) (\d+) (\d+) (\d+)$/.exec(line);
+  if (!m) return null;
+  return { status: Number(m[1]), utime: Number(m[2]) / 1e6, stime: Number(m[3]) / 1e6, maxrss: Number(m[4]) * 1024 };
+}
