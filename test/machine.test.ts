@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createActor, SimulatedClock } from 'xstate';
-import { processMachine, type ProcessDeps, type ChildHandle } from '../lib/process/machine.js';
+import { processMachine, type ProcessDeps, type ChildHandle, type RestartPolicy } from '../lib/process/machine.js';
 import type { ExitInfo } from '../lib/process/child.js';
 import { backoffDelay, effectiveAttempt } from '../lib/process/backoff.js';
 
@@ -11,19 +11,23 @@ class FakeChild implements ChildHandle {
   static next = 100;
   readonly pid = FakeChild.next++;
   stopped = false;
+  stopArgs: [number, (NodeJS.Signals | number)?] | null = null;
   private finish!: (e: ExitInfo) => void;
   readonly exited = new Promise<ExitInfo>((r) => (this.finish = r));
   constructor(readonly startedAt: number) {}
   exit(code: number | null, signal: NodeJS.Signals | null = null, at = this.startedAt + 10) {
     this.finish({ code, signal, startedAt: this.startedAt, endedAt: at });
   }
-  async stop(): Promise<void> {
+  async stop(graceMs: number, signal?: NodeJS.Signals | number): Promise<void> {
     this.stopped = true;
-    this.exit(null, 'SIGTERM');
+    this.stopArgs = [graceMs, signal];
+    this.exit(null, typeof signal === 'string' ? signal : 'SIGTERM');
   }
 }
 
-function harness(opts: { download?: (s: AbortSignal) => Promise<unknown>; build?: (a: unknown, s: AbortSignal) => Promise<unknown> } = {}) {
+function harness(
+  opts: { download?: (s: AbortSignal) => Promise<unknown>; build?: (a: unknown, s: AbortSignal) => Promise<unknown>; policy?: RestartPolicy } = {},
+) {
   const clock = new SimulatedClock();
   const children: FakeChild[] = [];
   const deps: ProcessDeps = {
@@ -37,7 +41,7 @@ function harness(opts: { download?: (s: AbortSignal) => Promise<unknown>; build?
     backoff: policy,
     stopGraceMs: 1000,
   };
-  const actor = createActor(processMachine, { input: { deps }, clock });
+  const actor = createActor(processMachine, { input: { deps, policy: opts.policy }, clock });
   const seen: string[] = [];
   actor.subscribe((s) => {
     if (seen.at(-1) !== s.value) seen.push(s.value as string);
@@ -197,4 +201,180 @@ t.test('delete while running stops the child and waits for its exit', async (t) 
   t.ok(h.children[0].stopped);
   t.same(h.seen.slice(-2), ['running', 'deleted'], 'no detour through exited');
   t.equal(h.children.length, 1, 'no restart');
+});
+
+/** Like until(), firing due zero-delay timers (exited → restarting → running) as it goes. */
+async function untilTimed(h: ReturnType<typeof harness>, cond: () => boolean) {
+  await until(() => {
+    if (!cond()) h.clock.increment(0);
+    return cond();
+  });
+}
+
+/** Starts the harness and waits for the first child. */
+async function runningHarness(opts: Parameters<typeof harness>[0] = {}) {
+  const h = harness(opts);
+  h.actor.send({ type: 'START' });
+  await until(() => h.children.length === 1 && h.actor.getSnapshot().value === 'running');
+  return h;
+}
+
+/** Lets every zero-delay timer fire a few times over: a process that should stay, stays. */
+async function settle(h: ReturnType<typeof harness>, ms = 0) {
+  for (let i = 0; i < 5; i++) {
+    h.clock.increment(ms);
+    await tick();
+  }
+}
+
+t.test('policy never: a finished run stays exited with its exit detail; start runs it again', async (t) => {
+  const h = await runningHarness({ policy: 'never' });
+  h.children[0].exit(0);
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  await settle(h, 60_000);
+  const snap = h.actor.getSnapshot();
+  t.equal(snap.value, 'exited', 'no restart');
+  t.equal(snap.context.restarts, 0);
+  t.equal(snap.context.lastExit?.code, 0);
+  t.equal(h.children.length, 1);
+  h.actor.send({ type: 'START' });
+  await untilTimed(h, () => h.children.length === 2);
+  t.equal(h.actor.getSnapshot().value, 'running');
+  t.equal(h.actor.getSnapshot().context.restarts, 0, 'a start is not a restart');
+  h.children[1].exit(null, 'SIGSEGV');
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  await settle(h, 60_000);
+  t.equal(h.actor.getSnapshot().value, 'exited', 'never means never, crash or not');
+});
+
+t.test('policy on-failure: no restart after exit 0, a restart after exit 1 or a signal', async (t) => {
+  const h = await runningHarness({ policy: 'on-failure' });
+  h.children[0].exit(1);
+  await untilTimed(h, () => h.children.length === 2);
+  t.equal(h.actor.getSnapshot().context.restarts, 1, 'restarted after exit 1');
+  h.children[1].exit(null, 'SIGKILL');
+  await untilTimed(h, () => h.actor.getSnapshot().value === 'restarting');
+  h.clock.increment(h.actor.getSnapshot().context.restartDelayMs);
+  await untilTimed(h, () => h.children.length === 3);
+  t.equal(h.actor.getSnapshot().context.restarts, 2, 'restarted after a signal');
+  h.children[2].exit(0);
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  await settle(h, 60_000);
+  t.equal(h.actor.getSnapshot().value, 'exited', 'exit 0 is done');
+  t.equal(h.children.length, 3);
+  t.same(h.actor.getSnapshot().context.errors, ['process exited with code 1', 'process was killed by SIGKILL']);
+});
+
+t.test('stop: the child gets the stop signal and grace, the process stays exited until start', async (t) => {
+  const h = await runningHarness();
+  h.actor.send({ type: 'STOP', signal: 'SIGUSR1', graceMs: 250 });
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  t.same(h.children[0].stopArgs, [250, 'SIGUSR1']);
+  await settle(h, 60_000);
+  const snap = h.actor.getSnapshot();
+  t.equal(snap.value, 'exited');
+  t.equal(snap.context.stopped, true);
+  t.equal(snap.context.lastExit?.signal, 'SIGUSR1', 'exit detail kept');
+  t.same(snap.context.errors, [], 'a requested stop is no error');
+  t.equal(h.children.length, 1);
+  h.actor.send({ type: 'START' });
+  await untilTimed(h, () => h.children.length === 2);
+  t.equal(h.actor.getSnapshot().value, 'running');
+  t.equal(h.actor.getSnapshot().context.stopped, false);
+  t.equal(h.actor.getSnapshot().context.restarts, 0);
+});
+
+t.test('stop with no options uses the configured grace', async (t) => {
+  const h = await runningHarness();
+  h.actor.send({ type: 'STOP' });
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  t.same(h.children[0].stopArgs, [1000, undefined]);
+});
+
+t.test('restart: graceful stop, then a new child at once, counted, backoff reset', async (t) => {
+  const h = await runningHarness();
+  // Build up a backoff first: two quick crashes.
+  h.children[0].exit(1);
+  await untilTimed(h, () => h.children.length === 2);
+  h.children[1].exit(1);
+  await untilTimed(h, () => h.actor.getSnapshot().value === 'restarting');
+  t.equal(h.actor.getSnapshot().context.restartDelayMs, 1000);
+  h.clock.increment(1000);
+  await untilTimed(h, () => h.children.length === 3);
+  h.actor.send({ type: 'RESTART', signal: 'SIGINT' });
+  await untilTimed(h, () => h.children.length === 4);
+  const snap = h.actor.getSnapshot();
+  t.same(h.children[2].stopArgs, [1000, 'SIGINT']);
+  t.equal(snap.value, 'running');
+  t.equal(snap.context.restarts, 3);
+  t.equal(snap.context.restartDelayMs, 0, 'no backoff');
+  t.equal(snap.context.errors.length, 2, 'the requested stop added no error');
+  t.same(h.seen.slice(-3), ['exited', 'restarting', 'running']);
+  h.children[3].exit(1);
+  await untilTimed(h, () => h.actor.getSnapshot().value === 'restarting');
+  t.equal(h.actor.getSnapshot().context.restartDelayMs, 0, 'backoff starts afresh after a restart');
+});
+
+t.test('restart of an exited (stopped or finished) process starts it at once', async (t) => {
+  const h = await runningHarness({ policy: 'never' });
+  h.children[0].exit(0);
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  h.actor.send({ type: 'RESTART' });
+  await untilTimed(h, () => h.children.length === 2);
+  t.equal(h.actor.getSnapshot().context.restarts, 1);
+});
+
+t.test('stop during the backoff cancels the restart; restart during it skips the wait', async (t) => {
+  const h = await runningHarness();
+  h.children[0].exit(1);
+  await untilTimed(h, () => h.children.length === 2);
+  h.children[1].exit(1);
+  await untilTimed(h, () => h.actor.getSnapshot().value === 'restarting');
+  h.actor.send({ type: 'STOP' });
+  t.equal(h.actor.getSnapshot().value, 'exited');
+  await settle(h, 60_000);
+  t.equal(h.children.length, 2, 'no restart after the backoff');
+
+  const h2 = await runningHarness();
+  h2.children[0].exit(1);
+  await untilTimed(h2, () => h2.children.length === 2);
+  h2.children[1].exit(1);
+  await untilTimed(h2, () => h2.actor.getSnapshot().value === 'restarting');
+  t.equal(h2.actor.getSnapshot().context.restartDelayMs, 1000);
+  h2.actor.send({ type: 'RESTART' });
+  await untilTimed(h2, () => h2.children.length === 3);
+  t.equal(h2.actor.getSnapshot().context.restarts, 2, 'counted once');
+});
+
+t.test('stop while downloading aborts it; start downloads again', async (t) => {
+  let aborted = 0;
+  let calls = 0;
+  const h = harness({
+    download: (s) => {
+      calls++;
+      if (calls > 1) return Promise.resolve('archive');
+      return new Promise((_r, reject) => s.addEventListener('abort', () => { aborted++; reject(new Error('aborted')); }));
+    },
+  });
+  h.actor.send({ type: 'START' });
+  await until(() => h.actor.getSnapshot().value === 'downloading');
+  h.actor.send({ type: 'STOP' });
+  t.equal(h.actor.getSnapshot().value, 'exited');
+  await tick();
+  t.equal(aborted, 1);
+  await settle(h, 60_000);
+  t.equal(calls, 1, 'no retry while stopped');
+  h.actor.send({ type: 'START' });
+  await until(() => h.actor.getSnapshot().value === 'running');
+  t.equal(calls, 2);
+});
+
+t.test('stop right after an exit (before the restart timer) keeps it exited', async (t) => {
+  const h = await runningHarness();
+  h.children[0].exit(1);
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  h.actor.send({ type: 'STOP' });
+  await settle(h, 60_000);
+  t.equal(h.actor.getSnapshot().value, 'exited');
+  t.equal(h.children.length, 1);
 });

@@ -17,7 +17,21 @@ export interface ProcessDeps {
 export interface ChildHandle {
   readonly pid: number | undefined;
   readonly exited: Promise<ExitInfo>;
-  stop(graceMs: number): Promise<void>;
+  stop(graceMs: number, signal?: NodeJS.Signals | number): Promise<void>;
+}
+
+/**
+ * When a child that exited on its own is started again: `always` (seed 001: until deleted),
+ * `on-failure` (a non-zero code, a signal or a failed start), `never`. Failed downloads and
+ * builds are retried whatever the policy: the process has not run yet.
+ */
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+export const RESTART_POLICIES: readonly RestartPolicy[] = ['always', 'on-failure', 'never'];
+
+/** How a graceful stop goes: this signal first, then SIGTERM and SIGKILL after the grace. */
+export interface StopOptions {
+  signal?: NodeJS.Signals | number;
+  graceMs?: number;
 }
 
 export interface ProcessContext {
@@ -38,10 +52,19 @@ export interface ProcessContext {
   maxErrors: number;
   /** Set when a delete arrived while a child runs: `deleted` follows its exit. */
   deleting: boolean;
+  policy: RestartPolicy;
+  /** Stopped on request: stays `exited` until START (or RESTART). */
+  stopped: boolean;
+  /** The running child is being stopped on request: its exit is no error. */
+  stopping: boolean;
+  /** A RESTART is under way: the next pass through `restarting` has no delay. */
+  restartNow: boolean;
 }
 
 export type ProcessEvent =
   | { type: 'START' }
+  | ({ type: 'STOP' } & StopOptions)
+  | ({ type: 'RESTART' } & StopOptions)
   | { type: 'DELETE' }
   | { type: 'CHILD.STARTED'; pid: number | null }
   | { type: 'CHILD.EXITED'; exit: ExitInfo };
@@ -60,6 +83,11 @@ function describeExit(exit: ExitInfo): string | null {
   return null;
 }
 
+/** Whether an exit calls for a restart under `on-failure`. */
+export function failed(exit: ExitInfo | null): boolean {
+  return !exit || Boolean(exit.error) || exit.signal !== null || exit.code !== 0;
+}
+
 function addError(ctx: ProcessContext, error: string | null): string[] {
   if (!error) return ctx.errors;
   return [...ctx.errors, error].slice(-ctx.maxErrors);
@@ -69,7 +97,7 @@ function addError(ctx: ProcessContext, error: string | null): string[] {
  * Child control as an invoked actor: starting the actor starts the child, a STOP event stops
  * it gracefully, and stopping the actor (leaving `running` any other way) stops the child too.
  */
-const childActor = fromCallback<{ type: 'STOP' }, { deps: ProcessDeps; launch: unknown }>(({ input, sendBack, receive }) => {
+const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessDeps; launch: unknown }>(({ input, sendBack, receive }) => {
   const child = input.deps.start(input.launch);
   let done = false;
   sendBack({ type: 'CHILD.STARTED', pid: child.pid ?? null });
@@ -77,7 +105,7 @@ const childActor = fromCallback<{ type: 'STOP' }, { deps: ProcessDeps; launch: u
     done = true;
     sendBack({ type: 'CHILD.EXITED', exit });
   });
-  receive(() => void child.stop(input.deps.stopGraceMs));
+  receive((e) => void child.stop(e.graceMs ?? input.deps.stopGraceMs, e.signal));
   return () => {
     if (!done) void child.stop(input.deps.stopGraceMs);
   };
@@ -87,7 +115,7 @@ export const processMachine = setup({
   types: {
     context: {} as ProcessContext,
     events: {} as ProcessEvent,
-    input: {} as { deps: ProcessDeps; maxErrors?: number },
+    input: {} as { deps: ProcessDeps; maxErrors?: number; policy?: RestartPolicy },
   },
   actors: {
     download: fromPromise<unknown, { deps: ProcessDeps }>(({ input, signal }) => input.deps.download(signal)),
@@ -102,6 +130,16 @@ export const processMachine = setup({
   guards: {
     deleting: ({ context }) => context.deleting,
     hasLaunch: ({ context }) => context.launch !== null,
+    shouldRestart: ({ context: c }) =>
+      c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit)))),
+  },
+  actions: {
+    /** Back from a stop (or a finished run): clear the flag, start the backoff afresh. */
+    resume: assign({ stopped: false, attempt: 0 }),
+    stopChild: sendTo('child', ({ event }) => {
+      const e = event as { signal?: NodeJS.Signals | number; graceMs?: number };
+      return { type: 'STOP' as const, signal: e.signal, graceMs: e.graceMs };
+    }),
   },
 }).createMachine({
   id: 'process',
@@ -119,13 +157,17 @@ export const processMachine = setup({
     errors: [],
     maxErrors: input.maxErrors ?? 20,
     deleting: false,
+    policy: input.policy ?? 'always',
+    stopped: false,
+    stopping: false,
+    restartNow: false,
   }),
   // Deletion is accepted in every state; leaving a state stops what it invoked (aborting a
   // download or build through its AbortSignal). `running` handles it itself, to wait for the child.
   on: { DELETE: '.deleted' },
   states: {
     pending: {
-      on: { START: 'downloading' },
+      on: { START: 'downloading', STOP: { target: 'exited', actions: assign({ stopped: true }) } },
     },
     downloading: {
       invoke: {
@@ -137,6 +179,8 @@ export const processMachine = setup({
           actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
         },
       },
+      // Leaving the state aborts the download through its AbortSignal.
+      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) } },
     },
     building: {
       invoke: {
@@ -148,6 +192,7 @@ export const processMachine = setup({
           actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
         },
       },
+      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) } },
     },
     running: {
       invoke: {
@@ -165,19 +210,34 @@ export const processMachine = setup({
               pid: null,
               lastExit: ({ event }) => event.exit,
               lastRunMs: ({ event }) => event.exit.endedAt - event.exit.startedAt,
-              errors: ({ context, event }) => addError(context, describeExit(event.exit)),
+              // An exit we asked for (stop, restart) is no error; last_exit still has its detail.
+              errors: ({ context, event }) => (context.stopping ? context.errors : addError(context, describeExit(event.exit))),
+              stopping: false,
             }),
           },
         ],
         DELETE: { actions: [assign({ deleting: true }), sendTo('child', { type: 'STOP' })] },
+        STOP: { actions: [assign({ stopped: true, stopping: true, restartNow: false }), 'stopChild'] },
+        RESTART: { actions: [assign({ stopped: false, stopping: true, restartNow: true }), 'stopChild'] },
       },
     },
     exited: {
-      // A real (zero-delay) timer instead of `always`, so observers see `exited` as its own step.
-      after: { 0: 'restarting' },
+      // A real (zero-delay) timer instead of `always`, so observers see `exited` as its own
+      // step. Stopped processes, and finished ones the policy does not restart, stay here.
+      after: { 0: { guard: 'shouldRestart', target: 'restarting' } },
+      on: {
+        START: [
+          { guard: 'hasLaunch', target: 'running', actions: 'resume' },
+          { target: 'downloading', actions: 'resume' },
+        ],
+        RESTART: { target: 'restarting', actions: assign({ stopped: false, restartNow: true }) },
+        STOP: { actions: assign({ stopped: true }) },
+      },
     },
     restarting: {
       entry: assign(({ context }) => {
+        // A requested restart goes at once and starts the backoff afresh.
+        if (context.restartNow) return { restarts: context.restarts + 1, restartDelayMs: 0, attempt: 0, restartNow: false };
         const attempt = effectiveAttempt(context.attempt, context.lastRunMs, context.deps.backoff);
         return {
           restarts: context.restarts + 1,
@@ -187,6 +247,14 @@ export const processMachine = setup({
       }),
       after: {
         backoff: [{ guard: 'hasLaunch', target: 'running' }, { target: 'downloading' }],
+      },
+      on: {
+        STOP: { target: 'exited', actions: assign({ stopped: true }) },
+        // Already counted on entry: skip the rest of the backoff.
+        RESTART: [
+          { guard: 'hasLaunch', target: 'running', actions: 'resume' },
+          { target: 'downloading', actions: 'resume' },
+        ],
       },
     },
     deleted: { type: 'final' },
