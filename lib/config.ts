@@ -45,6 +45,12 @@ export interface Config {
   blobMaxBytes: number;
   /** How long a blob no process refers to is kept after its last use. */
   blobRetentionMs: number;
+  /** Live CPU/RSS sampling of every running process tree (one /proc pass for all); 0 turns it off. */
+  usageSampleMs: number;
+  /** Recent samples kept per process for GET /process-metrics. */
+  usageSamples: number;
+  /** Measure each run in its own cgroup where the agent may create one. */
+  cgroups: boolean;
 }
 
 export const defaults: Config = {
@@ -73,6 +79,9 @@ export const defaults: Config = {
   unpackMaxRatio: 100,
   blobMaxBytes: 1024 * 1024 * 1024,
   blobRetentionMs: 3_600_000,
+  usageSampleMs: 5_000,
+  usageSamples: 120,
+  cgroups: true,
 };
 
 export class ConfigError extends Error {}
@@ -88,6 +97,7 @@ const fileKeys: Record<string, keyof Config> = {
   download_max_redirects: 'downloadMaxRedirects', download_connect_timeout_ms: 'downloadConnectTimeoutMs',
   download_read_timeout_ms: 'downloadReadTimeoutMs', unpack_max_ratio: 'unpackMaxRatio',
   blob_max_bytes: 'blobMaxBytes', blob_retention_ms: 'blobRetentionMs',
+  usage_sample_ms: 'usageSampleMs', usage_samples: 'usageSamples', cgroups: 'cgroups',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

@@ -2,6 +2,7 @@
  * drover-wait: runs a command as its child and reports exactly how it ended.
  *
  *   drover-wait PROG [ARG...]
+ *   drover-wait --exec [--join FILE]... PROG [ARG...]
  *
  * Node (libuv) reaps children itself and drops both the core-dump flag and the rusage that
  * wait4(2) returns; this helper sits between the agent and the command to keep them. When
@@ -17,9 +18,15 @@
  *
  * It blocks every signal it can: signals sent to the process group are meant for the
  * command, which gets its own copy. Only SIGKILL ends it early (and then the line is lost).
+ *
+ * With --exec it does not wait: it writes its pid into each FILE (cgroup.procs files, so
+ * the command is in its cgroups from its first instruction), then becomes the command. fd 3
+ * is closed by a successful exec; if the exec fails it says `exec-failed ERRNO` there.
+ * A FILE it cannot write is reported as `cgroup-failed FILE`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +38,34 @@
 
 static long long usec(struct timeval tv) { return (long long)tv.tv_sec * 1000000 + tv.tv_usec; }
 
+static int join(const char *file) {
+  FILE *f = fopen(file, "w");
+  int ok = f && fprintf(f, "%d\n", (int)getpid()) > 0;
+  if (f && fclose(f) != 0) ok = 0;
+  if (!ok) dprintf(3, "cgroup-failed %s\n", file);
+  return ok;
+}
+
+static int exec_mode(int argc, char **argv) {
+  int i = 0;
+  while (i + 1 < argc && strcmp(argv[i], "--join") == 0) {
+    join(argv[i + 1]);
+    i += 2;
+  }
+  if (i >= argc) {
+    fprintf(stderr, "usage: drover-wait --exec [--join FILE]... PROG [ARG...]\n");
+    return 2;
+  }
+  fcntl(3, F_SETFD, FD_CLOEXEC);
+  execvp(argv[i], argv + i);
+  int err = errno;
+  dprintf(3, "exec-failed %d\n", err);
+  fprintf(stderr, "drover-wait: cannot run %s: %s\n", argv[i], strerror(err));
+  return 127;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--exec") == 0) return exec_mode(argc - 2, argv + 2);
   if (argc < 2) {
     fprintf(stderr, "usage: drover-wait PROG [ARG...]\n");
     return 2;

@@ -169,3 +169,44 @@ t.test('stop escalates past an ignored stop signal, and the helper still reports
     t.same(liveGroupMembers(r.child.pid!), []);
   }
 });
+
+t.test('build steps: measured from their first instruction, and a failed exec is still "could not start"', async (t) => {
+  const { runBuild } = await import('../lib/release/build.js');
+  const { groupMeter } = await import('../lib/process/meter.js');
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const meter = groupMeter(cgroups, new UsageSampler({ intervalMs: 50 }), helper);
+  const app = (script: string) => {
+    const dir = t.testdir();
+    mkdirSync(join(dir, 'bin'));
+    writeFileSync(join(dir, 'bin', 'build'), script, { mode: 0o755 });
+    return dir;
+  };
+  const buildEnv = { PATH: env.PATH };
+  // The script starts its burner at once: joining the cgroup after spawn() would miss it.
+  const usage = await runBuild(app(`#!/bin/sh\n${node} ${fixture} --cpu 400\n`), { env: buildEnv, onLine: () => {}, meter });
+  if (cgroups && helper) {
+    t.match(usage?.method, { cpu: /^cgroup-v[12]$/, maxrss: /^cgroup-v[12]$/ });
+    t.ok(usage!.utime! >= 0.35, `the step's child burnt ${usage!.utime} s`);
+  } else {
+    t.ok(usage === null || usage.method.cpu === 'proc', 'without a pre-exec join: /proc samples or nothing');
+  }
+  await t.rejects(runBuild(app('#!/nonexistent/interpreter\n'), { env: buildEnv, onLine: () => {}, meter }), /could not start: .*ENOENT/);
+  const lines: string[] = [];
+  let pgid = 0;
+  const ac = new AbortController();
+  const p = runBuild(app('#!/bin/sh\nsleep 1000 &\necho "started $$"\nsleep 1000\n'), {
+    env: buildEnv,
+    meter,
+    signal: ac.signal,
+    onLine: (l) => {
+      lines.push(l);
+      const m = /^started (\d+)$/.exec(l);
+      if (!m) return;
+      pgid = Number(m[1]);
+      t.ok(liveGroupMembers(pgid).length >= 2, 'the step leads its own process group');
+      ac.abort();
+    },
+  });
+  await t.rejects(p, { name: 'AbortError' });
+  await waitFor(() => liveGroupMembers(pgid).length === 0, 'the group to be gone');
+});

@@ -71,6 +71,7 @@ export async function serve(argv: string[]): Promise<number> {
     throw err;
   }
   process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
+  process.stderr.write(`drover: ${agent.supervisor.describeMeasurement()}\n`);
   return untilSignal(agent);
 }
 

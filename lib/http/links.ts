@@ -1,3 +1,4 @@
+import { exitDetail, liveDetail } from '../process/exit-detail.js';
 import type { ManagedProcess } from '../process/supervisor.js';
 import { envDigest, sourceDigest } from './digest.js';
 
@@ -40,6 +41,7 @@ export function statusDocument(base: Base, proc: ManagedProcess) {
     details: status,
     status,
     delete: `${base.http}/delete-process/${slug}`,
+    ...controlLinks(base, slug),
     pid: ctx.pid,
     port: proc.port,
     restarts: ctx.restarts,
@@ -50,5 +52,25 @@ export function statusDocument(base: Base, proc: ManagedProcess) {
     env_names: Object.keys(proc.env),
     source_digest: sourceDigest(proc.sourceUrl),
     env_digest: envDigest(proc.env),
+    stopped: ctx.stopped,
+    restart_policy: {
+      policy: proc.restartSettings.policy,
+      delay_ms: proc.restartSettings.delayMs,
+      max_delay_ms: proc.restartSettings.maxDelayMs,
+      reset_after_ms: proc.restartSettings.resetAfterMs,
+    },
+    last_exit: exitDetail(ctx.lastExit),
+    usage: liveDetail(proc.metrics.live),
+  };
+}
+
+/** Control and metrics links (lib/http/control.ts); `slug` is already URL-encoded. */
+function controlLinks(base: Base, slug: string) {
+  return {
+    signal: `${base.http}/signal-process/${slug}`,
+    stop: `${base.http}/stop-process/${slug}`,
+    start: `${base.http}/start-process/${slug}`,
+    restart: `${base.http}/restart-process/${slug}`,
+    metrics: `${base.http}/process-metrics/${slug}`,
   };
 }

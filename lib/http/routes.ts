@@ -4,6 +4,7 @@ import { ConflictError, type Supervisor } from '../process/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
 import { readJson } from './body.js';
 import { registerDataRoutes } from './data.js';
+import { registerControlRoutes } from './control.js';
 import { ApiError, errorBody, jsonResponse } from './errors.js';
 import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
 import { validateCreate } from './validate.js';
@@ -87,6 +88,7 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   });
 
   registerDataRoutes(app, { blobs, base });
+  registerControlRoutes(app, { supervisor, base, findProcess, maxBody: MAX_BODY });
 
   return app;
 }

@@ -1,4 +1,5 @@
-import type { CreateRequest } from '../process/supervisor.js';
+import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
+import type { CreateRequest, RestartRequest } from '../process/supervisor.js';
 import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
 import { ApiError } from './errors.js';
@@ -54,7 +55,44 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   if (url.protocol !== 'file:' && !hostAllowed(url.hostname, opts.sourceHosts)) {
     bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
   }
-  return { app, node, processType, sourceUrl, env: validateEnv(b.env) };
+  const restart = validateRestart(b.restart);
+  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}) };
+}
+
+// A day: longer delays are more likely a unit mistake than a wish.
+const MAX_DELAY_MS = 24 * 60 * 60 * 1000;
+const RESTART_FIELDS: Record<string, keyof RestartRequest> = {
+  policy: 'policy',
+  delay_ms: 'delayMs',
+  max_delay_ms: 'maxDelayMs',
+  reset_after_ms: 'resetAfterMs',
+};
+
+/** `restart`: {policy, delay_ms, max_delay_ms, reset_after_ms}, each optional; errors name e.g. `restart.policy`. */
+function validateRestart(v: unknown): RestartRequest | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) bad('restart', 'must be an object like {"policy": "on-failure"}');
+  const out: RestartRequest = {};
+  for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+    const key = Object.hasOwn(RESTART_FIELDS, k) ? RESTART_FIELDS[k] : undefined; // not "__proto__"
+    const field = `restart.${k.slice(0, 40)}`;
+    if (!key) bad(field, `is not a restart setting; use ${Object.keys(RESTART_FIELDS).join(', ')}`);
+    if (key === 'policy') {
+      if (typeof val !== 'string' || !RESTART_POLICIES.includes(val as RestartPolicy)) {
+        bad(field, `must be one of ${RESTART_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${JSON.stringify(val)?.slice(0, 80)}`);
+      }
+      out.policy = val as RestartPolicy;
+    } else {
+      if (typeof val !== 'number' || !Number.isInteger(val) || val < 0 || val > MAX_DELAY_MS) {
+        bad(field, `must be an integer number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${JSON.stringify(val)?.slice(0, 80)}`);
+      }
+      out[key as Exclude<keyof RestartRequest, 'policy'>] = val;
+    }
+  }
+  if (out.delayMs !== undefined && out.maxDelayMs !== undefined && out.maxDelayMs < out.delayMs) {
+    bad('restart.max_delay_ms', `must not be less than restart.delay_ms (${out.delayMs})`);
+  }
+  return out;
 }
 
 function validateEnv(v: unknown): Record<string, string> {

@@ -6,7 +6,8 @@ import { LineSplitter } from './lines.js';
 import { liveGroupMembers, signalGroup, signalProcess } from './proc.js';
 import type { UsageSampler } from './sampler.js';
 import { decodeWaitStatus, mayDumpCore } from './signals.js';
-import type { LiveUsage, RunUsage, UsageMethod } from './usage.js';
+import { combineFigures, SampleTracker } from './meter.js';
+import type { LiveUsage, RunUsage } from './usage.js';
 import { parseHelperLine, type HelperReport } from './wait-helper.js';
 
 export type OutputStream = 'stdout' | 'stderr';
@@ -112,8 +113,7 @@ export class Child {
   private exitSeen: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private report: HelperReport | null = null;
   private cgroupFailed = false;
-  private lastSample: LiveUsage | null = null;
-  private peakRss = 0;
+  private readonly samples = new SampleTracker();
   private stopping: Promise<void> | null = null;
 
   constructor(private readonly spec: ChildSpec) {
@@ -147,9 +147,7 @@ export class Child {
               cpuOnly: () => (this.helper ? [this.pid!] : []),
             },
             (u) => {
-              // CPU totals can drop when a member is reaped outside the group: keep the highest.
-              if (!this.lastSample || u.utime + u.stime >= this.lastSample.utime + this.lastSample.stime) this.lastSample = u;
-              this.peakRss = Math.max(this.peakRss, u.rss);
+              this.samples.add(u);
               spec.onSample?.(u);
             },
           )
@@ -271,23 +269,7 @@ export class Child {
   /** The run's totals, each figure from the best method that has it (see usage.ts). */
   private usage(): RunUsage | null {
     const cg = this.spec.cgroup && !this.cgroupFailed ? this.spec.cgroup.read() : {};
-    const r = this.report;
-    const s = this.lastSample;
-    let cpu: { utime: number; stime: number; method: UsageMethod } | null = null;
-    if (cg.cpu) cpu = { utime: cg.cpu.utime, stime: cg.cpu.stime, method: `cgroup-${cg.cpu.version}` };
-    else if (r) cpu = { utime: r.utime, stime: r.stime, method: 'wait4' };
-    else if (s) cpu = { utime: s.utime, stime: s.stime, method: 'proc' };
-    let mem: { maxrss: number; method: UsageMethod } | null = null;
-    if (cg.memory) mem = { maxrss: cg.memory.peak, method: `cgroup-${cg.memory.version}` };
-    else if (r) mem = { maxrss: r.maxrss, method: 'wait4' };
-    else if (s) mem = { maxrss: this.peakRss, method: 'proc' };
-    if (!cpu && !mem) return null;
-    return {
-      utime: cpu?.utime ?? null,
-      stime: cpu?.stime ?? null,
-      maxrss: mem?.maxrss ?? null,
-      method: { cpu: cpu?.method ?? null, maxrss: mem?.method ?? null },
-    };
+    return combineFigures(cg, this.report, this.samples.best, this.samples.peakRss);
   }
 }
 

@@ -6,12 +6,17 @@ import { agentEnv, childEnv, readDotenv } from '../release/env.js';
 import { buildEnvPath } from '../release/build.js';
 import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile } from '../release/procfile.js';
 import { readSmallFile } from '../release/small-file.js';
+import { Cgroups } from './cgroup.js';
 import { Child } from './child.js';
 import { userEnv, type RunAs } from './identity.js';
-import { processMachine, type ProcessDeps, type ProcessState } from './machine.js';
+import { groupMeter, type GroupMeter } from './meter.js';
+import { processMachine, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
+import { ProcessMetrics } from './metrics.js';
 import { OutputHub } from './output.js';
 import { PortPool } from './ports.js';
 import { signalGroup } from './proc.js';
+import { UsageSampler } from './sampler.js';
+import { findWaitHelper } from './wait-helper.js';
 
 export interface CreateRequest {
   app: string;
@@ -19,6 +24,23 @@ export interface CreateRequest {
   processType: string;
   sourceUrl: string;
   env: Record<string, string>;
+  /** Restart policy and backoff; the agent's settings fill in what is not given. */
+  restart?: RestartRequest;
+}
+
+export interface RestartRequest {
+  policy?: RestartPolicy;
+  delayMs?: number;
+  maxDelayMs?: number;
+  resetAfterMs?: number;
+}
+
+/** The restart policy in force for a process. */
+export interface RestartSettings {
+  policy: RestartPolicy;
+  delayMs: number;
+  maxDelayMs: number;
+  resetAfterMs: number;
 }
 
 /** What a process needs to start its command: produced by `building`, reused on every restart. */
@@ -36,6 +58,8 @@ export interface ManagedProcess extends CreateRequest {
   output: OutputHub;
   /** When the current (or last) child was started. */
   startedAt?: Date;
+  metrics: ProcessMetrics;
+  restartSettings: RestartSettings;
 }
 
 export class ConflictError extends Error {}
@@ -54,6 +78,11 @@ export class Supervisor {
   private readonly procs = new Map<string, ManagedProcess>();
   private readonly ports = new PortPool();
   private readonly baseEnv: Record<string, string>;
+  /** How runs are measured here (see usage.ts): found once, used for every child. */
+  readonly sampler: UsageSampler;
+  readonly cgroups: Cgroups | null;
+  readonly waitHelper: string | null;
+  private readonly buildMeter: GroupMeter;
 
   constructor(
     private readonly config: Config,
@@ -63,6 +92,17 @@ export class Supervisor {
     private readonly runAs?: RunAs,
   ) {
     this.baseEnv = { ...agentEnv(process.env), ...(runAs ? userEnv(runAs) : {}) };
+    this.sampler = new UsageSampler({ intervalMs: config.usageSampleMs });
+    this.cgroups = config.cgroups ? Cgroups.detect() : null;
+    this.waitHelper = findWaitHelper();
+    this.buildMeter = groupMeter(this.cgroups, this.sampler, this.waitHelper);
+  }
+
+  /** One line for the operator: where exit detail and usage figures come from on this host. */
+  describeMeasurement(): string {
+    const cg = this.cgroups ? this.cgroups.describe() : 'no cgroups';
+    const helper = this.waitHelper ? 'exit helper (exact status, core dumps, wait4)' : 'no exit helper (core dumps inferred, no wait4)';
+    return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
   get(slug: string): ManagedProcess | undefined {
@@ -87,13 +127,23 @@ export class Supervisor {
       throw err;
     }
     const output = new OutputHub();
+    const metrics = new ProcessMetrics(this.config.usageSamples);
+    const restartSettings: RestartSettings = {
+      policy: req.restart?.policy ?? 'always',
+      delayMs: req.restart?.delayMs ?? this.config.backoffInitialMs,
+      maxDelayMs: req.restart?.maxDelayMs ?? Math.max(this.config.backoffMaxMs, req.restart?.delayMs ?? 0),
+      resetAfterMs: req.restart?.resetAfterMs ?? this.config.backoffResetMs,
+    };
+    const deps = this.deps(placeholder, req, port, output, metrics, restartSettings);
     const proc: ManagedProcess = Object.assign(placeholder, {
       ...req,
       slug,
       createdAt: new Date(),
       port,
       output,
-      actor: createActor(processMachine, { input: { deps: this.deps(placeholder, req, port, output), maxErrors: this.config.maxErrors } }),
+      metrics,
+      restartSettings,
+      actor: createActor(processMachine, { input: { deps, maxErrors: this.config.maxErrors, policy: restartSettings.policy } }),
     });
     let errors = proc.actor.getSnapshot().context.errors;
     proc.actor.subscribe((snap) => {
@@ -121,6 +171,8 @@ export class Supervisor {
   /** Stops every process gracefully and waits for all of them. */
   async shutdown(): Promise<void> {
     await Promise.all(this.list().map((p) => p.actor && this.delete(p.slug)));
+    this.sampler.close();
+    this.cgroups?.close();
   }
 
   /** Last resort: SIGKILL every child's group at once, without waiting. */
@@ -144,7 +196,7 @@ export class Supervisor {
     proc.output.close();
   }
 
-  private deps(proc: ManagedProcess, req: CreateRequest, port: number, output: OutputHub): ProcessDeps {
+  private deps(proc: ManagedProcess, req: CreateRequest, port: number, output: OutputHub, metrics: ProcessMetrics, restart: RestartSettings): ProcessDeps {
     const slug = slugOf(req.app, req.node);
     const buildEnv = { ...this.baseEnv, ...req.env };
     return {
@@ -154,7 +206,9 @@ export class Supervisor {
           signal,
           env: buildEnv,
           onLine: (line) => output.publish('build', line),
+          meter: this.buildMeter,
         });
+        metrics.releaseBuilt(release.id, release.usage);
         const entry = await this.procfileEntry(release.root, req.processType);
         const dotenv = await readDotenv(release.root);
         const env = childEnv({
@@ -170,15 +224,21 @@ export class Supervisor {
       },
       start: (launch) => {
         const l = launch as Launch;
-        const child = new Child({ ...l, runAs: this.runAs, onLine: (s, line) => output.publish(s, line), maxLineLength: this.config.maxLineLength });
+        const child = new Child({
+          ...l,
+          runAs: this.runAs,
+          onLine: (s, line) => output.publish(s, line),
+          maxLineLength: this.config.maxLineLength,
+          helper: this.waitHelper,
+          cgroup: this.cgroups?.create() ?? null,
+          sampler: this.sampler,
+          onSample: (u) => metrics.sample(u),
+        });
         proc.startedAt = new Date(child.startedAt);
+        void child.exited.then((exit) => metrics.runEnded(exit.usage ?? null));
         return child;
       },
-      backoff: {
-        initialMs: this.config.backoffInitialMs,
-        maxMs: this.config.backoffMaxMs,
-        resetAfterMs: this.config.backoffResetMs,
-      },
+      backoff: { initialMs: restart.delayMs, maxMs: restart.maxDelayMs, resetAfterMs: restart.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
     };
   }

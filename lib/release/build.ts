@@ -7,6 +7,8 @@ import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
 import { asUser, type RunAs } from '../process/identity.js';
+import type { GroupMeter } from '../process/meter.js';
+import { addUsage, type RunUsage } from '../process/usage.js';
 import { abortReason, ReleaseError } from './errors.js';
 
 export interface BuildStep {
@@ -24,6 +26,8 @@ export interface BuildOptions {
   killGraceMs?: number;
   /** Run the steps as this user instead of the agent's (--user). */
   runAs?: RunAs;
+  /** Measures each step's process group (CPU, memory peak). */
+  meter?: GroupMeter;
 }
 
 const DEFAULT_KILL_GRACE_MS = 2000;
@@ -61,21 +65,31 @@ export function buildEnvPath(appDir: string, basePath: string): string {
   return [...dirs, ...basePath.split(path.delimiter).filter((d) => d !== '')].join(path.delimiter);
 }
 
-export async function runBuild(appDir: string, opts: BuildOptions): Promise<void> {
+/** Runs every step; resolves with their summed usage (null when nothing ran or was measured). */
+export async function runBuild(appDir: string, opts: BuildOptions): Promise<RunUsage | null> {
+  let usage: RunUsage | null = null;
   for (const step of await detectBuildSteps(appDir)) {
     opts.signal?.throwIfAborted();
     opts.onLine(`-----> ${step.name}`);
-    await runStep(appDir, step, opts);
+    usage = addUsage(usage, await runStep(appDir, step, opts));
   }
+  return usage;
 }
 
-function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<void> {
+function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<RunUsage | null> {
   const { signal } = opts;
   // Recomputed per step: the venv appears only after "python3 -m venv".
   const env = { ...opts.env, PATH: buildEnvPath(appDir, opts.env.PATH ?? process.env.PATH ?? '') };
-  return new Promise<void>((resolve, reject) => {
+  return new Promise<RunUsage | null>((resolve, reject) => {
     const [file, args] = asUser(opts.runAs, step.command, step.args);
-    const child = spawn(file, args, { cwd: appDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const metered = opts.meter?.spawn(file, args);
+    const child = spawn(metered?.command ?? file, metered?.args ?? args, {
+      cwd: appDir,
+      env,
+      detached: true,
+      stdio: metered?.report ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+    });
+    metered?.started(child);
     let killTimer: NodeJS.Timeout | undefined;
     const killGroup = (sig: NodeJS.Signals): void => {
       try {
@@ -97,8 +111,8 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<v
         // a broken log consumer must not break the build
       }
     };
-    splitLines(child.stdout, emit);
-    splitLines(child.stderr, emit);
+    splitLines(child.stdout!, emit);
+    splitLines(child.stderr!, emit);
 
     // The leader exiting ends the step: stragglers it left in its group would hold
     // our pipes open forever, so they go too.
@@ -109,8 +123,11 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<v
     });
     child.on('close', (code, sig) => {
       finish();
+      const usage = metered?.end() ?? null;
+      const execError = metered?.execError();
       if (signal?.aborted) reject(abortReason(signal));
-      else if (code === 0) resolve();
+      else if (execError) reject(new ReleaseError(`build step "${step.name}" could not start: spawn ${step.command} ${execError}`));
+      else if (code === 0) resolve(usage);
       else if (code !== null) reject(new ReleaseError(`build step "${step.name}" exited with code ${code}`));
       else reject(new ReleaseError(`build step "${step.name}" was killed by ${sig}`));
     });

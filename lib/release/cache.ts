@@ -9,6 +9,8 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RunAs } from '../process/identity.js';
 import { pathToFileURL } from 'node:url';
+import type { GroupMeter } from '../process/meter.js';
+import type { RunUsage } from '../process/usage.js';
 import { runBuild } from './build.js';
 import { download, type DownloadOptions } from './download.js';
 import { abortReason } from './errors.js';
@@ -26,6 +28,8 @@ export interface Release {
   id: string;
   /** The app root (where the Procfile is). */
   root: string;
+  /** What the build steps used (kept in the completion marker); null when none ran or none was measured. */
+  usage: RunUsage | null;
 }
 
 export interface ReleaseCacheOptions {
@@ -48,6 +52,8 @@ export interface CacheBuildOptions {
   /** Only the env of the waiter that starts a build is used; joiners share its result. */
   env: Record<string, string>;
   onLine: (line: string) => void;
+  /** Like env, only the starting waiter's meter measures the build steps. */
+  meter?: GroupMeter;
 }
 
 export class ReleaseCache {
@@ -83,7 +89,7 @@ export class ReleaseCache {
       const t = new SharedTask<Release, [string]>(
         async (signal, notify) => {
           await previous;
-          return this.doBuild(archive, opts.env, signal, notify);
+          return this.doBuild(archive, opts.env, signal, notify, opts.meter);
         },
         () => {
           if (this.builds.get(sha) === t) this.builds.delete(sha);
@@ -115,14 +121,20 @@ export class ReleaseCache {
     return { sha256, file, bytes };
   }
 
-  private async doBuild(archive: Archive, env: Record<string, string>, signal: AbortSignal, onLine: (line: string) => void): Promise<Release> {
+  private async doBuild(
+    archive: Archive,
+    env: Record<string, string>,
+    signal: AbortSignal,
+    onLine: (line: string) => void,
+    meter: GroupMeter | undefined,
+  ): Promise<Release> {
     signal.throwIfAborted(); // e.g. every waiter left while we waited for a previous build
     const id = archive.sha256;
     if (!/^[0-9a-f]{64}$/.test(id)) throw new TypeError(`not a sha256: ${id}`);
     const dir = path.join(this.releasesDir, id);
     const marker = `${dir}.json`;
     const done = await readMarker(marker, dir);
-    if (done) return { id, root: done };
+    if (done) return { id, ...done };
 
     await rm(marker, { force: true });
     await rm(dir, { recursive: true, force: true });
@@ -131,12 +143,12 @@ export class ReleaseCache {
       const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
       const runAs = this.opts.runAs;
       if (runAs) await chownTree(root, runAs.uid, runAs.gid);
-      await runBuild(root, { signal, env, onLine, runAs });
+      const usage = await runBuild(root, { signal, env, onLine, runAs, meter });
       signal.throwIfAborted();
       const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
-      await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root) }) + '\n');
+      await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');
       await rename(tmp, marker);
-      return { id, root };
+      return { id, root, usage };
     } catch (err) {
       // Leave nothing half-built behind, so a retry starts from scratch.
       await rm(dir, { recursive: true, force: true, maxRetries: 3 });
@@ -145,13 +157,13 @@ export class ReleaseCache {
   }
 }
 
-/** The app root recorded by a completed build, or null if there is none (or it is damaged). */
-async function readMarker(marker: string, dir: string): Promise<string | null> {
+/** The app root (and build usage) recorded by a completed build, or null if there is none (or it is damaged). */
+async function readMarker(marker: string, dir: string): Promise<{ root: string; usage: RunUsage | null } | null> {
   try {
-    const { root } = JSON.parse(await readFile(marker, 'utf8')) as { root: unknown };
+    const { root, usage } = JSON.parse(await readFile(marker, 'utf8')) as { root: unknown; usage?: RunUsage | null };
     if (typeof root !== 'string' || root.startsWith('..') || path.isAbsolute(root)) return null;
     const abs = path.join(dir, root);
-    return (await stat(abs)).isDirectory() ? abs : null;
+    return (await stat(abs)).isDirectory() ? { root: abs, usage: usage && typeof usage === 'object' ? usage : null } : null;
   } catch {
     return null;
   }
