@@ -42,9 +42,10 @@ export function ownCgroupDirs(host: CgroupHost = {}): { v2: string | null; v1: M
     if (type === 'cgroup' || type === 'cgroup2') mounts.push({ root: unescape(f[3]), point: unescape(f[4]), type, opts: (superOpts ?? '').split(',') });
   }
   const under = (m: { root: string; point: string }, path: string): string | null => {
-    if (m.root === '/') return join(m.point, path);
-    if (path === m.root || path.startsWith(`${m.root}/`)) return join(m.point, path.slice(m.root.length));
-    return null;
+    let dir: string | null = null;
+    if (m.root === '/') dir = join(m.point, path);
+    else if (path === m.root || path.startsWith(`${m.root}/`)) dir = join(m.point, path.slice(m.root.length));
+    return dir && dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
   };
   let v2: string | null = null;
   const v1 = new Map<string, string>();
