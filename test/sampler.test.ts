@@ -9,14 +9,14 @@ import { ProcessMetrics } from '../lib/process/metrics.js';
 function scripted() {
   let now = 1000;
   const groups = new Map<number, GroupStat>();
-  const calls: { pgids: number[]; skip: number[]; cpuOnly: number[] }[] = [];
+  const calls: { pgids: number[]; skip: number[] }[] = [];
   const sampler = new UsageSampler({
     intervalMs: 0, // no timer: the test calls sample()
     clockTicks: 100,
     pageSize: 4096,
     now: () => now,
-    scan: (pgids, skip, cpuOnly) => {
-      calls.push({ pgids: [...pgids], skip: [...skip], cpuOnly: [...cpuOnly] });
+    scan: (pgids, skip) => {
+      calls.push({ pgids: [...pgids], skip: [...skip] });
       return new Map([...groups].filter(([g]) => pgids.has(g)));
     },
   });
@@ -27,14 +27,14 @@ t.test('one pass for every watched group; CPU % between samples; RSS in bytes', 
   const s = scripted();
   const a: LiveUsage[] = [];
   const b: LiveUsage[] = [];
-  const stopA = s.sampler.watch(10, { startedAt: 1000, skip: () => [11], cpuOnly: () => [10] }, (u) => a.push(u));
+  const stopA = s.sampler.watch(10, { startedAt: 1000, skip: () => [11, 10] }, (u) => a.push(u));
   s.sampler.watch(20, { startedAt: 1000 }, (u) => b.push(u));
   s.groups.set(10, { userTicks: 50, systemTicks: 50, rssPages: 256, processes: 2 });
   s.groups.set(20, { userTicks: 0, systemTicks: 0, rssPages: 1, processes: 1 });
   s.advance(1000);
   s.sampler.sample();
   t.equal(s.calls.length, 1, 'one scan for both groups');
-  t.same(s.calls[0], { pgids: [10, 20], skip: [11], cpuOnly: [10] });
+  t.same(s.calls[0], { pgids: [10, 20], skip: [11, 10] });
   t.match(a[0], { cpuPercent: 100, rss: 256 * 4096, processes: 2, utime: 0.5, stime: 0.5 }, 'since the start: 1 s of CPU in 1 s');
   t.match(b[0], { cpuPercent: 0, rss: 4096 });
 

@@ -143,8 +143,9 @@ export class Child {
             this.pid,
             {
               startedAt: this.startedAt,
-              skip: () => (this.watchdogPid ? [this.watchdogPid] : []),
-              cpuOnly: () => (this.helper ? [this.pid!] : []),
+              // drover's own: the watchdog, and the helper (only orphans it reaped would be in
+              // its times; the run's totals get those from wait4 anyway).
+              skip: () => [this.watchdogPid, this.helper ? this.pid! : 0].filter(Boolean),
             },
             (u) => {
               this.samples.add(u);

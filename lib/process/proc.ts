@@ -102,10 +102,10 @@ export interface GroupStat {
 
 /**
  * Usage of several process groups in one synchronous pass over /proc: every pid's stat is
- * read at most once, whatever the number of groups. `skip` pids are not read at all;
- * `cpuOnly` pids add their CPU times but not their memory (drover's own helpers).
+ * read at most once, whatever the number of groups. `skip` pids (drover's own watchdogs and
+ * exit helpers) are not read at all: reading a stat file is most of the cost.
  */
-export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number> = new Set(), cpuOnly: ReadonlySet<number> = new Set()): Map<number, GroupStat> {
+export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number> = new Set()): Map<number, GroupStat> {
   const out = new Map<number, GroupStat>();
   if (pgids.size === 0) return out;
   for (const name of readdirSync('/proc')) {
@@ -120,7 +120,7 @@ export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number>
     if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
     g.userTicks += e.utime + e.cutime;
     g.systemTicks += e.stime + e.cstime;
-    if (!cpuOnly.has(pid) && e.state !== 'Z') g.rssPages += e.rss;
+    if (e.state !== 'Z') g.rssPages += e.rss;
     g.processes++;
   }
   return out;

@@ -8,16 +8,14 @@ import type { LiveUsage } from './usage.js';
 export interface WatchOptions {
   /** When the group started: the first sample's CPU % is measured from here. */
   startedAt: number;
-  /** Pids not to read at all (drover's watchdog). */
+  /** Pids not to read at all (drover's watchdog and exit helper). */
   skip?: () => Iterable<number>;
-  /** Pids whose CPU counts but not their memory (drover's exit helper, which reaps orphans). */
-  cpuOnly?: () => Iterable<number>;
 }
 
 export interface SamplerOptions {
   intervalMs: number;
   /** Injectable for tests: the /proc pass and the clock. */
-  scan?: (pgids: ReadonlySet<number>, skip: ReadonlySet<number>, cpuOnly: ReadonlySet<number>) => Map<number, GroupStat>;
+  scan?: (pgids: ReadonlySet<number>, skip: ReadonlySet<number>) => Map<number, GroupStat>;
   now?: () => number;
   clockTicks?: number;
   pageSize?: number;
@@ -92,13 +90,11 @@ export class UsageSampler {
     const t0 = performance.now();
     const pgids = new Set<number>();
     const skip = new Set<number>();
-    const cpuOnly = new Set<number>();
     for (const w of this.watches) {
       pgids.add(w.pgid);
       for (const p of w.skip?.() ?? []) skip.add(p);
-      for (const p of w.cpuOnly?.() ?? []) cpuOnly.add(p);
     }
-    const stats = this.scan(pgids, skip, cpuOnly);
+    const stats = this.scan(pgids, skip);
     const at = this.now();
     for (const w of [...this.watches]) {
       const g = stats.get(w.pgid);
