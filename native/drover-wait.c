@@ -2,7 +2,7 @@
  * drover-wait: runs a command as its child and reports exactly how it ended.
  *
  *   drover-wait PROG [ARG...]
- *   drover-wait --exec [--join FILE]... PROG [ARG...]
+ *   drover-wait --exec [--close-fd3] [--join FILE]... PROG [ARG...]
  *
  * Node (libuv) reaps children itself and drops both the core-dump flag and the rusage that
  * wait4(2) returns; this helper sits between the agent and the command to keep them. When
@@ -20,9 +20,11 @@
  * command, which gets its own copy. Only SIGKILL ends it early (and then the line is lost).
  *
  * With --exec it does not wait: it writes its pid into each FILE (cgroup.procs files, so
- * the command is in its cgroups from its first instruction), then becomes the command. fd 3
- * is closed by a successful exec; if the exec fails it says `exec-failed ERRNO` there.
- * A FILE it cannot write is reported as `cgroup-failed FILE`.
+ * the command is in its cgroups from its first instruction), then becomes the command. If
+ * the exec fails it says `exec-failed ERRNO` on fd 3; with --close-fd3 a successful exec
+ * closes fd 3. A FILE it cannot write is reported as `cgroup-failed FILE`. Joining a cgroup
+ * takes privileges a --user child lacks: the agent runs this as root, then drops to the user
+ * (setpriv) and, for a supervised run, a second drover-wait waits for the command.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,15 +50,20 @@ static int join(const char *file) {
 
 static int exec_mode(int argc, char **argv) {
   int i = 0;
+  int close_fd3 = 0;
+  if (i < argc && strcmp(argv[i], "--close-fd3") == 0) {
+    close_fd3 = 1;
+    i++;
+  }
   while (i + 1 < argc && strcmp(argv[i], "--join") == 0) {
     join(argv[i + 1]);
     i += 2;
   }
   if (i >= argc) {
-    fprintf(stderr, "usage: drover-wait --exec [--join FILE]... PROG [ARG...]\n");
+    fprintf(stderr, "usage: drover-wait --exec [--close-fd3] [--join FILE]... PROG [ARG...]\n");
     return 2;
   }
-  fcntl(3, F_SETFD, FD_CLOEXEC);
+  if (close_fd3) fcntl(3, F_SETFD, FD_CLOEXEC);
   execvp(argv[i], argv + i);
   int err = errno;
   dprintf(3, "exec-failed %d\n", err);

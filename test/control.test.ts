@@ -272,6 +272,8 @@ t.test('create validates the restart object, naming the field', async (t) => {
     t.equal(r.status, 400, JSON.stringify(restart));
     t.match(r.json.errors[0], { status: 400, field, detail }, JSON.stringify(restart));
   }
+  const proto = await api('POST', `${agent.url}/create-process`, '{"app":"v","node":"web.0","process_type":"web","source_url":"http://127.0.0.1:1/x.tgz","restart":{"__proto__":5}}');
+  t.match(proto.json.errors?.[0], { status: 400, field: 'restart.__proto__' }, '"__proto__" is no setting either');
   const ok = await create({ policy: 'never', delay_ms: 50, max_delay_ms: 100, reset_after_ms: 1000 });
   t.equal(ok.status, 201);
   t.match(ok.json.restart_policy, { policy: 'never', delay_ms: 50, max_delay_ms: 100, reset_after_ms: 1000 });

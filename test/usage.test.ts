@@ -210,3 +210,23 @@ t.test('build steps: measured from their first instruction, and a failed exec is
   await t.rejects(p, { name: 'AbortError' });
   await waitFor(() => liveGroupMembers(pgid).length === 0, 'the group to be gone');
 });
+
+t.test('a --user child: the helper joins its cgroup as root, then it runs as the user', { skip: process.getuid?.() !== 0 ? 'needs root' : !helper || !cgroups ? 'needs the exit helper and cgroups' : false }, async (t) => {
+  const { resolveUser } = await import('../lib/process/identity.js');
+  const runAs = resolveUser('nobody');
+  // A shell loop, not node: tap instruments node children, which then cannot write as nobody.
+  const r = run(`sh -c 'while :; do :; done'`, { helper, cgroup: cgroups!.create(), runAs });
+  await waitFor(() => liveGroupMembers(r.child.pid!).length >= 3, 'helper, command and watchdog');
+  const status = (pid: number) => readFileSync(`/proc/${pid}/status`, 'utf8');
+  const members = liveGroupMembers(r.child.pid!);
+  t.same(members.map((p) => status(p).match(/^Uid:\s*(\d+)/m)![1]), members.map(() => String(runAs.uid)), "every process of the group is the user's, the leader included");
+  t.match(readFileSync(`/proc/${r.child.pid}/cgroup`, 'utf8'), /drover-\d+-\d+\/run-\d+/, 'and in the run cgroup');
+  // 0.3 s of CPU, as /proc counts it (10 ms ticks), then stop: the totals come from the cgroup.
+  const ticks = () => liveGroupMembers(r.child.pid!).reduce((n, p) => n + Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ')[11] ?? 0), 0);
+  await waitFor(() => ticks() >= 30, 'the loop to burn 0.3 s');
+  await r.child.stop(5000);
+  const exit = await r.child.exited;
+  t.match(exit.usage?.method, { cpu: /^cgroup-v[12]$/, maxrss: /^cgroup-v[12]$/ });
+  t.ok(exit.usage!.utime! >= 0.25, `utime ${exit.usage!.utime}`);
+  t.match(exit, { signal: 'SIGTERM', coreDump: false }, 'the helper, as the user, still reported the exact status');
+});

@@ -102,6 +102,24 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
   return { code, signal: null, signum: null, coreDump: code === null ? null : false };
 }
 
+/**
+ * What to spawn: the wrapper, under the exit helper when there is one, as the --user when
+ * set. The wrapper joins the run's cgroups itself (leaving drover's helper and watchdog out of
+ * the figures), except for a --user child, which may not: then a first helper joins as root
+ * and execs setpriv, which execs the waiting helper as the user; the leader's pid stays the
+ * same throughout, and the helpers' tiny share is counted too.
+ */
+function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
+  const wrapper = ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command)];
+  const cgroups = spec.cgroup?.procsFiles ?? [];
+  if (spec.runAs && helper && cgroups.length > 0) {
+    const [setpriv, args] = asUser(spec.runAs, helper, [...wrapper, '']);
+    return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args]];
+  }
+  const inner = helper ? [helper, ...wrapper, cgroups.join(' ')] : [...wrapper, cgroups.join(' ')];
+  return asUser(spec.runAs, inner[0], inner.slice(1));
+}
+
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
 export class Child {
   readonly pid: number | undefined;
@@ -118,8 +136,7 @@ export class Child {
 
   constructor(private readonly spec: ChildSpec) {
     this.helper = spec.helper ?? null;
-    const args = ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command), spec.cgroup?.procsFiles.join(' ') ?? ''];
-    const [file, argv] = asUser(spec.runAs, this.helper ?? args[0], this.helper ? args : args.slice(1));
+    const [file, argv] = commandLine(spec, this.helper);
     this.proc = spawn(file, argv, {
       cwd: spec.cwd,
       env: spec.env,

@@ -74,7 +74,7 @@ export function groupMeter(cgroups: Cgroups | null, sampler: UsageSampler | null
       let cgroupFailed = false;
       return {
         command: cg ? helper! : command,
-        args: cg ? ['--exec', ...cg.procsFiles.flatMap((f) => ['--join', f]), command, ...args] : args,
+        args: cg ? ['--exec', '--close-fd3', ...cg.procsFiles.flatMap((f) => ['--join', f]), command, ...args] : args,
         report: cg !== null,
         started(child) {
           const fd3 = child.stdio[3] as NodeJS.ReadableStream | null | undefined;

@@ -230,7 +230,8 @@ export class Supervisor {
           onLine: (s, line) => output.publish(s, line),
           maxLineLength: this.config.maxLineLength,
           helper: this.waitHelper,
-          cgroup: this.cgroups?.create() ?? null,
+          // A --user child cannot join a cgroup by itself; the exit helper does it as root.
+          cgroup: this.runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
           sampler: this.sampler,
           onSample: (u) => metrics.sample(u),
         });
