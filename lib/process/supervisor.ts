@@ -9,6 +9,7 @@ import { readSmallFile } from '../release/small-file.js';
 import { Cgroups } from './cgroup.js';
 import { Child } from './child.js';
 import { userEnv, type RunAs } from './identity.js';
+import { InspectionHub } from './inspection.js';
 import { groupMeter, type GroupMeter } from './meter.js';
 import { processMachine, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
 import { ProcessMetrics } from './metrics.js';
@@ -83,6 +84,8 @@ export class Supervisor {
   readonly cgroups: Cgroups | null;
   readonly waitHelper: string | null;
   private readonly buildMeter: GroupMeter;
+  /** Every actor's state transitions, for /inspect and the dashboard. */
+  readonly inspection: InspectionHub;
 
   constructor(
     private readonly config: Config,
@@ -92,6 +95,7 @@ export class Supervisor {
     private readonly runAs?: RunAs,
   ) {
     this.baseEnv = { ...agentEnv(process.env), ...(runAs ? userEnv(runAs) : {}) };
+    this.inspection = new InspectionHub(config.clientMaxBufferedBytes);
     this.sampler = new UsageSampler({ intervalMs: config.usageSampleMs });
     this.cgroups = config.cgroups ? Cgroups.detect() : null;
     this.waitHelper = findWaitHelper();
@@ -143,7 +147,11 @@ export class Supervisor {
       output,
       metrics,
       restartSettings,
-      actor: createActor(processMachine, { input: { deps, maxErrors: this.config.maxErrors, policy: restartSettings.policy } }),
+      actor: createActor(processMachine, {
+        id: slug,
+        input: { deps, maxErrors: this.config.maxErrors, policy: restartSettings.policy },
+        inspect: this.inspection.observer(slug),
+      }),
     });
     let errors = proc.actor.getSnapshot().context.errors;
     proc.actor.subscribe((snap) => {
