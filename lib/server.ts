@@ -7,7 +7,9 @@ import type { Config } from './config.js';
 import { createAttachHandler } from './http/attach.js';
 import { checkBinding, createGate } from './http/auth.js';
 import { answerClientError } from './http/errors.js';
+import { createInspectUpgrade, INSPECT_PATH } from './http/inspect.js';
 import { createRoutes } from './http/routes.js';
+import { dispatchUpgrades } from './http/upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from './process/identity.js';
 import { Supervisor } from './process/supervisor.js';
 import { ReleaseCache } from './release/cache.js';
@@ -65,6 +67,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   const gate = createGate(config.token);
   const app = createRoutes({ supervisor, config, log, blobs });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
+  const inspect = createInspectUpgrade(supervisor.inspection);
 
   let listener;
   try {
@@ -88,7 +91,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   // Until there is an upgrade listener Node hands upgrades to the (gated) request handler; from here on
   // the gate intercepts them ahead of every listener.
   gate.install(server);
-  server.on('upgrade', attach.handle);
+  server.on('upgrade', dispatchUpgrades({ [INSPECT_PATH]: inspect.handle }, attach.handle));
   server.on('clientError', answerClientError);
   if (!runAs && process.getuid?.() === 0) log('drover: warning: running as root without --user: every process and build step runs as root');
   const port = listener.address.port;
@@ -105,6 +108,9 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         attach.close();
         await supervisor.shutdown();
         await blobs.close();
+        supervisor.inspection.close(); // after the shutdown, so watchers see every process reach `deleted`
+        await new Promise((r) => setImmediate(r)); // let the event streams write those last records
+        inspect.close();
         server.closeAllConnections();
         await listener.close().catch(() => {});
       })();

@@ -18,6 +18,10 @@ export function indexDocument(base: Base) {
     create: `${base.http}/create-process`,
     list: `${base.http}/list-processes`,
     data: `${base.http}/data`,
+    // Server-Sent Events at this URL; a WebSocket at the same path (ws://).
+    inspect: `${base.http}/inspect`,
+    machine: `${base.http}/machine`,
+    ui: `${base.http}/ui`,
   };
 }
 

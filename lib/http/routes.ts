@@ -6,8 +6,10 @@ import { readJson } from './body.js';
 import { registerDataRoutes } from './data.js';
 import { registerControlRoutes } from './control.js';
 import { ApiError, errorBody, jsonResponse } from './errors.js';
+import { registerInspect } from './inspect.js';
 import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
 import { validateCreate } from './validate.js';
+import { registerUi } from './ui.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
@@ -53,6 +55,8 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   });
 
   app.get('/', (event) => indexDocument(base(event)));
+  registerInspect(app, supervisor.inspection);
+  registerUi(app);
 
   app.get('/list-processes', (event) => {
     const b = base(event);

@@ -1,0 +1,57 @@
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, extname, join } from 'node:path';
+import { getRouterParam, type H3 } from 'h3';
+import { ApiError } from './errors.js';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+};
+
+/**
+ * The dashboard's files live in lib/ui of the package, which is two levels up from this file
+ * when run from source (lib/http) and three when compiled (dist/lib/http): look for it.
+ */
+export function uiDirectory(from = import.meta.dirname): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'lib', 'ui');
+    if (existsSync(join(candidate, 'index.html'))) return candidate;
+    if (dirname(dir) === dir) throw new Error(`the dashboard files (lib/ui) were not found above ${from}`);
+  }
+}
+
+interface Asset {
+  body: Buffer;
+  type: string;
+}
+
+/** Reads the (few, small) dashboard files once; only files listed there can ever be served. */
+async function loadAssets(dir: string): Promise<Map<string, Asset>> {
+  const assets = new Map<string, Asset>();
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const type = TYPES[extname(entry.name)];
+    if (entry.isFile() && type) assets.set(entry.name, { body: await readFile(join(dir, entry.name)), type });
+  }
+  return assets;
+}
+
+/** `GET /ui` (the dashboard page) and `GET /ui/FILE` (its scripts and styles). No build step. */
+export function registerUi(app: H3, dir?: string): void {
+  let assets: Promise<Map<string, Asset>> | undefined;
+  const serve = async (name: string) => {
+    assets ??= loadAssets(dir ?? uiDirectory()).catch((err) => {
+      assets = undefined; // a packaging problem: report it on every request, don't cache it
+      throw err;
+    });
+    const asset = (await assets).get(name);
+    if (!asset) throw new ApiError(404, `no dashboard file ${JSON.stringify(name.slice(0, 80))}`);
+    return new Response(new Uint8Array(asset.body), {
+      headers: { 'content-type': asset.type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' },
+    });
+  };
+  app.get('/ui', () => serve('index.html'));
+  app.get('/ui/:file', (event) => serve(getRouterParam(event, 'file') ?? ''));
+}
