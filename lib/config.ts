@@ -51,6 +51,8 @@ export interface Config {
   usageSamples: number;
   /** Measure each run in its own cgroup where the agent may create one. */
   cgroups: boolean;
+  /** ws:// or wss:// URL of a Stately-style inspector to forward raw inspection events to; '' for none. */
+  inspectUrl: string;
 }
 
 export const defaults: Config = {
@@ -82,6 +84,7 @@ export const defaults: Config = {
   usageSampleMs: 5_000,
   usageSamples: 120,
   cgroups: true,
+  inspectUrl: '',
 };
 
 export class ConfigError extends Error {}
@@ -98,6 +101,7 @@ const fileKeys: Record<string, keyof Config> = {
   download_read_timeout_ms: 'downloadReadTimeoutMs', unpack_max_ratio: 'unpackMaxRatio',
   blob_max_bytes: 'blobMaxBytes', blob_retention_ms: 'blobRetentionMs',
   usage_sample_ms: 'usageSampleMs', usage_samples: 'usageSamples', cgroups: 'cgroups',
+  inspect_url: 'inspectUrl',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
@@ -126,6 +130,7 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
   }
   if (typeof defaults[key] === 'string') {
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
+    if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value)) throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;

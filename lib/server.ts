@@ -11,6 +11,7 @@ import { createInspectUpgrade, INSPECT_PATH } from './http/inspect.js';
 import { createRoutes } from './http/routes.js';
 import { dispatchUpgrades } from './http/upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from './process/identity.js';
+import { forwardToStately } from './process/stately.js';
 import { Supervisor } from './process/supervisor.js';
 import { ReleaseCache } from './release/cache.js';
 import { BlobStore, blobIdFromUrl } from './store/blobs.js';
@@ -94,6 +95,9 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   server.on('upgrade', dispatchUpgrades({ [INSPECT_PATH]: inspect.handle }, attach.handle));
   server.on('clientError', answerClientError);
   if (!runAs && process.getuid?.() === 0) log('drover: warning: running as root without --user: every process and build step runs as root');
+  // Only when asked, and once listening: the connection to an external inspector must cost nothing otherwise.
+  const stately = config.inspectUrl ? forwardToStately(config.inspectUrl, { log }) : undefined;
+  if (stately) supervisor.inspection.forwardRaw(stately.inspect);
   const port = listener.address.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
 
@@ -111,12 +115,14 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         supervisor.inspection.close(); // after the shutdown, so watchers see every process reach `deleted`
         await new Promise((r) => setImmediate(r)); // let the event streams write those last records
         inspect.close();
+        stately?.stop();
         server.closeAllConnections();
         await listener.close().catch(() => {});
       })();
       return closing;
     },
     kill() {
+      stately?.stop();
       supervisor.killAll();
     },
   };

@@ -18,6 +18,8 @@ Options:
   --insecure           allow a non-loopback --host without a token (anyone reaching it can run commands)
   --user NAME          when run as root: run children and build steps as this user
   --source-hosts LIST  comma-separated hosts source_url may use, e.g. codeload.github.com,*.example.com
+  --inspect-url URL    also forward raw XState inspection events to a Stately-style
+                       inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
 Settings: ${settingNames.join(', ')}`;
 
