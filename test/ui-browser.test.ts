@@ -1,0 +1,153 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
+import { api, testAgent } from './helpers/agent.js';
+import { haveChromium, launch, openPage } from './helpers/browser.js';
+import { waitFor } from './helpers/wait.js';
+import { liveGroupMembers } from '../lib/process/proc.js';
+
+async function setup(t: Test, overrides = {}) {
+  const agent = await testAgent(overrides);
+  const archives = await new ArchiveServer().start();
+  t.teardown(async () => {
+    await agent.close();
+    await archives.close();
+  });
+  const dir = t.testdir();
+  const serveApp = async (name: string, procfile: string) =>
+    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
+  return { agent, archives, serveApp };
+}
+
+const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent ?? ''));
+
+/** Waits until the detail panel shows `value` for field `label`. */
+function fieldValue(page: Page, label: string) {
+  return page.$$eval('#detail-fields div', (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null, label);
+}
+
+t.test('from the page: create a process, watch it reach running, read its console, restart and delete it', async (t) => {
+  if (!haveChromium(t)) return;
+  const { agent, serveApp } = await setup(t);
+  const source = await serveApp('printer', 'web: echo "hello $GREETING"; i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.05; done\n');
+  const browser = await launch(t);
+  const { page, errors } = await openPage(browser, `${agent.url}/ui`);
+  await page.locator('#live[data-state="live"]').waitFor();
+  t.equal(await page.textContent('#shown'), '0 processes');
+  t.equal(await page.locator('#diagram g.node').count(), 7, 'the machine is drawn, one box per state');
+
+  // A bad request shows the agent's error next to the field it names.
+  await page.click('#new-process');
+  await page.fill('input[name=app]', 'demo');
+  await page.fill('input[name=node]', 'web.0');
+  await page.fill('input[name=process_type]', 'web');
+  await page.fill('input[name=source_url]', 'not a url');
+  await page.click('#create-submit');
+  await page.locator('#create-errors li').waitFor();
+  t.match(await page.textContent('#create-errors'), /source_url: is not a valid absolute URL/);
+  t.equal(await page.getAttribute('input[name=source_url]', 'aria-invalid'), 'true');
+  // The browser logs every 4xx response; this one was asked for.
+  t.match(errors.splice(0), [/status of 400/], 'the only console error so far is that 400');
+
+  await page.fill('input[name=source_url]', source);
+  await page.fill('textarea[name=env]', 'GREETING=from the page\n');
+  await page.click('#create-submit');
+  await page.locator('#create-dialog').waitFor({ state: 'hidden' });
+  const row = page.locator('.row[data-slug="demo.web.0"]');
+  await row.waitFor();
+  t.equal(await page.textContent('#detail-slug'), 'demo.web.0', 'the new process is selected');
+
+  // Every state it passes through, as the inspector reported them.
+  await page.waitForFunction(() => [...document.querySelectorAll('#timeline li')].map((li) => li.textContent).join(' ').startsWith('pending downloading building running'));
+  t.same((await texts(page, '#timeline li')).slice(0, 4), ['pending', 'downloading', 'building', 'running']);
+  await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
+  t.equal(await row.locator('.state').textContent(), 'running');
+  const status = await api('GET', `${agent.url}/process-status/demo.web.0`);
+  await waitFor(async () => (await fieldValue(page, 'pid')) === String(status.json.pid), 'the pid shown');
+  t.same(status.json.env_names, ['GREETING'], 'env from the form reached the agent');
+
+  // The console streams the output.
+  await page.waitForFunction(() => /line 3\b/.test(document.getElementById('console')!.innerText));
+  t.match(await page.innerText('#console'), /^hello from the page\nline 1\nline 2\n/, 'from its first line, in order');
+  t.match(await page.textContent('#console-note'), /demo\.web\.0: \d+ lines?/);
+
+  const doc = status.json;
+  if (doc.restart) {
+    await page.click('#btn-restart');
+    await waitFor(async () => Number(await fieldValue(page, 'restarts')) >= 1, 'restarts to count the restart');
+    await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
+  } else {
+    t.ok(await page.locator('#btn-restart').isHidden(), 'no restart link (yet): no restart button');
+  }
+  if (doc.stop && doc.start) {
+    await page.click('#btn-stop');
+    await page.locator('#btn-start').waitFor();
+    await page.click('#btn-start');
+    await page.locator('#btn-stop').waitFor();
+  } else {
+    t.ok((await page.locator('#btn-stop').isHidden()) && (await page.locator('#btn-start').isHidden()), 'no stop/start links (yet): no buttons');
+  }
+
+  // Delete takes two clicks.
+  await page.click('#btn-delete');
+  t.equal(await page.textContent('#btn-delete'), 'Confirm delete');
+  t.equal((await api('GET', `${agent.url}/list-processes`)).json.processes.length, 1, 'one click deletes nothing');
+  await page.click('#btn-delete');
+  await page.waitForFunction(() => [...document.querySelectorAll('#timeline li')].some((li) => li.textContent === 'deleted'));
+  await row.waitFor({ state: 'detached' });
+  t.same((await api('GET', `${agent.url}/list-processes`)).json.processes, []);
+  t.same(liveGroupMembers(doc.pid), [], 'the process group is gone');
+  t.equal(await page.textContent('#shown'), '0 processes');
+  t.same(errors, [], 'no errors in the browser console');
+});
+
+t.test('with a token: asked once (again when rejected), sent on every request and WebSocket, kept for the tab', async (t) => {
+  if (!haveChromium(t)) return;
+  const { agent, serveApp } = await setup(t);
+  const TOKEN = 'tab-s3cret';
+  const browser = await launch(t);
+  const { page, errors, context } = await openPage(browser, 'about:blank');
+  let refusedHttp = 0;
+  let refusedWs = 0;
+  // The agent in this branch has no auth: the test plays the agent's gate in front of it.
+  await context.route(`${agent.url}/**`, (route) => {
+    const req = route.request();
+    if (new URL(req.url()).pathname.startsWith('/ui') || req.headers().authorization === `Bearer ${TOKEN}`) return route.continue();
+    refusedHttp++;
+    return route.fulfill({ status: 401, contentType: 'application/json', headers: { 'www-authenticate': 'Bearer realm="drover"' }, body: JSON.stringify({ errors: [{ status: 401, detail: 'missing or wrong token' }] }) });
+  });
+  await context.routeWebSocket(/\/(inspect|attach-console)/, (ws) => {
+    if (new URL(ws.url()).searchParams.get('token') === TOKEN) ws.connectToServer();
+    else {
+      refusedWs++;
+      ws.close({ code: 1008, reason: 'token' });
+    }
+  });
+  await page.goto(`${agent.url}/ui`);
+  await page.locator('#token-dialog[open]').waitFor();
+  await page.fill('#token-input', 'wrong');
+  await page.click('#token-submit');
+  await page.waitForFunction(() => /rejected/.test(document.getElementById('token-why')!.textContent ?? '') && document.querySelector('#token-dialog[open]'));
+  await page.fill('#token-input', TOKEN);
+  await page.click('#token-submit');
+  await page.locator('#live[data-state="live"]').waitFor();
+  t.equal(refusedWs, 0, 'the inspect WebSocket carried the token');
+
+  const source = await serveApp('w', 'web: while true; do echo started; sleep 0.2; done\n');
+  await api('POST', `${agent.url}/create-process`, { app: 'tok', node: 'web.0', process_type: 'web', source_url: source });
+  await page.locator('.row[data-slug="tok.web.0"] .state:text("running")').waitFor();
+  await page.click('.row[data-slug="tok.web.0"]');
+  await page.waitForFunction(() => /started/.test(document.getElementById('console')!.innerText));
+  t.equal(refusedWs, 0, 'so did the attach WebSocket');
+
+  const refusedBefore = refusedHttp;
+  await page.reload();
+  await page.locator('#live[data-state="live"]').waitFor();
+  await page.locator('.row[data-slug="tok.web.0"]').waitFor();
+  t.equal(await page.locator('#token-dialog[open]').count(), 0, 'not asked again after a reload');
+  t.equal(refusedHttp, refusedBefore, 'every request after the prompt carried the token');
+  t.equal(await page.evaluate(() => sessionStorage.getItem('drover.token')), TOKEN);
+  t.same(errors.filter((e) => !/status of 401/.test(e)), [], 'no errors but the expected 401s');
+});

@@ -1,0 +1,82 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
+import { api, testAgent } from './helpers/agent.js';
+import { haveChromium, launch, openPage } from './helpers/browser.js';
+import { waitFor } from './helpers/wait.js';
+
+// The dashboard under load, in real headless Chromium: many processes, a flood of output.
+
+async function setup(t: Test, overrides = {}) {
+  const agent = await testAgent(overrides);
+  const archives = await new ArchiveServer().start();
+  t.teardown(async () => {
+    await agent.close();
+    await archives.close();
+  });
+  const dir = t.testdir();
+  const serveApp = async (name: string, procfile: string) =>
+    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
+  return { agent, archives, serveApp };
+}
+
+/** Waits until the detail panel shows `value` for field `label`. */
+function fieldValue(page: Page, label: string) {
+  return page.$$eval('#detail-fields div', (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null, label);
+}
+
+t.test('1000 processes: the list stays virtual, counts and filter stay right', async (t) => {
+  if (!haveChromium(t)) return;
+  // Failing downloads: a thousand actors cycling through their states without a thousand children.
+  const { agent, archives } = await setup(t, { backoffInitialMs: 600_000, backoffMaxMs: 600_000 });
+  const source = `${archives.url}/missing.tgz`;
+  const N = 1000;
+  for (let i = 0; i < N; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, N - i) }, (_, k) =>
+        api('POST', `${agent.url}/create-process`, { app: 'many', node: `w.${String(i + k).padStart(4, '0')}`, process_type: 'w', source_url: source }),
+      ),
+    );
+  }
+  const browser = await launch(t);
+  const { page, errors } = await openPage(browser, `${agent.url}/ui`);
+  await page.locator('#live[data-state="live"]').waitFor();
+  await page.waitForFunction((n) => document.getElementById('shown')!.textContent === `${n} processes`, N);
+  const rows = await page.locator('.list .row:not([hidden])').count();
+  t.ok(rows > 10 && rows < 100, `only the rows in view exist (${rows} of ${N})`);
+  await page.waitForFunction((n) => [...document.querySelectorAll('#diagram .node .count')].reduce((s, c) => s + Number(c.textContent), 0) === n, N);
+
+  await page.$eval('#list', (el) => (el.scrollTop = el.scrollHeight));
+  await page.locator('.row[data-slug="many.w.0999"]').waitFor();
+  await page.click('.row[data-slug="many.w.0999"]');
+  t.equal(await page.textContent('#detail-slug'), 'many.w.0999');
+  await waitFor(async () => /HTTP 404/.test((await fieldValue(page, 'last error')) ?? ''), 'the download error shown');
+
+  await page.fill('#filter', 'w.09');
+  await page.waitForFunction(() => document.getElementById('shown')!.textContent === '100 of 1000');
+  t.same(errors, [], 'no errors in the browser console');
+});
+
+t.test('a process printing thousands of lines a second: the console keeps a bounded tail', async (t) => {
+  if (!haveChromium(t)) return;
+  const { agent, serveApp } = await setup(t);
+  const source = await serveApp('flood', 'web: while true; do seq 1 1000; sleep 0.1; done\n');
+  const created = await api('POST', `${agent.url}/create-process`, { app: 'flood', node: 'web.0', process_type: 'web', source_url: source });
+  const browser = await launch(t);
+  const { page, errors } = await openPage(browser, `${agent.url}/ui#flood.web.0`);
+  await page.locator('#detail-slug:text("flood.web.0")').waitFor();
+  await page.waitForFunction(() => /last 2000 kept/.test(document.getElementById('console-note')!.textContent ?? ''), undefined, { polling: 250 });
+  const lines = await page.$eval('#console', (el) => (el.textContent ?? '').split('\n').length);
+  t.equal(lines, 2000, 'exactly the last 2000 lines are kept');
+  t.equal(await page.evaluate(() => document.getElementById('console')!.childNodes.length), 1, 'drawn as one text node');
+  // The page still answers: switch tabs and back while the flood goes on.
+  await page.click('#tab-events');
+  await page.locator('#events').waitFor();
+  await page.click('#tab-console');
+  await page.locator('#console').waitFor();
+  await api('POST', created.json.delete, {});
+  await page.locator('.row[data-slug="flood.web.0"]').waitFor({ state: 'detached' });
+  t.same(errors, [], 'no errors in the browser console');
+});
