@@ -89,7 +89,7 @@ function clip(c, p, w = W, h = H) {
   return { x: c.x + dx * t, y: c.y + dy * t };
 }
 
-function curve(a, b, bend, boxA = [W, H], boxB = [W, H]) {
+function curve(a, b, bend, boxA = [W, H], boxB = [W, H], at = 0.5) {
   const mx = (a.x + b.x) / 2;
   const my = (a.y + b.y) / 2;
   const len = Math.hypot(b.x - a.x, b.y - a.y) || 1;
@@ -98,7 +98,11 @@ function curve(a, b, bend, boxA = [W, H], boxB = [W, H]) {
   const p2 = clip(b, ctrl, ...boxB);
   return {
     d: `M${p0.x.toFixed(1)},${p0.y.toFixed(1)} Q${ctrl.x.toFixed(1)},${ctrl.y.toFixed(1)} ${p2.x.toFixed(1)},${p2.y.toFixed(1)}`,
-    mid: { x: 0.25 * p0.x + 0.5 * ctrl.x + 0.25 * p2.x, y: 0.25 * p0.y + 0.5 * ctrl.y + 0.25 * p2.y },
+    // The label's anchor: the point of the curve at `at`.
+    mid: {
+      x: (1 - at) ** 2 * p0.x + 2 * (1 - at) * at * ctrl.x + at ** 2 * p2.x,
+      y: (1 - at) ** 2 * p0.y + 2 * (1 - at) * at * ctrl.y + at ** 2 * p2.y,
+    },
   };
 }
 
@@ -119,6 +123,7 @@ export class Diagram {
     const nodeLayer = el('g', { class: 'nodes' }, svg);
     this.tokenLayer = el('g', { class: 'tokens' }, svg);
 
+    const finalStates = new Set(doc.states.filter((s) => s.type === 'final').map((s) => s.name));
     // One arrow per pair of states; labels of parallel transitions are merged.
     const pairs = new Map();
     for (const t of doc.transitions) {
@@ -135,7 +140,9 @@ export class Diagram {
       const b = centers.get(pair.target);
       if (!a || !b) continue;
       const bend = pairs.has(`${pair.target}>${pair.source}`) ? 26 : 0;
-      const { d, mid } = curve(a, b, bend, any ? [90, 22] : [W, H]);
+      // Arrows into a final state share their source's neighbourhood with others: label them nearer the end.
+      const final = finalStates.has(pair.target) && !any;
+      const { d, mid } = curve(a, b, bend, any ? [90, 22] : [W, H], [W, H], final ? 0.68 : 0.5);
       const g = el('g', { class: `edge${any ? ' any' : ''}`, 'data-edge': key }, edgeLayer);
       const path = el('path', { d, 'marker-end': 'url(#arrow)' }, g);
       el('title', {}, g).textContent = `${pair.source === '*' ? 'any state' : pair.source} → ${pair.target}: ${pair.details.join(', ')}`;
