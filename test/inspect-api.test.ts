@@ -1,5 +1,6 @@
 import t from 'tap';
 import type { Test } from 'tap';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
 import { api, attach, testAgent } from './helpers/agent.js';
@@ -143,4 +144,59 @@ t.test('closing the agent ends every inspection stream, and the last records say
   t.equal(events.events.at(-1)!.data.to, 'deleted', 'SSE saw the process deleted before the stream ended');
   t.equal(JSON.parse(ws.lines.at(-1)!).to, 'deleted', 'so did the WebSocket');
   t.equal(r.status, 201);
+});
+
+t.test('with a token: /inspect and /machine need it (header, or ?token= for SSE and WebSocket); only the dashboard files do not', async (t) => {
+  const TOKEN = 'inspect-s3cret';
+  const agent = await testAgent({ token: TOKEN });
+  t.teardown(() => agent.close());
+  const ws = agent.url.replace('http', 'ws');
+  t.equal((await api('GET', `${agent.url}/machine`)).status, 401);
+  t.equal((await api('GET', `${agent.url}/machine`, undefined, { authorization: `Bearer ${TOKEN}` })).status, 200);
+  t.equal((await api('GET', `${agent.url}/inspect`)).status, 401);
+  t.match(await attach(`${ws}/inspect`).then(() => null, (e: Error) => e.message), /401/);
+  t.match(await attach(`${ws}/inspect?token=nope`).then(() => null, (e: Error) => e.message), /401/);
+  const sock = await attach(`${ws}/inspect?token=${TOKEN}`);
+  await waitFor(() => sock.lines.length >= 1, 'snapshot over an authorised WebSocket');
+  t.equal(JSON.parse(sock.lines[0]).type, 'snapshot');
+  sock.ws.close();
+  const events = await sse(`${agent.url}/inspect?token=${TOKEN}`);
+  t.equal(events.res.status, 200, 'EventSource style: token in the query');
+  await waitFor(() => events.events.length >= 1, 'snapshot over SSE');
+  events.close();
+
+  for (const path of ['/ui', '/ui/app.js', '/ui/style.css', '/ui/index.html']) {
+    const r = await fetch(`${agent.url}${path}`);
+    t.equal(r.status, 200, `${path} is public`);
+    await r.arrayBuffer();
+  }
+  // Raw paths, as sent (fetch would normalise the dot segments away before sending).
+  const raw = (path: string) =>
+    new Promise<number>((resolve, reject) => {
+      request(`${agent.url}${path}`, { path }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject).end();
+    });
+  for (const path of ['/', '/list-processes', '/ui/../list-processes', '/ui/%2e%2e/list-processes', '/ui/..%2flist-processes', '/ui/app.js/x', '/uix', '/ui/.hidden.js', '//ui/app.js']) {
+    t.equal(await raw(path), 401, `${path} is not`);
+  }
+  t.equal((await fetch(`${agent.url}/ui/nope.js`)).status, 404, 'an unknown dashboard file is a plain 404');
+});
+
+t.test('the dashboard files: served with their types, nothing else from the directory', async (t) => {
+  const agent = await testAgent();
+  t.teardown(() => agent.close());
+  const page = await fetch(`${agent.url}/ui`);
+  t.match(page.headers.get('content-type'), /^text\/html/);
+  const html = await page.text();
+  for (const [, src] of html.matchAll(/(?:src|href)="(\/ui\/[^"]+)"/g)) {
+    const r = await fetch(`${agent.url}${src}`);
+    t.equal(r.status, 200, src);
+    t.match(r.headers.get('content-type'), src.endsWith('.js') ? /^text\/javascript/ : /^text\/css/);
+    await r.arrayBuffer();
+  }
+  const missing = await api('GET', `${agent.url}/ui/secret.txt`);
+  t.equal(missing.status, 404);
+  t.match(missing.json.errors[0].detail, /no dashboard file/);
 });

@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorBody, refuseOnSocket } from './errors.js';
+import { isDashboardAsset } from './ui.js';
 
 /** A browser WebSocket offers ['drover', 'drover.token.' + base64url(token)]; the agent answers 'drover'. */
 export const SUBPROTOCOL = 'drover';
@@ -38,6 +39,7 @@ export function createGate(token: string | undefined): Gate {
 
   return {
     http: (handler) => (req, res) => {
+      if (isDashboardAsset(req.method, req.url)) return handler(req, res);
       const verdict = check(req, matches, acceptsQueryToken(req));
       if (verdict.ok) return handler(req, res);
       const id = req.headers['x-request-id'];

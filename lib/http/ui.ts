@@ -11,6 +11,18 @@ const TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
 };
 
+// The dashboard's own files: the page and the scripts and styles it loads, by exact raw path.
+const ASSET_PATH = /^\/ui(\/[a-z][a-z0-9-]*\.(html|js|css|svg))?$/;
+
+/**
+ * True for a request for one of the dashboard's files. They hold no data (everything the page
+ * fetches needs the token) and a browser opening a page cannot send a header, so the auth gate
+ * lets these through: the page then asks for the token itself.
+ */
+export function isDashboardAsset(method: string | undefined, url: string | undefined): boolean {
+  return (method === 'GET' || method === 'HEAD') && ASSET_PATH.test((url ?? '').split('?')[0]);
+}
+
 /**
  * The dashboard's files live in lib/ui of the package, which is two levels up from this file
  * when run from source (lib/http) and three when compiled (dist/lib/http): look for it.
