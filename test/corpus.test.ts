@@ -329,7 +329,7 @@ t.test('the bad-input corpus', async (t) => {
     await expectError(t, 'ws wrong subprotocol token', await up(attachPath, { ...key, 'sec-websocket-protocol': `drover, ${proto('wrong-token-xyz')}` }), 401, /invalid token/);
     await expectError(t, 'ws token subprotocol alone', await up(attachPath, { ...key, 'sec-websocket-protocol': proto(TOKEN) }), 400, /also offer "drover"/);
     await expectError(t, 'ws no token, other path', await up('/inspect', key), 401, /authentication required/);
-    await expectError(t, 'ws unknown path', await up('/inspect', { ...key, ...AUTH }), 404, /no WebSocket endpoint at \/inspect/);
+    await expectError(t, 'ws unknown path', await up('/no-such-socket', { ...key, ...AUTH }), 404, /no WebSocket endpoint at \/no-such-socket/);
     await expectError(t, 'ws unknown process', await up('/attach-console/nope.web.0', { ...key, ...AUTH }), 404, /no process "nope.web.0"/);
     await expectError(t, 'ws malformed slug', await up('/attach-console/%E0%A4%A', { ...key, ...AUTH }), 400, /malformed process slug/);
     await expectError(t, 'ws bad version', await up(attachPath, { ...key, ...AUTH, 'sec-websocket-version': '7' }), 400, /Sec-WebSocket-Version/);
