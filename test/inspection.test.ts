@@ -152,6 +152,12 @@ t.test('hub: a watcher that falls behind is dropped, the others keep receiving',
   t.ok(slow.length < 3, `the slow watcher got nothing after it overflowed (${slow.length})`);
   t.equal(fast.length, 11);
 
+  let broken = 0;
+  hub.subscribe({ send: (r) => { if (r.type === 'transition') throw new Error('stream gone'); return 0; }, overflow: () => broken++ });
+  hub.publish(record('p.web.99', 'pending'));
+  t.equal(broken, 1, 'a client whose send throws is dropped like a slow one');
+  t.equal(fast.length, 12, 'and the others still get the record');
+
   let closed = 0;
   hub.subscribe({ send: () => 0, overflow: () => {}, close: () => closed++ });
   hub.close();

@@ -8,6 +8,9 @@ import { haveChromium, launch, openPage } from './helpers/browser.js';
 import { waitFor } from './helpers/wait.js';
 import { liveGroupMembers } from '../lib/process/proc.js';
 
+// A real browser next to an agent and its children: give a slow, shared machine room.
+t.setTimeout(300_000);
+
 async function setup(t: Test, overrides = {}) {
   const agent = await testAgent(overrides);
   const archives = await new ArchiveServer().start();

@@ -7,6 +7,9 @@ import { api, testAgent } from './helpers/agent.js';
 import { haveChromium, launch, openPage } from './helpers/browser.js';
 import { waitFor } from './helpers/wait.js';
 
+// A real browser next to an agent and its children: give a slow, shared machine room.
+t.setTimeout(300_000);
+
 // The dashboard under load, in real headless Chromium: many processes, a flood of output.
 
 async function setup(t: Test, overrides = {}) {
@@ -54,6 +57,14 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
   t.equal(await page.textContent('#detail-slug'), 'many.w.0999');
   await waitFor(async () => /HTTP 404/.test((await fieldValue(page, 'last error')) ?? ''), 'the download error shown');
 
+  // Clicking a state in the diagram lists the processes in it.
+  // After one immediate retry, every process waits (600 s) in `restarting`.
+  await page.waitForFunction((n) => document.querySelector('#diagram g.node[data-state="restarting"] .count')!.textContent === String(n), N);
+  await page.click('#diagram g.node[data-state="restarting"]');
+  t.equal(await page.inputValue('#filter'), 'restarting');
+  await page.waitForFunction(() => document.getElementById('shown')!.textContent === '1000 of 1000');
+  const rowStates = await page.$$eval('.list .row:not([hidden]) .state', (els) => els.map((e) => e.textContent));
+  t.ok(rowStates.length > 0 && rowStates.every((s) => s === 'restarting'), 'only restarting processes are listed');
   await page.fill('#filter', 'w.09');
   await page.waitForFunction(() => document.getElementById('shown')!.textContent === '100 of 1000');
   t.same(errors, [], 'no errors in the browser console');

@@ -167,7 +167,13 @@ export class InspectionHub {
 
   private deliver(sink: InspectionSink, record: InspectionRecord): void {
     if (!this.sinks.has(sink)) return;
-    if (sink.send(record) > this.maxQueuedBytes) {
+    let queued: number;
+    try {
+      queued = sink.send(record);
+    } catch {
+      queued = Infinity; // a client whose stream broke under it: drop it, never the actor that reported
+    }
+    if (queued > this.maxQueuedBytes) {
       this.sinks.delete(sink);
       sink.overflow();
     }

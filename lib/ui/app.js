@@ -467,6 +467,13 @@ $('filter').addEventListener('input', (e) => {
   filterText = e.target.value.trim().toLowerCase();
   invalidate();
 });
+
+function filterByState(state) {
+  const input = $('filter');
+  input.value = input.value === state ? '' : state;
+  filterText = input.value;
+  invalidate();
+}
 $('tab-console').addEventListener('click', () => showTab('console'));
 $('tab-events').addEventListener('click', () => showTab('events'));
 setInterval(invalidate, 1000); // uptimes tick
@@ -475,7 +482,7 @@ async function boot() {
   links = await request('GET', new URL('/', location.href).toString());
   $('agent').textContent = new URL(links.list).host;
   $('new-process').disabled = !links.create;
-  if (links.machine) diagram = new Diagram($('diagram'), await request('GET', links.machine));
+  if (links.machine) diagram = new Diagram($('diagram'), await request('GET', links.machine), filterByState);
   await refreshList();
   if (links.inspect) connectInspect();
   setTimeout(pollList, 5000);

@@ -107,7 +107,8 @@ function curve(a, b, bend, boxA = [W, H], boxB = [W, H], at = 0.5) {
 }
 
 export class Diagram {
-  constructor(container, doc) {
+  /** onStateClick(name): a state box was clicked (the dashboard filters the list by it). */
+  constructor(container, doc, onStateClick = () => {}) {
     this.doc = doc;
     this.nodes = new Map();
     this.edges = new Map();
@@ -165,6 +166,8 @@ export class Diagram {
       if (KNOWN.has(s.name)) g.style.setProperty('--fill', `var(--${s.name})`);
       el('rect', { x: c.x - W / 2, y: c.y - H / 2, width: W, height: H, rx: s.type === 'final' ? 20 : 7 }, g);
       el('text', { x: c.x, y: c.y - 6 }, g).textContent = s.name;
+      el('title', {}, g).textContent = `${s.name}${s.invokes.length ? ` (runs ${s.invokes.join(', ')})` : ''}: click to list its processes`;
+      g.addEventListener('click', () => onStateClick(s.name));
       const count = el('text', { class: 'count', x: c.x, y: c.y + 10 }, g);
       count.textContent = '0';
       this.nodes.set(s.name, { g, count });
