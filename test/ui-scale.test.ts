@@ -73,7 +73,7 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
 t.test('a process printing thousands of lines a second: the console keeps a bounded tail', async (t) => {
   if (!haveChromium(t)) return;
   const { agent, serveApp } = await setup(t);
-  const source = await serveApp('flood', 'web: while true; do seq 1 1000; sleep 0.1; done\n');
+  const source = await serveApp('flood', 'web: while true; do seq 1 500; sleep 0.1; done\n');
   const created = await api('POST', `${agent.url}/create-process`, { app: 'flood', node: 'web.0', process_type: 'web', source_url: source });
   const browser = await launch(t);
   const { page, errors } = await openPage(browser, `${agent.url}/ui#flood.web.0`);
