@@ -31,7 +31,7 @@ function fieldValue(page: Page, label: string) {
   return page.$$eval('#detail-fields div', (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null, label);
 }
 
-t.test('from the page: create a process, watch it reach running, read its console, restart and delete it', async (t) => {
+t.test('from the page: create a process, watch it reach running, read its console, restart, stop, start and delete it', async (t) => {
   if (!haveChromium(t)) return;
   const { agent, serveApp } = await setup(t);
   const source = await serveApp('printer', 'web: echo "hello $GREETING"; i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.05; done\n');
@@ -77,21 +77,30 @@ t.test('from the page: create a process, watch it reach running, read its consol
   t.match(await page.textContent('#console-note'), /demo\.web\.0: \d+ lines?/);
 
   const doc = status.json;
-  if (doc.restart) {
-    await page.click('#btn-restart');
-    await waitFor(async () => Number(await fieldValue(page, 'restarts')) >= 1, 'restarts to count the restart');
-    await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
-  } else {
-    t.ok(await page.locator('#btn-restart').isHidden(), 'no restart link (yet): no restart button');
-  }
-  if (doc.stop && doc.start) {
-    await page.click('#btn-stop');
-    await page.locator('#btn-start').waitFor();
-    await page.click('#btn-start');
-    await page.locator('#btn-stop').waitFor();
-  } else {
-    t.ok((await page.locator('#btn-stop').isHidden()) && (await page.locator('#btn-start').isHidden()), 'no stop/start links (yet): no buttons');
-  }
+  t.ok(doc.restart && doc.stop && doc.start, 'the agent offers restart, stop and start');
+  const timeline = async () => (await texts(page, '#timeline li')).join(' ');
+
+  await page.click('#btn-restart');
+  await waitFor(async () => (await fieldValue(page, 'restarts')) === '1', 'restarts to count the restart');
+  await waitFor(async () => (await timeline()).endsWith('running exited restarting running'), 'the restart in the timeline');
+  await waitFor(async () => /^\d+$/.test((await fieldValue(page, 'pid')) ?? '') && (await fieldValue(page, 'pid')) !== String(doc.pid), 'a new pid');
+  const restartedPid = Number(await fieldValue(page, 'pid'));
+  t.same(liveGroupMembers(doc.pid), [], 'the old process group is gone');
+
+  await page.click('#btn-stop');
+  await page.locator('#btn-start').waitFor();
+  t.equal(await page.textContent('#detail-state'), 'exited (stopped)');
+  await page.locator('#diagram g.node.current[data-state="exited"]').waitFor();
+  t.ok(await page.locator('#btn-stop').isHidden(), 'stop gives way to start');
+  t.same(liveGroupMembers(restartedPid), [], 'stopped: no process left');
+  t.equal((await api('GET', doc.status)).json.stopped, true);
+
+  await page.click('#btn-start');
+  await page.locator('#btn-stop').waitFor();
+  await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
+  await waitFor(async () => /^\d+$/.test((await fieldValue(page, 'pid')) ?? ''), 'running again with a pid');
+  const finalPid = Number(await fieldValue(page, 'pid'));
+  t.not(finalPid, restartedPid);
 
   // Delete takes two clicks.
   await page.click('#btn-delete');
@@ -101,7 +110,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
   await page.waitForFunction(() => [...document.querySelectorAll('#timeline li')].some((li) => li.textContent === 'deleted'));
   await row.waitFor({ state: 'detached' });
   t.same((await api('GET', `${agent.url}/list-processes`)).json.processes, []);
-  t.same(liveGroupMembers(doc.pid), [], 'the process group is gone');
+  t.same(liveGroupMembers(finalPid), [], 'the process group is gone');
   t.equal(await page.textContent('#shown'), '0 processes');
   t.same(errors, [], 'no errors in the browser console');
 });

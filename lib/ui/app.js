@@ -237,7 +237,7 @@ function renderDetail() {
   const doc = p.doc ?? {};
   $('detail-slug').textContent = p.slug;
   const state = $('detail-state');
-  state.textContent = p.state;
+  state.textContent = p.state === 'exited' && doc.stopped ? 'exited (stopped)' : p.state;
   state.dataset.state = p.state;
   const usage = usageOf(doc);
   const errors = doc.errors ?? [];
