@@ -22,7 +22,7 @@ export interface StatelyForwarder {
 }
 
 // What a watcher may see of a process: never the child's environment (launch), the archive or the code (deps).
-const CONTEXT_KEYS = ['pid', 'restarts', 'attempt', 'restartDelayMs', 'lastRunMs', 'lastExit', 'errors', 'deleting'];
+const CONTEXT_KEYS = ['pid', 'restarts', 'attempt', 'restartDelayMs', 'lastRunMs', 'lastExit', 'errors', 'deleting', 'stopped', 'stopping', 'policy'];
 const EVENT_KEYS = ['type', 'pid', 'exit'];
 
 function pick(obj: Record<string, unknown> | undefined, keys: string[]): Record<string, unknown> | undefined {
