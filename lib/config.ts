@@ -53,6 +53,10 @@ export interface Config {
   cgroups: boolean;
   /** ws:// or wss:// URL of a Stately-style inspector to forward raw inspection events to; '' for none. */
   inspectUrl: string;
+  /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
+  eventsMaxBytes: number;
+  /** How long a deleted process's event log stays readable. */
+  eventsRetentionMs: number;
 }
 
 export const defaults: Config = {
@@ -85,6 +89,8 @@ export const defaults: Config = {
   usageSamples: 120,
   cgroups: true,
   inspectUrl: '',
+  eventsMaxBytes: 64 * 1024 * 1024,
+  eventsRetentionMs: 3_600_000,
 };
 
 export class ConfigError extends Error {}
@@ -102,10 +108,14 @@ const fileKeys: Record<string, keyof Config> = {
   blob_max_bytes: 'blobMaxBytes', blob_retention_ms: 'blobRetentionMs',
   usage_sample_ms: 'usageSampleMs', usage_samples: 'usageSamples', cgroups: 'cgroups',
   inspect_url: 'inspectUrl',
+  events_max_bytes: 'eventsMaxBytes', events_retention_ms: 'eventsRetentionMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
 const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
+
+/** Lower bounds other than the usual (0 for ports, redirects and times, else 1). */
+const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024 };
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);
@@ -134,7 +144,7 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  const min = key === 'port' || key === 'downloadMaxRedirects' || key.endsWith('Ms') ? 0 : 1;
+  const min = minimums[key] ?? (key === 'port' || key === 'downloadMaxRedirects' || key.endsWith('Ms') ? 0 : 1);
   if (typeof n !== 'number' || !Number.isInteger(n) || n < min || (key === 'port' && n > 65535)) {
     throw new ConfigError(`setting "${name}" must be an integer${key === 'port' ? ' from 0 to 65535' : ` >= ${min}`}, got ${JSON.stringify(value)}`);
   }

@@ -15,6 +15,8 @@ import { forwardToStately } from './process/stately.js';
 import { Supervisor } from './process/supervisor.js';
 import { ReleaseCache } from './release/cache.js';
 import { BlobStore, blobIdFromUrl } from './store/blobs.js';
+import { sweepStaleGroups } from './store/groups.js';
+import { Store, StoreOpenError } from './store/store.js';
 
 export interface Agent {
   url: string;
@@ -31,40 +33,64 @@ export class StartError extends Error {}
 export async function startAgent(config: Config, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Agent> {
   const refused = await checkBinding(config.host, Boolean(config.token), config.insecure, log);
   if (refused) throw new StartError(refused);
+  let store: Store;
   try {
+    store = await Store.open({ dir: config.stateDir, eventsMaxBytes: config.eventsMaxBytes, eventsRetentionMs: config.eventsRetentionMs, warn: log });
     await mkdir(join(config.stateDir, 'releases'), { recursive: true });
   } catch (err) {
+    if (err instanceof StoreOpenError) throw new StartError(err.message);
     throw new StartError(`state directory ${config.stateDir} is not usable: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
-  const blobs: BlobStore = new BlobStore({
-    dir: join(config.stateDir, 'blobs'),
-    maxBytes: config.blobMaxBytes,
-    retentionMs: config.blobRetentionMs,
-    referenced: (): Set<string> => new Set(supervisor.list().map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl)).filter((id): id is string => !!id)),
-    log,
-  });
-  await blobs.init();
-  const runAs = runAsUser(config);
-  const releases: ReleaseCache = new ReleaseCache({
-    dir: config.stateDir,
-    download: {
-      timeoutMs: config.downloadTimeoutMs,
-      maxBytes: config.downloadMaxBytes,
-      allowedHosts: config.sourceHosts,
-      maxRedirects: config.downloadMaxRedirects,
-      connectTimeoutMs: config.downloadConnectTimeoutMs,
-      readTimeoutMs: config.downloadReadTimeoutMs,
-    },
-    unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
-    runAs,
-    // A blob URL names its bytes by their sha256: when we hold them, read them from disk. This
-    // also keeps source_urls pointing at this agent working when it requires a token.
-    localSource: async (url): Promise<string | null> => {
-      const id = blobIdFromUrl(url);
-      return id && (await blobs.get(id)) ? blobs.path(id) : null;
-    },
-  });
-  const supervisor: Supervisor = new Supervisor(config, releases, log, runAs);
+  let blobs: BlobStore;
+  let supervisor: Supervisor;
+  let runAs: RunAs | undefined;
+  try {
+    blobs = new BlobStore({
+      dir: join(config.stateDir, 'blobs'),
+      maxBytes: config.blobMaxBytes,
+      retentionMs: config.blobRetentionMs,
+      referenced: (): Set<string> => new Set(supervisor.list().map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl)).filter((id): id is string => !!id)),
+      log,
+    });
+    await blobs.init();
+    runAs = runAsUser(config);
+    // Whatever a previous agent that died hard left running goes before anything is restored.
+    const swept = await sweepStaleGroups(store.previousGroups);
+    if (swept.length) log(`drover: killed ${swept.length} process group(s) left behind by a previous agent`);
+    const releases: ReleaseCache = new ReleaseCache({
+      dir: config.stateDir,
+      download: {
+        timeoutMs: config.downloadTimeoutMs,
+        maxBytes: config.downloadMaxBytes,
+        allowedHosts: config.sourceHosts,
+        maxRedirects: config.downloadMaxRedirects,
+        connectTimeoutMs: config.downloadConnectTimeoutMs,
+        readTimeoutMs: config.downloadReadTimeoutMs,
+      },
+      unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
+      runAs,
+      // A blob URL names its bytes by their sha256: when we hold them, read them from disk. This
+      // also keeps source_urls pointing at this agent working when it requires a token.
+      localSource: async (url): Promise<string | null> => {
+        const id = blobIdFromUrl(url);
+        return id && (await blobs.get(id)) ? blobs.path(id) : null;
+      },
+      track: (pgid) => {
+        store.groups.add(pgid, '', 'build');
+        return () => store.groups.remove(pgid);
+      },
+    });
+    supervisor = new Supervisor(config, releases, store, log, runAs);
+    const desired = store.desired.all();
+    for (const record of desired) {
+      await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
+    }
+    if (desired.length) log(`drover: restored ${desired.length} process(es) from ${config.stateDir}`);
+    await store.events.recover(new Set(desired.map((r) => r.slug)));
+  } catch (err) {
+    await store.close(); // releases the state directory for the next try
+    throw err;
+  }
   const gate = createGate(config.token);
   const app = createRoutes({ supervisor, config, log, blobs });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
@@ -83,6 +109,9 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       isProd: true,
     });
   } catch (err) {
+    // Restored processes stop again (and stay in the desired state for the next try).
+    await supervisor.shutdown();
+    await store.close();
     const msg = (err as Error).message;
     if (/Unable to find an available port|EADDRINUSE/.test(msg)) throw new StartError(`port ${config.port} on ${config.host} is already in use`);
     throw new StartError(`cannot listen on ${config.host}:${config.port}: ${msg}`);
@@ -112,6 +141,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         attach.close();
         await supervisor.shutdown();
         await blobs.close();
+        await store.close();
         supervisor.inspection.close(); // after the shutdown, so watchers see every process reach `deleted`
         await new Promise((r) => setImmediate(r)); // let the event streams write those last records
         inspect.close();

@@ -133,6 +133,7 @@ export class Child {
   private cgroupFailed = false;
   private readonly samples = new SampleTracker();
   private stopping: Promise<void> | null = null;
+  private outputPaused = false;
 
   constructor(private readonly spec: ChildSpec) {
     this.helper = spec.helper ?? null;
@@ -188,6 +189,7 @@ export class Child {
       });
       this.proc.once('exit', (code, signal) => {
         this.exitSeen = { code, signal };
+        this.pauseOutput(false); // drain what is left in the pipes: the writer is gone, so it is bounded
         // The leader is gone: whatever it left in its group goes too, so a restart never doubles it.
         signalGroup(this.pid!, 'SIGKILL');
         // Stdio closes once every holder died; bound the wait in case one escaped the group.
@@ -218,6 +220,20 @@ export class Child {
 
   get running(): boolean {
     return this.pid !== undefined && this.exitSeen === null;
+  }
+
+  /**
+   * Stops (or resumes) reading the child's output. A paused child blocks on its next write once
+   * the pipe is full, as it would on any slow reader: this is how a slow disk holds it back.
+   */
+  pauseOutput(paused: boolean): void {
+    if (paused && this.exitSeen) return;
+    if (paused === this.outputPaused) return;
+    this.outputPaused = paused;
+    for (const s of [this.proc.stdout, this.proc.stderr]) {
+      if (paused) s?.pause();
+      else s?.resume();
+    }
   }
 
   /** Sends a signal to the whole group (the app and everything it started). */

@@ -62,10 +62,11 @@ export interface ProcessContext {
 }
 
 export type ProcessEvent =
-  | { type: 'START' }
+  // `reason` is not used by the machine; it tells observers (the event log) why.
+  | { type: 'START'; reason?: string }
   | ({ type: 'STOP' } & StopOptions)
   | ({ type: 'RESTART' } & StopOptions)
-  | { type: 'DELETE' }
+  | { type: 'DELETE'; reason?: string }
   | { type: 'CHILD.STARTED'; pid: number | null }
   | { type: 'CHILD.EXITED'; exit: ExitInfo };
 

@@ -2,6 +2,9 @@ import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
 import type { Config } from '../config.js';
 import { ReleaseCache, type Archive } from '../release/cache.js';
+import type { DesiredProcess } from '../store/desired.js';
+import type { EventLog } from '../store/events.js';
+import type { Store } from '../store/store.js';
 import { agentEnv, childEnv, readDotenv } from '../release/env.js';
 import { buildEnvPath } from '../release/build.js';
 import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile } from '../release/procfile.js';
@@ -11,11 +14,12 @@ import { Child } from './child.js';
 import { userEnv, type RunAs } from './identity.js';
 import { InspectionHub } from './inspection.js';
 import { groupMeter, type GroupMeter } from './meter.js';
-import { processMachine, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
+import { failed, processMachine, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
 import { ProcessMetrics } from './metrics.js';
 import { OutputHub } from './output.js';
 import { PortPool } from './ports.js';
 import { signalGroup } from './proc.js';
+import { ProcessRecorder } from './record.js';
 import { UsageSampler } from './sampler.js';
 import { findWaitHelper } from './wait-helper.js';
 
@@ -61,6 +65,8 @@ export interface ManagedProcess extends CreateRequest {
   startedAt?: Date;
   metrics: ProcessMetrics;
   restartSettings: RestartSettings;
+  /** Its event log; every output line passes through it first, and gets its id there. */
+  events: EventLog;
 }
 
 export class ConflictError extends Error {}
@@ -70,6 +76,11 @@ function oneLine(text: string): string {
   return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
+/** Whether a process resting in `exited` will go on by itself (the machine's `shouldRestart`). */
+function restartsFrom(c: { restartNow: boolean; stopped: boolean; policy: RestartPolicy; lastExit: Parameters<typeof failed>[0] }): boolean {
+  return c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit))));
+}
+
 export function slugOf(app: string, node: string): string {
   return `${app}.${node}`;
 }
@@ -77,6 +88,9 @@ export function slugOf(app: string, node: string): string {
 /** Owns every process actor: creates them, routes deletes, stops them all on shutdown. */
 export class Supervisor {
   private readonly procs = new Map<string, ManagedProcess>();
+  private readonly deletions = new Map<string, Promise<void>>();
+  /** Set by shutdown: a create still in flight is saved but not started (the next agent starts it). */
+  private closing = false;
   private readonly ports = new PortPool();
   private readonly baseEnv: Record<string, string>;
   /** How runs are measured here (see usage.ts): found once, used for every child. */
@@ -90,6 +104,7 @@ export class Supervisor {
   constructor(
     private readonly config: Config,
     private readonly releases: ReleaseCache,
+    private readonly store: Store,
     private readonly log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
     /** The user children run as (--user); undefined for the agent's own. */
     private readonly runAs?: RunAs,
@@ -109,6 +124,11 @@ export class Supervisor {
     return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
+  /** The event log of a process, or of a deleted one still within its retention time. */
+  eventLog(slug: string): EventLog | undefined {
+    return this.store.events.get(slug);
+  }
+
   get(slug: string): ManagedProcess | undefined {
     return this.procs.get(slug);
   }
@@ -117,68 +137,151 @@ export class Supervisor {
     return [...this.procs.values()];
   }
 
-  /** Registers the process in `pending` and starts it on the next turn, so its creator sees `pending`. */
+  /**
+   * Registers the process in `pending` and starts it on the next turn, so its creator sees
+   * `pending`. It is durable (restored by the next agent) once this resolves.
+   */
   async create(req: CreateRequest): Promise<ManagedProcess> {
     const slug = slugOf(req.app, req.node);
     if (this.procs.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
     const placeholder = {} as ManagedProcess;
     this.procs.set(slug, placeholder); // claim the slug before awaiting, so a concurrent twin gets 409
-    let port: number;
+    let port = 0;
+    let events: EventLog | undefined;
     try {
       port = await this.ports.reserve();
+      events = await this.store.events.open(slug);
+      const record: DesiredProcess = {
+        slug,
+        app: req.app,
+        node: req.node,
+        processType: req.processType,
+        sourceUrl: req.sourceUrl,
+        env: { ...req.env },
+        ...(req.restart ? { restart: { ...req.restart } } : {}),
+        port,
+        createdAt: new Date().toISOString(),
+      };
+      await this.store.desired.put(record);
+      return this.launch(placeholder, record, events, false);
     } catch (err) {
       this.procs.delete(slug);
+      if (port) this.ports.release(port);
+      if (events) await this.store.events.abandon(slug);
       throw err;
     }
+  }
+
+  /** Brings back a process the previous agent had, with its port and its event log. */
+  async restore(record: DesiredProcess): Promise<ManagedProcess> {
+    const placeholder = {} as ManagedProcess;
+    this.procs.set(record.slug, placeholder);
+    this.ports.claim(record.port);
+    try {
+      const events = await this.store.events.open(record.slug);
+      events.append('agent_restarted', { agent_pid: process.pid });
+      return this.launch(placeholder, record, events, true);
+    } catch (err) {
+      this.procs.delete(record.slug);
+      this.ports.release(record.port);
+      throw err;
+    }
+  }
+
+  private launch(placeholder: ManagedProcess, record: DesiredProcess, events: EventLog, restored: boolean): ManagedProcess {
+    const { slug, port } = record;
+    const req = record.restart;
     const output = new OutputHub();
+    // First listener: the log numbers each line before any client sees it.
+    output.subscribe((stream, line) => events.output(stream, line));
     const metrics = new ProcessMetrics(this.config.usageSamples);
     const restartSettings: RestartSettings = {
-      policy: req.restart?.policy ?? 'always',
-      delayMs: req.restart?.delayMs ?? this.config.backoffInitialMs,
-      maxDelayMs: req.restart?.maxDelayMs ?? Math.max(this.config.backoffMaxMs, req.restart?.delayMs ?? 0),
-      resetAfterMs: req.restart?.resetAfterMs ?? this.config.backoffResetMs,
+      policy: req?.policy ?? 'always',
+      delayMs: req?.delayMs ?? this.config.backoffInitialMs,
+      maxDelayMs: req?.maxDelayMs ?? Math.max(this.config.backoffMaxMs, req?.delayMs ?? 0),
+      resetAfterMs: req?.resetAfterMs ?? this.config.backoffResetMs,
     };
-    const deps = this.deps(placeholder, req, port, output, metrics, restartSettings);
+    const deps = this.deps(placeholder, record, output, events, metrics, restartSettings, restored);
+    const recorder = new ProcessRecorder(events, port);
+    const observe = this.inspection.observer(slug);
     const proc: ManagedProcess = Object.assign(placeholder, {
-      ...req,
+      app: record.app,
+      node: record.node,
+      processType: record.processType,
+      sourceUrl: record.sourceUrl,
+      env: record.env,
+      ...(record.restart ? { restart: record.restart } : {}),
       slug,
-      createdAt: new Date(),
+      createdAt: new Date(record.createdAt),
       port,
       output,
       metrics,
       restartSettings,
+      events,
       actor: createActor(processMachine, {
         id: slug,
         input: { deps, maxErrors: this.config.maxErrors, policy: restartSettings.policy },
-        inspect: this.inspection.observer(slug),
+        inspect: (ev) => {
+          recorder.inspect(ev);
+          observe(ev);
+        },
       }),
     });
+    recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created');
     let errors = proc.actor.getSnapshot().context.errors;
+    let down = Boolean(record.stopped);
     proc.actor.subscribe((snap) => {
       // The machine replaces `errors` whenever it adds one: each new entry is also a warning on stderr.
       if (snap.context.errors !== errors) {
         errors = snap.context.errors;
         if (errors.length > 0) this.log(`drover: ${slug}: ${oneLine(errors[errors.length - 1])}`);
       }
+      // Kept down (stopped, or finished under its restart policy): so it comes back after an agent restart.
+      const isDown = snap.value === 'exited' && !restartsFrom(snap.context);
+      if (isDown !== down && snap.status === 'active' && !this.closing) {
+        down = isDown;
+        record.stopped = isDown || undefined;
+        this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
+      }
     });
     proc.actor.start();
-    setImmediate(() => proc.actor.send({ type: 'START' }));
+    if (!this.closing) {
+      // A process that was kept down comes back down; the rest start again.
+      setImmediate(() => proc.actor.send(restored && record.stopped ? { type: 'STOP' } : { type: 'START' }));
+    }
     return proc;
   }
 
-  /** Deletes a process in any state; resolves once its child is gone. */
+  /**
+   * Deletes a process in any state; resolves once its child is gone. The deletion is durable
+   * before anything is stopped; if it cannot be saved, nothing changes and this throws.
+   */
   async delete(slug: string): Promise<boolean> {
     const proc = this.procs.get(slug);
     if (!proc || !proc.actor) return false;
-    await this.stop(proc);
-    this.procs.delete(slug);
-    this.ports.release(proc.port);
+    let deletion = this.deletions.get(slug);
+    if (!deletion) {
+      deletion = (async () => {
+        await this.store.desired.remove(slug);
+        await this.stop(proc, 'delete requested');
+        await this.store.events.retire(slug);
+        this.procs.delete(slug);
+        this.ports.release(proc.port);
+      })().finally(() => this.deletions.delete(slug));
+      this.deletions.set(slug, deletion);
+    }
+    await deletion;
     return true;
   }
 
-  /** Stops every process gracefully and waits for all of them. */
+  /**
+   * Stops every process gracefully and waits for all of them. They stay in the desired state:
+   * the next agent on this state directory brings them back.
+   */
   async shutdown(): Promise<void> {
-    await Promise.all(this.list().map((p) => p.actor && this.delete(p.slug)));
+    this.closing = true;
+    await Promise.all([...this.deletions.values()].map((d) => d.catch(() => {})));
+    await Promise.all(this.list().map((p) => p.actor && this.stop(p, 'agent shutting down')));
     this.sampler.close();
     this.cgroups?.close();
   }
@@ -191,7 +294,7 @@ export class Supervisor {
     }
   }
 
-  private async stop(proc: ManagedProcess): Promise<void> {
+  private async stop(proc: ManagedProcess, reason: string): Promise<void> {
     const done = new Promise<void>((resolve) => {
       const sub = proc.actor.subscribe({ complete: () => resolve() });
       if (proc.actor.getSnapshot().status === 'done') {
@@ -199,33 +302,68 @@ export class Supervisor {
         resolve();
       }
     });
-    proc.actor.send({ type: 'DELETE' });
+    proc.actor.send({ type: 'DELETE', reason });
     await done;
     proc.output.close();
   }
 
-  private deps(proc: ManagedProcess, req: CreateRequest, port: number, output: OutputHub, metrics: ProcessMetrics, restart: RestartSettings): ProcessDeps {
-    const slug = slugOf(req.app, req.node);
-    const buildEnv = { ...this.baseEnv, ...req.env };
+  private deps(
+    proc: ManagedProcess,
+    record: DesiredProcess,
+    output: OutputHub,
+    events: EventLog,
+    metrics: ProcessMetrics,
+    restart: RestartSettings,
+    restored: boolean,
+  ): ProcessDeps {
+    const { slug, port } = record;
+    const buildEnv = { ...this.baseEnv, ...record.env };
+    // A restored process first runs the release it ran before, from the cache: no network, and
+    // no surprise upgrade if the URL now serves something else. Later downloads (after a
+    // failure) go to the source again.
+    let reuse = restored ? record.archive : undefined;
     return {
-      download: (signal) => this.releases.fetch(req.sourceUrl, { signal }),
-      build: async (archive, signal): Promise<Launch> => {
-        const release = await this.releases.build(archive as Archive, {
+      download: async (signal) => {
+        if (reuse) {
+          const cached = await this.releases.cached(reuse);
+          reuse = undefined;
+          if (cached) return { ...cached, reused: true };
+        }
+        const archive = await this.releases.fetch(record.sourceUrl, {
           signal,
-          env: buildEnv,
-          onLine: (line) => output.publish('build', line),
-          meter: this.buildMeter,
+          onProgress: (bytes, total) => events.append('download', { bytes, total }),
         });
+        if (record.archive !== archive.sha256 && !this.deletions.has(slug) && this.procs.has(slug)) {
+          record.archive = archive.sha256;
+          this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
+        }
+        return archive;
+      },
+      build: async (archive, signal): Promise<Launch> => {
+        events.append('build_started', { sha256: (archive as Archive).sha256 });
+        let release;
+        try {
+          release = await this.releases.build(archive as Archive, {
+            signal,
+            env: buildEnv,
+            onLine: (line) => output.publish('build', line),
+            meter: this.buildMeter,
+          });
+        } catch (err) {
+          events.append('build_finished', { exit_code: (err as { exitCode?: number }).exitCode ?? null, error: (err as Error).message });
+          throw err;
+        }
+        events.append('build_finished', { exit_code: 0 });
         metrics.releaseBuilt(release.id, release.usage);
-        const entry = await this.procfileEntry(release.root, req.processType);
+        const entry = await this.procfileEntry(release.root, record.processType);
         const dotenv = await readDotenv(release.root);
         const env = childEnv({
           agent: this.baseEnv,
           dotenv,
           procfile: entry.env,
-          request: req.env,
+          request: record.env,
           port,
-          identity: { app: req.app, node: req.node, slug, processType: req.processType },
+          identity: { app: record.app, node: record.node, slug, processType: record.processType },
         });
         env.PATH = buildEnvPath(release.root, env.PATH ?? '');
         return { command: entry.command, cwd: release.root, env };
@@ -244,7 +382,16 @@ export class Supervisor {
           onSample: (u) => metrics.sample(u),
         });
         proc.startedAt = new Date(child.startedAt);
-        void child.exited.then((exit) => metrics.runEnded(exit.usage ?? null));
+        const pid = child.pid;
+        if (pid) this.store.groups.add(pid, slug, 'child');
+        // When the log's queue is high (disk slower than the child), stop reading the child.
+        if (events.isCongested) child.pauseOutput(true);
+        const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
+        void child.exited.then((exit) => {
+          metrics.runEnded(exit.usage ?? null);
+          unwatch();
+          if (pid) this.store.groups.remove(pid);
+        });
         return child;
       },
       backoff: { initialMs: restart.delayMs, maxMs: restart.maxDelayMs, resetAfterMs: restart.resetAfterMs },

@@ -28,6 +28,8 @@ export interface BuildOptions {
   runAs?: RunAs;
   /** Measures each step's process group (CPU, memory peak). */
   meter?: GroupMeter;
+  /** Told about each step's process group when it starts; the returned function when it ends. */
+  track?: (pgid: number) => () => void;
 }
 
 const DEFAULT_KILL_GRACE_MS = 2000;
@@ -90,6 +92,7 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
       stdio: metered?.report ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
     });
     metered?.started(child);
+    const untrack = child.pid ? opts.track?.(child.pid) : undefined;
     let killTimer: NodeJS.Timeout | undefined;
     const killGroup = (sig: NodeJS.Signals): void => {
       try {
@@ -128,10 +131,11 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
       if (signal?.aborted) reject(abortReason(signal));
       else if (execError) reject(new ReleaseError(`build step "${step.name}" could not start: spawn ${step.command} ${execError}`));
       else if (code === 0) resolve(usage);
-      else if (code !== null) reject(new ReleaseError(`build step "${step.name}" exited with code ${code}`));
+      else if (code !== null) reject(Object.assign(new ReleaseError(`build step "${step.name}" exited with code ${code}`), { exitCode: code }));
       else reject(new ReleaseError(`build step "${step.name}" was killed by ${sig}`));
     });
     function finish(): void {
+      untrack?.();
       signal?.removeEventListener('abort', onAbort);
       clearTimeout(killTimer);
     }

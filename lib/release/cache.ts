@@ -40,6 +40,8 @@ export interface ReleaseCacheOptions {
   runAs?: RunAs;
   /** A local file holding exactly what `url` serves (the agent's own blobs), read instead of fetching. */
   localSource?: (url: string) => Promise<string | null>;
+  /** Told about each build process group (so a crashed agent's successor can sweep them). */
+  track?: (pgid: number) => () => void;
 }
 
 export interface FetchOptions {
@@ -105,6 +107,24 @@ export class ReleaseCache {
     return task.join(opts.signal, opts.onLine);
   }
 
+  /**
+   * The archive with this sha256 if the cache still holds it, or its finished build, without
+   * any download: a restored process runs the release it ran before, even when its source is
+   * unreachable or has changed since.
+   */
+  async cached(sha256: string): Promise<Archive | null> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
+    const file = path.join(this.archivesDir, `${sha256}.archive`);
+    try {
+      const st = await stat(file);
+      if (st.isFile()) return { sha256, file, bytes: st.size };
+    } catch {
+      // not kept: a finished build is enough
+    }
+    const dir = path.join(this.releasesDir, sha256);
+    return (await readMarker(`${dir}.json`, dir)) ? { sha256, file, bytes: 0 } : null;
+  }
+
   private async doFetch(url: string, signal: AbortSignal, onProgress: (bytes: number, total: number | null) => void): Promise<Archive> {
     await mkdir(this.archivesDir, { recursive: true });
     const tmp = path.join(this.archivesDir, `.download-${randomBytes(8).toString('hex')}`);
@@ -143,7 +163,7 @@ export class ReleaseCache {
       const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
       const runAs = this.opts.runAs;
       if (runAs) await chownTree(root, runAs.uid, runAs.gid);
-      const usage = await runBuild(root, { signal, env, onLine, runAs, meter });
+      const usage = await runBuild(root, { signal, env, onLine, runAs, meter, track: this.opts.track });
       signal.throwIfAborted();
       const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
       await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');

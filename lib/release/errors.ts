@@ -2,6 +2,8 @@
 // build). Callers can show `message` to users as-is; anything else is a bug.
 export class ReleaseError extends Error {
   override name = 'ReleaseError';
+  /** Set when a build step exited with a non-zero code. */
+  exitCode?: number;
 }
 
 /** The error to throw when `signal` aborted: its reason, like fetch() and timers do. */

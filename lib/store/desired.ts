@@ -8,6 +8,7 @@
 // makes compaction (new snapshot, then empty journal) safe to interrupt anywhere.
 import { open, readFile, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
 
 export interface DesiredProcess {
   slug: string;
@@ -21,6 +22,10 @@ export interface DesiredProcess {
   createdAt: string;
   /** sha256 of the archive the process last downloaded: a restore reuses it from the cache. */
   archive?: string;
+  /** Restart policy and backoff of the create request, if it gave any. */
+  restart?: { policy?: RestartPolicy; delayMs?: number; maxDelayMs?: number; resetAfterMs?: number };
+  /** Kept down (stopped, or finished under its restart policy): restored without starting. */
+  stopped?: boolean;
 }
 
 type Op = { op: 'put'; process: DesiredProcess } | { op: 'del'; slug: string };
@@ -230,10 +235,19 @@ function isDesiredProcess(v: unknown): v is DesiredProcess {
     strings.every((k) => typeof p[k] === 'string') &&
     Number.isInteger(p.port) &&
     (p.archive === undefined || typeof p.archive === 'string') &&
+    (p.stopped === undefined || typeof p.stopped === 'boolean') &&
+    (p.restart === undefined || isRestart(p.restart)) &&
     typeof p.env === 'object' &&
     p.env !== null &&
     Object.values(p.env).every((x) => typeof x === 'string')
   );
+}
+
+function isRestart(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const r = v as Record<string, unknown>;
+  const ms = (x: unknown) => x === undefined || (Number.isInteger(x) && (x as number) >= 0);
+  return (r.policy === undefined || RESTART_POLICIES.includes(r.policy as RestartPolicy)) && ms(r.delayMs) && ms(r.maxDelayMs) && ms(r.resetAfterMs);
 }
 
 /** Replaces DIR/NAME atomically and durably: temp file, fsync, rename, directory fsync. */
