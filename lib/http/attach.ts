@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Supervisor } from '../process/supervisor.js';
+import { parseReplay, replayOutput, type Replay } from './attach-replay.js';
 import { refuseOnSocket } from './errors.js';
 
 export interface AttachOptions {
@@ -31,7 +32,8 @@ export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOpti
 
   const handle = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {}); // a client vanishing mid-handshake is not the agent's problem
-    const path = new URL(req.url ?? '/', 'http://agent').pathname;
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const path = url.pathname;
     const m = PATH.exec(path);
     if (!m) return refuseUpgrade(socket, 404, 'Not Found', `no WebSocket endpoint at ${path}`);
     let slug: string;
@@ -40,9 +42,20 @@ export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOpti
     } catch {
       return refuseUpgrade(socket, 400, 'Bad Request', 'malformed process slug');
     }
+    let replay: Replay | null;
+    try {
+      replay = parseReplay(url.searchParams);
+    } catch (err) {
+      return refuseUpgrade(socket, 400, 'Bad Request', (err as Error).message);
+    }
     const proc = supervisor.get(slug);
     if (!proc || !proc.actor) return refuseUpgrade(socket, 404, 'Not Found', `no process "${slug}"`);
-    wss.handleUpgrade(req, socket, head, (ws) => stream(ws, proc.output.subscribe.bind(proc.output)));
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (!replay) return stream(ws, proc.output.subscribe.bind(proc.output));
+      // ?since / ?tail: from the event log, then live from it too.
+      ws.on('error', () => ws.terminate());
+      replayOutput(ws, proc.events, replay, maxBufferedBytes).catch(() => ws.terminate());
+    });
   };
 
   const stream = (ws: WebSocket, subscribe: typeof import('../process/output.js').OutputHub.prototype.subscribe) => {

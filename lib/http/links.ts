@@ -46,6 +46,7 @@ export function statusDocument(base: Base, proc: ManagedProcess) {
     status,
     delete: `${base.http}/delete-process/${slug}`,
     ...controlLinks(base, slug),
+    events: `${base.http}/process-events/${slug}`,
     pid: ctx.pid,
     port: proc.port,
     restarts: ctx.restarts,

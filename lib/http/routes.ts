@@ -2,10 +2,12 @@ import { H3, getRouterParam, type H3Event } from 'h3';
 import type { Config } from '../config.js';
 import { ConflictError, type Supervisor } from '../process/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
+import { StoreWriteError } from '../store/desired.js';
 import { readJson } from './body.js';
 import { registerDataRoutes } from './data.js';
 import { registerControlRoutes } from './control.js';
 import { ApiError, errorBody, jsonResponse } from './errors.js';
+import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
 import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
 import { validateCreate } from './validate.js';
@@ -38,7 +40,8 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
       if (id) event.res.headers.set('x-request-id', id);
     },
     onError(error, event) {
-      const cause = error.cause instanceof ApiError ? error.cause : null;
+      // StoreWriteError: the desired state could not be saved; nothing changed, the caller may retry.
+      const cause = error.cause instanceof ApiError ? error.cause : error.cause instanceof StoreWriteError ? new ApiError(507, error.cause.message) : null;
       const id = requestId(event);
       const headers: Record<string, string> = { ...(cause?.headers ?? {}), ...(id ? { 'x-request-id': id } : {}) };
       if (cause) return jsonResponse(cause.status, errorBody(cause.status, cause.message, cause.field), headers);
@@ -79,6 +82,8 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   });
 
   app.get('/process-status/:slug', (event) => statusDocument(base(event), findProcess(event)));
+
+  app.get('/process-events/:slug', eventsRoute(supervisor));
 
   app.post('/delete-process/:slug', async (event) => {
     const proc = findProcess(event);

@@ -1,0 +1,72 @@
+import { getRouterParam, type H3Event } from 'h3';
+import type { Supervisor } from '../process/supervisor.js';
+import { lineId } from '../store/events.js';
+import { followLog } from '../store/follow.js';
+import { ApiError } from './errors.js';
+
+/** SSE comment sent when nothing happened for this long, so proxies keep the stream open. */
+const KEEPALIVE_MS = 15_000;
+
+/** A query or header value that must be an event id (a non-negative integer), if present. */
+export function eventId(value: string | null | undefined, field: string): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (!/^\s*\d{1,15}\s*$/.test(value)) throw new ApiError(400, `${field}: must be an event id (a non-negative integer), got ${JSON.stringify(value.slice(0, 40))}`, field);
+  return Number(value);
+}
+
+function bool(value: string | null, field: string): boolean | undefined {
+  if (value === null) return undefined;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  throw new ApiError(400, `${field}: must be true or false, got ${JSON.stringify(value.slice(0, 40))}`, field);
+}
+
+function toSse(lines: string[]): string {
+  let out = '';
+  for (const line of lines) out += `id: ${lineId(line)}\ndata: ${line.slice(0, -1)}\n\n`;
+  return out;
+}
+
+/**
+ * GET /process-events/SLUG[?since=ID][&follow=false]: the process's events after `since` as
+ * NDJSON, or as Server-Sent Events (with `id:` fields, honouring Last-Event-ID) when the
+ * client accepts text/event-stream. Follows until the process is deleted unless follow=false.
+ * The `First-Event-Id` header tells the first event still kept.
+ */
+export function eventsRoute(supervisor: Supervisor) {
+  return (event: H3Event): Response => {
+    const slug = decodeURIComponent(getRouterParam(event, 'slug') ?? '');
+    const log = supervisor.eventLog(slug);
+    if (!log) throw new ApiError(404, `no process "${slug}" (nor a deleted one whose events are still kept)`, 'slug');
+    const query = event.url.searchParams;
+    const sse = /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(event.req.headers.get('accept') ?? '');
+    const since = (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ?? eventId(query.get('since'), 'since') ?? 0;
+    const follow = bool(query.get('follow'), 'follow') ?? true;
+
+    const ac = new AbortController();
+    const events = followLog(log, since, { follow, signal: ac.signal, keepaliveMs: sse ? KEEPALIVE_MS : 0 });
+    const encoder = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          const r = await events.next();
+          if (r.done) return controller.close();
+          controller.enqueue(encoder.encode(r.value === null ? ': keep-alive\n\n' : sse ? toSse(r.value) : r.value.join('')));
+        },
+        async cancel() {
+          ac.abort(); // the client went away
+          await events.return(undefined);
+        },
+      },
+      { highWaterMark: 0 }, // read the log only as fast as the client takes it
+    );
+    return new Response(body, {
+      headers: {
+        'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no',
+        'first-event-id': String(log.firstId),
+      },
+    });
+  };
+}
