@@ -1,7 +1,10 @@
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { EventLog } from '../store/events.js';
 import { lineType } from '../store/events.js';
 import { followLog } from '../store/follow.js';
+import { TextFrameWriter } from './frames.js';
 
 export interface Replay {
   since?: number;
@@ -31,17 +34,14 @@ export function parseReplay(query: URLSearchParams): Replay | null {
 export async function replayOutput(ws: WebSocket, log: EventLog, replay: Replay, maxBufferedBytes: number): Promise<void> {
   const ac = new AbortController();
   ws.on('close', () => ac.abort());
+  const socket = (ws as unknown as { _socket: Socket })._socket;
+  const frames = new TextFrameWriter(socket);
   const since = replay.since ?? (await log.findTail(replay.tail ?? 0, 'output')) - 1;
   for await (const batch of followLog(log, since, { follow: true, signal: ac.signal })) {
-    const texts: string[] = [];
-    for (const line of batch ?? []) if (lineType(line) === 'output') texts.push((JSON.parse(line) as { text: string }).text);
-    let sent: Promise<void> | null = null;
-    for (let i = 0; i < texts.length; i++) {
-      if (i < texts.length - 1) ws.send(texts[i]);
-      else sent = new Promise<void>((resolve) => ws.send(texts[i], () => resolve()));
-    }
-    // Wait until the socket has taken the batch (or the client is gone) before reading more.
-    if (sent && ws.bufferedAmount > maxBufferedBytes / 4) await sent;
+    for (const line of batch ?? []) if (lineType(line) === 'output') frames.send((JSON.parse(line) as { text: string }).text);
+    frames.flush();
+    // Read on only once the socket has taken most of what is queued (or the client is gone).
+    if (ws.bufferedAmount > maxBufferedBytes / 4 && socket.writableNeedDrain && !ac.signal.aborted) await once(socket, 'drain', { signal: ac.signal }).catch(() => {});
   }
   if (!ac.signal.aborted) ws.close(1000, 'process deleted');
 }

@@ -1,9 +1,11 @@
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Supervisor } from '../process/supervisor.js';
 import { parseReplay, replayOutput, type Replay } from './attach-replay.js';
 import { refuseOnSocket } from './errors.js';
+import { TextFrameWriter } from './frames.js';
 
 export interface AttachOptions {
   supervisor: Supervisor;
@@ -24,7 +26,8 @@ export function refuseUpgrade(socket: Duplex, status: number, _reason: string, d
  * so it can neither stall the child nor grow the agent's memory.
  */
 export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOptions) {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  // No extensions: TextFrameWriter writes plain frames to the socket.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false });
   // A malformed handshake (bad key, version, method, subprotocol) gets a JSON error like everything else.
   wss.on('wsClientError', (err, socket) => {
     refuseOnSocket(socket, err.message === 'Invalid HTTP method' ? 405 : 400, `WebSocket handshake: ${err.message}`);
@@ -60,18 +63,24 @@ export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOpti
 
   const stream = (ws: WebSocket, subscribe: typeof import('../process/output.js').OutputHub.prototype.subscribe) => {
     let killTimer: NodeJS.Timeout | undefined;
+    // All the lines of one chunk of output go out in one socket write (see TextFrameWriter).
+    const frames = new TextFrameWriter((ws as unknown as { _socket: Socket })._socket);
     const unsubscribe = subscribe(
       (_stream, line) => {
         if (ws.bufferedAmount > maxBufferedBytes) {
           unsubscribe();
+          frames.flush(); // frames must not follow the close frame
           ws.close(1008, 'client too slow: output queue overflowed');
           // The close frame waits behind the queue a slow reader isn't draining: don't wait forever.
           killTimer = setTimeout(() => ws.terminate(), 2000);
           return;
         }
-        ws.send(line);
+        frames.send(line);
       },
-      () => ws.close(1000, 'process deleted'),
+      () => {
+        frames.flush();
+        ws.close(1000, 'process deleted');
+      },
     );
     ws.on('close', () => {
       unsubscribe();
