@@ -6,7 +6,7 @@
 // directory fsync, and a burst of creates pays for a few syncs instead of one each. Both ops are
 // idempotent, so replaying a journal over a snapshot that already contains it is harmless, which
 // makes compaction (new snapshot, then empty journal) safe to interrupt anywhere.
-import { open, readFile, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
 
@@ -40,7 +40,9 @@ interface Pending {
 const SNAPSHOT = 'desired.json';
 const JOURNAL = 'desired.journal';
 
-export class StoreWriteError extends Error {}
+export class StoreWriteError extends Error {
+  override name = 'StoreWriteError';
+}
 
 export class DesiredState {
   private readonly procs = new Map<string, DesiredProcess>();
@@ -93,20 +95,21 @@ export class DesiredState {
   private enqueue(op: Op): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ op, line: `${JSON.stringify(op)}\n`, resolve, reject });
-      this.running ??= this.commitLoop();
+      this.running ??= this.commitAll();
     });
   }
 
-  private async commitLoop(): Promise<void> {
-    try {
-      await this.commitAll();
-    } finally {
-      this.running = null; // synchronously with the last check of the queue, so no change waits unseen
-    }
-  }
-
+  /**
+   * Commits batches until the queue is empty. The last check of the queue and the end of the
+   * loop happen in one synchronous step: a caller woken by a commit may enqueue at any await.
+   * Nothing in here throws: a failed write rejects its batch.
+   */
   private async commitAll(): Promise<void> {
-    while (this.queue.length) {
+    for (;;) {
+      if (!this.queue.length) {
+        this.running = null;
+        return;
+      }
       const batch = this.queue;
       this.queue = [];
       const text = batch.map((p) => p.line).join('');
@@ -186,6 +189,10 @@ export class DesiredState {
     const file = join(this.dir, JOURNAL);
     let buf: Buffer;
     try {
+      if (!(await stat(file)).isFile()) {
+        this.warn(`drover: ${file} is not a regular file; not reading it`);
+        return;
+      }
       buf = await readFile(file);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;

@@ -90,8 +90,8 @@ export class GroupRecords {
 
 /** Whether a recorded group still has processes that belong to it. */
 export function isStale(g: GroupRecord, all: ProcEntry[]): boolean {
-  const leader = all.find((p) => p.pid === g.pgid);
-  if (leader) return leader.starttime === g.starttime && leader.pgid === g.pgid && leader.state !== 'Z';
+  const leader = all.find((p) => p.pid === g.pgid && p.state !== 'Z' && p.state !== 'X');
+  if (leader) return leader.starttime === g.starttime && leader.pgid === g.pgid;
   // The leader is gone but members may remain: a pgid cannot be handed out again while its group
   // has members, and every member of the group started after its leader.
   return all.some((p) => p.pgid === g.pgid && p.state !== 'Z' && p.state !== 'X' && p.starttime >= g.starttime);

@@ -2,7 +2,9 @@ import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readProc } from '../process/proc.js';
 
-export class LockError extends Error {}
+export class LockError extends Error {
+  override name = 'LockError';
+}
 
 /**
  * Makes the agent the only one using `dir`: two agents on one state directory would sweep
@@ -22,7 +24,7 @@ export async function acquireLock(dir: string): Promise<() => Promise<void>> {
       const holder = await readHolder(file);
       const proc = holder ? readProc(holder.pid) : null;
       // A zombie is dead, even though /proc still shows it until its parent reaps it.
-      if (holder && proc && holder.pid !== process.pid && proc.starttime === holder.starttime && proc.state !== 'Z' && proc.state !== 'X') {
+      if (holder && proc && proc.starttime === holder.starttime && proc.state !== 'Z' && proc.state !== 'X') {
         throw new LockError(`state directory ${dir} is in use by another drover agent (pid ${holder.pid})`);
       }
       await rm(file, { force: true }); // left by an agent that died

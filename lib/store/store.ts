@@ -1,7 +1,7 @@
 // Everything the agent keeps under its state directory, besides releases:
 //   agent.lock, desired.json + desired.journal, groups.json, events/<slug>/
 import { mkdir, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { DesiredState } from './desired.js';
 import { EventLogs } from './event-logs.js';
 import { GroupRecords, type GroupRecord } from './groups.js';
@@ -17,7 +17,9 @@ export interface StoreOptions {
 /** Less free space than this at start is "disk full": the agent would lose its state at once. */
 const MIN_FREE_BYTES = 8 * 1024 * 1024;
 
-export class StoreOpenError extends Error {}
+export class StoreOpenError extends Error {
+  override name = 'StoreOpenError';
+}
 
 export class Store {
   private constructor(
@@ -33,7 +35,7 @@ export class Store {
     const { dir } = opts;
     const problem = (err: unknown) => new StoreOpenError(`state directory ${dir} is not usable: ${describe(err)}`);
     try {
-      await mkdir(join(dir, 'events'), { recursive: true, mode: 0o700 });
+      await makeDirs(join(dir, 'events'));
     } catch (err) {
       throw problem(err);
     }
@@ -69,6 +71,24 @@ export class Store {
     await this.desired.close();
     await this.groups.flush();
     await this.unlock();
+  }
+}
+
+/**
+ * mkdir -p, one component at a time. Node 20's recursive mkdir loops forever when mkdir fails
+ * with ENOENT although the parent exists (as on /proc): the agent would hang instead of saying
+ * the directory is unusable.
+ */
+async function makeDirs(dir: string): Promise<void> {
+  const parts = resolve(dir).split(sep).filter(Boolean);
+  let path: string = sep;
+  for (const part of parts) {
+    path = join(path, part);
+    try {
+      await mkdir(path, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
 }
 
