@@ -48,6 +48,10 @@ export function eventsRoute(supervisor: Supervisor) {
     const encoder = new TextEncoder();
     const body = new ReadableStream<Uint8Array>(
       {
+        start(controller) {
+          // Reconnect after a second rather than the default three: the agent may just have restarted.
+          if (sse) controller.enqueue(encoder.encode('retry: 1000\n\n'));
+        },
         async pull(controller) {
           const r = await events.next();
           if (r.done) return controller.close();

@@ -126,6 +126,9 @@ export class DesiredState {
         }
         this.journalBytes += buf.length;
       } catch (err) {
+        // Reopen next time: the disk may recover, or the file be replaced.
+        await this.journal?.close().catch(() => {});
+        this.journal = null;
         const e = new StoreWriteError(`cannot save the desired state: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
         for (const p of batch) p.reject(e);
         continue;
