@@ -2,10 +2,10 @@
 // - 1,000,000 lines from one child, delivered to an attached WebSocket client AND persisted
 //   in the event log (readable at /process-events): seconds from "go" until both are true.
 // - 10,000,000 lines with an attached client that never reads: the agent's peak RSS.
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
+import { stalledClient } from '../test/helpers/stalled-client.js';
 import { appArchive, get, post, rss, startAgent, until } from './agent.js';
 
 /** The child waits for a file to appear, then prints `lines` lines, then sleeps (no restart). */
@@ -87,29 +87,4 @@ export async function tenMillionLinesStalledClient(): Promise<{ peakRssMb: numbe
   } finally {
     await agent.stop();
   }
-}
-
-/** A WebSocket client that completes the handshake and then never reads. */
-export async function stalledClient(wsUrl: string) {
-  const u = new URL(wsUrl);
-  const socket = connect(Number(u.port), u.hostname);
-  await new Promise((r, j) => socket.once('connect', r).once('error', j));
-  socket.write(
-    `GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  );
-  await new Promise<void>((resolve) => {
-    let head = '';
-    const onData = (c: Buffer) => {
-      head += c.toString('latin1');
-      if (head.includes('\r\n\r\n')) {
-        socket.off('data', onData);
-        socket.pause(); // from here on, never read
-        resolve();
-      }
-    };
-    socket.on('data', onData);
-  });
-  socket.on('error', () => {});
-  return socket;
 }
