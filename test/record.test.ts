@@ -59,13 +59,13 @@ t.test('a start, a crash and a restart, with the reason for every transition', a
   h.clock.increment(0);
   await until(() => h.children.length === 2);
   const pid0 = h.children[0].pid;
-  t.same(h.entries, [
+  t.match(h.entries, [
     { type: 'state', from: null, to: 'pending', why: 'created' },
     { type: 'state', from: 'pending', to: 'downloading', why: 'started' },
     { type: 'state', from: 'downloading', to: 'building', why: 'downloaded 1234 bytes (sha256 abababababab)' },
     { type: 'state', from: 'building', to: 'running', why: 'release ready: node server.js' },
     { type: 'child_started', pid: pid0, port: 4242 },
-    { type: 'child_exited', exit_code: 2, signal: null },
+    { type: 'child_exited', exit_code: 2, signal: null, core_dump: null, duration: 0.01 },
     { type: 'error', message: 'process exited with code 2' },
     { type: 'state', from: 'running', to: 'exited', why: 'the child exited with code 2' },
     { type: 'state', from: 'exited', to: 'restarting', why: 'restarting after the exit' },
@@ -73,6 +73,35 @@ t.test('a start, a crash and a restart, with the reason for every transition', a
     { type: 'state', from: 'restarting', to: 'running', why: 'backoff of 0 ms elapsed' },
     { type: 'child_started', pid: h.children[1].pid, port: 4242 },
   ]);
+  t.equal(h.entries.length, 12, 'nothing else');
+  t.match(h.entries[5], { started_at: '1970-01-01T00:00:00.000Z', ended_at: '1970-01-01T00:00:00.010Z' }, 'the exit detail of the status document');
+});
+
+t.test('stop, start and restart on request say so', async (t) => {
+  const h = recorded();
+  h.actor.send({ type: 'START' });
+  await until(() => h.children.length === 1);
+  const from = h.entries.length;
+  h.actor.send({ type: 'STOP' });
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  h.clock.increment(0);
+  h.actor.send({ type: 'START' });
+  await until(() => h.children.length === 2);
+  h.actor.send({ type: 'RESTART' });
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  h.clock.increment(0); // the simulated clock runs the zero-delay timers
+  await until(() => h.actor.getSnapshot().value === 'restarting');
+  h.clock.increment(0);
+  await until(() => h.children.length === 3);
+  const states = h.entries.slice(from).filter((e) => e.type === 'state').map((e) => [e.from, e.to, e.why]);
+  t.same(states, [
+    ['running', 'exited', 'stop requested; the child was killed by SIGTERM'],
+    ['exited', 'running', 'start requested'],
+    ['running', 'exited', 'restart requested; the child was killed by SIGTERM'],
+    ['exited', 'restarting', 'restart requested'],
+    ['restarting', 'running', 'backoff of 0 ms elapsed'],
+  ]);
+  t.notOk(h.entries.slice(from).some((e) => e.type === 'error'), 'a requested stop is no error');
 });
 
 t.test('a failed download, the backoff, and a second download', async (t) => {
@@ -103,7 +132,7 @@ t.test('deleting a running process records why, and how the child ended', async 
   await until(() => h.actor.getSnapshot().value === 'running');
   h.actor.send({ type: 'DELETE', reason: 'agent shutting down' });
   await until(() => h.actor.getSnapshot().value === 'deleted');
-  t.same(h.entries.slice(-2), [
+  t.match(h.entries.slice(-2), [
     { type: 'child_exited', exit_code: null, signal: 'SIGTERM' },
     { type: 'state', from: 'running', to: 'deleted', why: 'agent shutting down; the child was killed by SIGTERM' },
   ]);

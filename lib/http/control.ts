@@ -93,6 +93,7 @@ export function registerControlRoutes(app: H3, { supervisor, base, findProcess, 
     const proc = findProcess(event);
     const opts = stopOptions(await body(event, maxBody, ['signal', 'grace_ms'], true));
     await conflictsAs409(() => stopProcess(proc, opts));
+    await proc.saved(); // so it stays stopped across an agent restart
     return statusDocument(base(event), proc);
   });
 
@@ -100,6 +101,7 @@ export function registerControlRoutes(app: H3, { supervisor, base, findProcess, 
     const proc = findProcess(event);
     await body(event, maxBody, [], true);
     await conflictsAs409(() => startProcess(proc));
+    await proc.saved();
     return statusDocument(base(event), proc);
   });
 

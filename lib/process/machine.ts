@@ -64,7 +64,7 @@ export interface ProcessContext {
 export type ProcessEvent =
   // `reason` is not used by the machine; it tells observers (the event log) why.
   | { type: 'START'; reason?: string }
-  | ({ type: 'STOP' } & StopOptions)
+  | ({ type: 'STOP'; reason?: string } & StopOptions)
   | ({ type: 'RESTART' } & StopOptions)
   | { type: 'DELETE'; reason?: string }
   | { type: 'CHILD.STARTED'; pid: number | null }
@@ -87,6 +87,11 @@ function describeExit(exit: ExitInfo): string | null {
 /** Whether an exit calls for a restart under `on-failure`. */
 export function failed(exit: ExitInfo | null): boolean {
   return !exit || Boolean(exit.error) || exit.signal !== null || exit.code !== 0;
+}
+
+/** Whether a process in `exited` goes on to `restarting` (else it rests there until START). */
+export function shouldRestart(c: Pick<ProcessContext, 'restartNow' | 'stopped' | 'policy' | 'lastExit'>): boolean {
+  return c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit))));
 }
 
 function addError(ctx: ProcessContext, error: string | null): string[] {
@@ -131,8 +136,7 @@ export const processMachine = setup({
   guards: {
     deleting: ({ context }) => context.deleting,
     hasLaunch: ({ context }) => context.launch !== null,
-    shouldRestart: ({ context: c }) =>
-      c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit)))),
+    shouldRestart: ({ context }) => shouldRestart(context),
   },
   actions: {
     /** Back from a stop (or a finished run): clear the flag, start the backoff afresh. */

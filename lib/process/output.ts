@@ -6,7 +6,11 @@ export class OutputHub {
   private readonly listeners = new Set<LineListener>();
   private closers = new Set<() => void>();
 
+  /** `record` sees every line before any listener (the event log, which numbers it); it is not one of them. */
+  constructor(private readonly record?: LineListener) {}
+
   publish(stream: LineStream, line: string): void {
+    this.record?.(stream, line);
     for (const l of this.listeners) l(stream, line);
   }
 

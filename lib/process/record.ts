@@ -2,6 +2,7 @@
 // (from the event that caused them), child started/exited, errors, scheduled restarts.
 import type { AnyActorRef, AnyEventObject, InspectionEvent } from 'xstate';
 import type { ExitInfo } from './child.js';
+import { exitDetail } from './exit-detail.js';
 import type { ProcessContext } from './machine.js';
 
 export interface LogEntry {
@@ -12,7 +13,7 @@ export interface LogEntry {
 /** The part of a machine snapshot the log cares about. */
 export interface StepView {
   value: string;
-  context: Pick<ProcessContext, 'errors' | 'restartDelayMs' | 'restarts'>;
+  context: Pick<ProcessContext, 'errors' | 'restartDelayMs' | 'restarts' | 'stopping' | 'restartNow'>;
 }
 
 export function exitText(exit: ExitInfo): string {
@@ -28,11 +29,16 @@ function message(err: unknown): string {
 /** Why the machine went from `from` to `to`, in words, from the event that did it. */
 export function why(from: string, to: string, event: AnyEventObject, prev: StepView, deleteReason: string): string {
   const t = event.type;
-  if (t === 'START') return typeof event.reason === 'string' ? event.reason : 'started';
-  if (t === 'DELETE') return typeof event.reason === 'string' ? event.reason : 'delete requested';
+  const reason = typeof event.reason === 'string' ? event.reason : null;
+  if (t === 'START') return reason ?? (from === 'pending' ? 'started' : 'start requested');
+  if (t === 'STOP') return reason ?? 'stop requested';
+  if (t === 'RESTART') return reason ?? (to === 'restarting' ? 'restart requested' : 'restart requested; backoff skipped');
+  if (t === 'DELETE') return reason ?? 'delete requested';
   if (t === 'CHILD.EXITED') {
     const text = `the child ${exitText(event.exit as ExitInfo)}`;
-    return to === 'deleted' ? `${deleteReason}; ${text}` : text;
+    if (to === 'deleted') return `${deleteReason}; ${text}`;
+    if (prev.context.stopping) return `${prev.context.restartNow ? 'restart' : 'stop'} requested; ${text}`;
+    return text;
   }
   if (t.startsWith('xstate.done.actor.')) {
     if (from === 'downloading') {
@@ -44,7 +50,7 @@ export function why(from: string, to: string, event: AnyEventObject, prev: StepV
   }
   if (t.startsWith('xstate.error.actor.')) return `${from === 'downloading' ? 'download' : 'build'} failed: ${message(event.error)}`;
   if (t.startsWith('xstate.after.')) {
-    if (from === 'exited') return 'restarting after the exit';
+    if (from === 'exited') return prev.context.restartNow ? 'restart requested' : 'restarting after the exit';
     if (from === 'restarting') {
       const waited = `backoff of ${prev.context.restartDelayMs} ms elapsed`;
       return to === 'downloading' ? `${waited}; no release yet, downloading again` : waited;
@@ -57,10 +63,7 @@ export function why(from: string, to: string, event: AnyEventObject, prev: StepV
 export function describeStep(prev: StepView, event: AnyEventObject, next: StepView, port: number, deleteReason: string): LogEntry[] {
   const out: LogEntry[] = [];
   if (event.type === 'CHILD.STARTED') out.push({ type: 'child_started', fields: { pid: event.pid, port } });
-  if (event.type === 'CHILD.EXITED') {
-    const exit = event.exit as ExitInfo;
-    out.push({ type: 'child_exited', fields: { exit_code: exit.code, signal: exit.signal, ...(exit.error ? { error: exit.error } : {}) } });
-  }
+  if (event.type === 'CHILD.EXITED') out.push({ type: 'child_exited', fields: exitDetail(event.exit as ExitInfo) ?? {} });
   const errors = next.context.errors;
   if (errors !== prev.context.errors && errors.length) out.push({ type: 'error', fields: { message: errors[errors.length - 1] } });
   if (next.value !== prev.value) {

@@ -14,7 +14,7 @@ import { Child } from './child.js';
 import { userEnv, type RunAs } from './identity.js';
 import { InspectionHub } from './inspection.js';
 import { groupMeter, type GroupMeter } from './meter.js';
-import { failed, processMachine, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
+import { processMachine, shouldRestart, type ProcessDeps, type ProcessState, type RestartPolicy } from './machine.js';
 import { ProcessMetrics } from './metrics.js';
 import { OutputHub } from './output.js';
 import { PortPool } from './ports.js';
@@ -67,6 +67,8 @@ export interface ManagedProcess extends CreateRequest {
   restartSettings: RestartSettings;
   /** Its event log; every output line passes through it first, and gets its id there. */
   events: EventLog;
+  /** Resolves once its saved desired state reflects a stop or start that has taken effect. */
+  saved(): Promise<void>;
 }
 
 export class ConflictError extends Error {}
@@ -74,11 +76,6 @@ export class ConflictError extends Error {}
 /** Errors quote archive entry names and the like: no newline or escape sequence of theirs reaches the log. */
 function oneLine(text: string): string {
   return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-}
-
-/** Whether a process resting in `exited` will go on by itself (the machine's `shouldRestart`). */
-function restartsFrom(c: { restartNow: boolean; stopped: boolean; policy: RestartPolicy; lastExit: Parameters<typeof failed>[0] }): boolean {
-  return c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit))));
 }
 
 export function slugOf(app: string, node: string): string {
@@ -191,9 +188,8 @@ export class Supervisor {
   private launch(placeholder: ManagedProcess, record: DesiredProcess, events: EventLog, restored: boolean): ManagedProcess {
     const { slug, port } = record;
     const req = record.restart;
-    const output = new OutputHub();
-    // First listener: the log numbers each line before any client sees it.
-    output.subscribe((stream, line) => events.output(stream, line));
+    // The log numbers each line before any client sees it.
+    const output = new OutputHub((stream, line) => events.output(stream, line));
     const metrics = new ProcessMetrics(this.config.usageSamples);
     const restartSettings: RestartSettings = {
       policy: req?.policy ?? 'always',
@@ -230,24 +226,27 @@ export class Supervisor {
     recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created');
     let errors = proc.actor.getSnapshot().context.errors;
     let down = Boolean(record.stopped);
+    let saving = Promise.resolve();
+    proc.saved = () => saving;
     proc.actor.subscribe((snap) => {
       // The machine replaces `errors` whenever it adds one: each new entry is also a warning on stderr.
       if (snap.context.errors !== errors) {
         errors = snap.context.errors;
         if (errors.length > 0) this.log(`drover: ${slug}: ${oneLine(errors[errors.length - 1])}`);
       }
-      // Kept down (stopped, or finished under its restart policy): so it comes back after an agent restart.
-      const isDown = snap.value === 'exited' && !restartsFrom(snap.context);
-      if (isDown !== down && snap.status === 'active' && !this.closing) {
+      // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
+      // after an agent restart. `pending` (where a restored process starts) decides nothing.
+      const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
+      if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing) {
         down = isDown;
         record.stopped = isDown || undefined;
-        this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
+        saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
       }
     });
     proc.actor.start();
     if (!this.closing) {
       // A process that was kept down comes back down; the rest start again.
-      setImmediate(() => proc.actor.send(restored && record.stopped ? { type: 'STOP' } : { type: 'START' }));
+      setImmediate(() => proc.actor.send(restored && record.stopped ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }));
     }
     return proc;
   }
