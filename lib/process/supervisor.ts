@@ -237,7 +237,8 @@ export class Supervisor {
       // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
       // after an agent restart. `pending` (where a restored process starts) decides nothing.
       const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
-      if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing) {
+      // Never once a delete is under way: saving would bring the process back.
+      if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing && !this.deletions.has(slug)) {
         down = isDown;
         record.stopped = isDown || undefined;
         saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
