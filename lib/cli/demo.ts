@@ -1,12 +1,11 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, settingNames, type Config } from '../config.js';
-import { startAgent, StartError } from '../server.js';
+import { settingNames } from '../config.js';
 import { Client, DEFAULT_URL, oneLine } from './client.js';
 import { deployApp } from './deploy.js';
 import { colorsEnabled, painter } from './format.js';
-import { resolveConfig, untilSignal } from './serve.js';
+import { launch, untilSignal } from './serve.js';
 
 export const demoUsage = `Usage: drover demo [serve options]
 
@@ -42,29 +41,11 @@ export async function demo(argv: string[]): Promise<number> {
     process.stdout.write(`${demoUsage}\n`);
     return 0;
   }
-  let config: Config;
-  try {
-    config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
-    delete process.env.DROVER_TOKEN; // as serve does: children never inherit it
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`drover: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  let agent;
-  try {
-    agent = await startAgent(config);
-  } catch (err) {
-    if (err instanceof StartError) {
-      const hint = /already in use/.test(err.message) ? ' (another agent running? or pick a port: npm start -- --port 9000)' : '';
-      process.stderr.write(`drover: ${err.message}${hint}\n`);
-      return 1;
-    }
-    throw err;
-  }
-  process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
+  const started = await launch(argv, (message) =>
+    /already in use/.test(message) ? ' (another agent running? or pick a port: npm start -- --port 9000)' : '',
+  );
+  if (typeof started === 'number') return started;
+  const { agent, config } = started;
   const done = untilSignal(agent); // Ctrl-C works from here on, also during the deploy
 
   const out = process.stdout;

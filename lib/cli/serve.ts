@@ -50,6 +50,18 @@ export async function serve(argv: string[]): Promise<number> {
     process.stdout.write(`${serveUsage}\n`);
     return 0;
   }
+  const started = await launch(argv);
+  if (typeof started === 'number') return started;
+  const { agent } = started;
+  process.stderr.write(`drover: ${agent.supervisor.describeMeasurement()}\n`);
+  return untilSignal(agent);
+}
+
+/**
+ * Resolves the config and starts the agent, saying where it listens. A bad option or a failed
+ * start is one line on stderr and an exit code (2 or 1) instead; `hint` may add to that line.
+ */
+export async function launch(argv: string[], hint: (message: string) => string = () => ''): Promise<{ agent: Agent; config: Config } | number> {
   let config: Config;
   try {
     config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
@@ -62,19 +74,18 @@ export async function serve(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  let agent;
+  let agent: Agent;
   try {
     agent = await startAgent(config);
   } catch (err) {
     if (err instanceof StartError) {
-      process.stderr.write(`drover: ${err.message}\n`);
+      process.stderr.write(`drover: ${err.message}${hint(err.message)}\n`);
       return 1;
     }
     throw err;
   }
   process.stderr.write(`drover: agent listening on ${agent.url} (state in ${config.stateDir})\n`);
-  process.stderr.write(`drover: ${agent.supervisor.describeMeasurement()}\n`);
-  return untilSignal(agent);
+  return { agent, config };
 }
 
 /** Runs until SIGINT/SIGTERM, then stops every process gracefully; a second Ctrl-C kills them. */
