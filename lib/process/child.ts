@@ -3,7 +3,7 @@ import { asUser, type RunAs } from './identity.js';
 import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
 import { LineSplitter } from './lines.js';
-import { liveGroupMembers, signalGroup, signalProcess } from './proc.js';
+import { groupHasLiveMembers, liveGroupMembers, sharedProcessList, signalGroup, signalProcess, type ProcEntry } from './proc.js';
 import type { UsageSampler } from './sampler.js';
 import { decodeWaitStatus, mayDumpCore } from './signals.js';
 import { combineFigures, SampleTracker } from './meter.js';
@@ -84,7 +84,6 @@ export function shellCommand(command: string): string {
   return notExecable.test(command) ? command : `exec ${command}`;
 }
 
-const POLL_MS = 25;
 /** How long stop() keeps SIGKILLing the command while sparing the helper, so it can report. */
 const SPARE_HELPER_MS = 2000;
 const MAX_CONTROL_BYTES = 64 * 1024;
@@ -134,6 +133,7 @@ export class Child {
   private readonly samples = new SampleTracker();
   private stopping: Promise<void> | null = null;
   private outputPaused = false;
+  private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
     this.helper = spec.helper ?? null;
@@ -145,6 +145,7 @@ export class Child {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
     this.pid = this.proc.pid;
+    this.leaderExit = new Promise((resolve) => this.proc.once('exit', () => resolve()));
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
@@ -207,11 +208,9 @@ export class Child {
           (control as unknown as { destroy(): void }).destroy();
           // A process closes its files before it becomes a zombie: wait out that moment, so
           // `exited` means the whole group is gone and the cgroup figures are final.
+          // (One /proc pass shared with every other child exiting meanwhile.)
           const deadline = Date.now() + 2000;
-          while (liveGroupMembers(this.pid!).length > 0 && Date.now() < deadline) {
-            signalGroup(this.pid!, 'SIGKILL');
-            await delay(5);
-          }
+          while (Date.now() < deadline && (await groupHasLiveMembers(this.pid!))) signalGroup(this.pid!, 'SIGKILL');
           finish();
         });
       });
@@ -266,29 +265,29 @@ export class Child {
       // command and report how it ended; a group SIGKILL would take the helper with it.
       const deadline = Date.now() + SPARE_HELPER_MS;
       while (this.running && Date.now() < deadline) {
-        for (const p of this.appMembers()) signalProcess(p, 'SIGKILL');
-        await delay(POLL_MS);
+        for (const p of this.appMembers(await sharedProcessList())) signalProcess(p, 'SIGKILL');
       }
     }
     signalGroup(pgid, 'SIGKILL');
-    while (liveGroupMembers(pgid).length > 0) {
-      await delay(POLL_MS);
-      signalGroup(pgid, 'SIGKILL');
-    }
+    while (await groupHasLiveMembers(pgid)) signalGroup(pgid, 'SIGKILL');
     await this.exited;
   }
 
   /** Live members of the group other than drover's own watchdog and helper. */
-  private appMembers(): number[] {
-    return liveGroupMembers(this.pid!).filter((p) => p !== this.watchdogPid && !(this.helper && p === this.pid));
+  private appMembers(all: ProcEntry[]): number[] {
+    return liveGroupMembers(this.pid!, all).filter((p) => p !== this.watchdogPid && !(this.helper && p === this.pid));
   }
 
+  /**
+   * Whether the app's processes went within `ms`. While the leader runs they have not: wait for
+   * its exit (an event, no /proc pass); after it, the shared /proc passes tell.
+   */
   private async appGone(ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;
     for (;;) {
-      if (!this.running && this.appMembers().length === 0) return true;
+      if (this.running) await within(this.leaderExit, deadline - Date.now());
+      if (!this.running && this.appMembers(await sharedProcessList()).length === 0) return true;
       if (Date.now() >= deadline) return false;
-      await delay(POLL_MS);
     }
   }
 
@@ -307,6 +306,9 @@ export class Child {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/** Resolves when `p` settles or after `ms`, whichever comes first, leaving no timer behind. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, Math.max(0, ms))))]);
+  clearTimeout(timer);
 }

@@ -155,3 +155,48 @@ export function signalProcess(pid: number, signal: NodeJS.Signals | number): boo
     throw err;
   }
 }
+
+const SHARED_SCAN_MIN_GAP_MS = 2;
+let scanWaiters: ((all: ProcEntry[]) => void)[] = [];
+let scanScheduled = false;
+let lastScanEnd = 0;
+let lastScanCost = 0;
+
+/**
+ * A pass over /proc shared by everyone waiting for processes to go. It runs on the next turn
+ * of the event loop and answers every caller that asked meanwhile; after a pass, the next
+ * waits twice as long as that pass took, so scanning never takes more than a third of the
+ * agent's time. With 1000 processes a pass blocks ~20 ms: one per exiting or stopping child
+ * (a crash loop, a shutdown) used to keep the agent blocked for seconds. With few processes
+ * passes are cheap and a dying process is seen gone within a few ms.
+ */
+export function sharedProcessList(): Promise<ProcEntry[]> {
+  return new Promise((resolve) => {
+    scanWaiters.push(resolve);
+    if (scanScheduled) return;
+    scanScheduled = true;
+    const wait = lastScanEnd + Math.max(SHARED_SCAN_MIN_GAP_MS, 2 * lastScanCost) - performance.now();
+    if (wait > 0) setTimeout(runSharedScan, wait);
+    else setImmediate(runSharedScan);
+  });
+}
+
+function runSharedScan(): void {
+  scanScheduled = false;
+  const waiters = scanWaiters;
+  scanWaiters = [];
+  const start = performance.now();
+  const all = listProcesses();
+  lastScanEnd = performance.now();
+  lastScanCost = lastScanEnd - start;
+  for (const resolve of waiters) resolve(all);
+}
+
+/**
+ * Whether a process group still has a live (non-zombie) member. kill(-pgid, 0) answers "no"
+ * for free when not even a zombie is left; otherwise the shared /proc pass tells.
+ */
+export async function groupHasLiveMembers(pgid: number): Promise<boolean> {
+  if (!signalGroup(pgid, 0)) return false;
+  return liveGroupMembers(pgid, await sharedProcessList()).length > 0;
+}
