@@ -1,20 +1,106 @@
-// `npm run bench`: runs each scenario and prints one row per figure.
-import { oneMillionLines, tenMillionLinesStalledClient } from './event-log.js';
+// `npm run bench`: drover against its targets (and PM2 / supervisord with --peers).
+// Every figure is measured here and now; see BENCHMARKS.md for the method.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeBenchApp } from './lib/apps.js';
+import { onCleanup, runCleanup } from './lib/cleanup.js';
+import type { BenchContext } from './lib/context.js';
+import { closeConnections } from './lib/http.js';
+import { describeMachine, gitDescribe, loadAverage } from './lib/machine.js';
+import { meetsTarget, type Row } from './lib/row.js';
+import { formatTable } from './lib/table.js';
+import { pm2Fleet } from './peers/pm2.js';
+import { supervisordFleet } from './peers/supervisord.js';
+import { fleetScenario } from './scenarios/fleet.js';
+import { linesScenario } from './scenarios/lines.js';
+import { releaseScenario } from './scenarios/release.js';
+import { restartScenario } from './scenarios/restart.js';
+import { statusScenario } from './scenarios/status.js';
 
-const runs = Number(process.env.BENCH_RUNS ?? 3);
+const root = join(import.meta.dirname, '..', '..');
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
+  fleet: (ctx) => fleetScenario(ctx, ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : []),
+  lines: linesScenario,
+  restart: restartScenario,
+  status: statusScenario,
+  release: releaseScenario,
+};
+
+const usage = `Usage: npm run bench -- [--peers] [--runs N] [--only ${Object.keys(scenarios).join(',')}]
+
+  --peers      also measure PM2 (installed into a temp dir with npm) and supervisord (if installed)
+  --runs N     runs per scenario, each figure is their median (default 3)
+  --only LIST  run only these scenarios (comma-separated)`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { peers: { type: 'boolean', default: false }, runs: { type: 'string', default: '3' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
+  const only = values.only ? values.only.split(',') : Object.keys(scenarios);
+  const unknown = only.filter((s) => !scenarios[s]);
+  if (unknown.length) throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
+
+  const workDir = mkdtempSync(join(tmpdir(), 'drover-bench-'));
+  onCleanup(() => rmSync(workDir, { recursive: true, force: true }));
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, log };
+  const machine = describeMachine();
+  const started = new Date();
+  const loadBefore = loadAverage();
+  log(`drover bench: ${machine.cpus} x ${machine.cpu}, ${machine.memory_gib} GiB, ${machine.node}, load ${loadBefore.join(' ')}`);
+
+  const rows: Row[] = [];
+  try {
+    for (const name of only) {
+      log(`\n== ${name}`);
+      const t0 = performance.now();
+      rows.push(...(await scenarios[name](ctx)));
+      log(`   (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    closeConnections();
+    runCleanup();
+  }
+
+  const table = formatTable(rows);
+  process.stdout.write(`\n${table}\n`);
+  const results = {
+    date: started.toISOString(),
+    duration_s: Math.round((Date.now() - started.getTime()) / 100) / 10,
+    commit: gitDescribe(root),
+    machine,
+    load_average: { before: loadBefore, after: loadAverage() },
+    runs,
+    peers: ctx.peers,
+    rows: rows.map((r) => ({ ...r, met: meetsTarget(r) })),
+  };
+  writeFileSync(join(root, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  log(`\nwrote bench/results.json (${results.duration_s} s)`);
+  return 0;
 }
 
-const million: number[] = [];
-for (let i = 0; i < runs; i++) {
-  const r = await oneMillionLines();
-  million.push(r.seconds);
-  console.log(`  run ${i + 1}: delivered ${r.deliveredSeconds.toFixed(3)} s, persisted ${r.persistedSeconds.toFixed(3)} s`);
+// Ctrl-C: stop the agents and peers this bench started before going.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    runCleanup();
+    process.exit(130);
+  });
 }
-console.log(`1M lines to a WebSocket client and the event log: ${median(million).toFixed(3)} s (min ${Math.min(...million).toFixed(3)}, max ${Math.max(...million).toFixed(3)}; target <= 1.5 s)`);
 
-const mem = await tenMillionLinesStalledClient();
-console.log(`10M lines, attached client never reads: agent peak RSS ${mem.peakRssMb.toFixed(1)} MB (${mem.seconds.toFixed(1)} s to persist them all)`);
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+    runCleanup();
+    process.exit(1);
+  },
+);

@@ -1,0 +1,13 @@
+import type { BenchApp } from './apps.js';
+
+export interface BenchContext {
+  /** Temp dir for this bench run: agents' state, archives, peers' files. Removed at the end. */
+  workDir: string;
+  app: BenchApp;
+  /** Runs per scenario; each figure is their median. */
+  runs: number;
+  /** Measure PM2 and supervisord too. */
+  peers: boolean;
+  /** Progress for the person watching (stderr), never part of the results. */
+  log(line: string): void;
+}

@@ -1,0 +1,77 @@
+import type { AgentProcess } from './agent.js';
+import { json, pool } from './http.js';
+import { until } from './wait.js';
+
+/** The parts of drover's status document the bench follows (links, never built URLs). */
+export interface StatusDoc {
+  slug: string;
+  state: string;
+  status: string;
+  attach: string;
+  delete: string;
+  pid: number | null;
+  /** Present once the event log (issue 3) is on main. */
+  events?: string;
+  /** Present once metrics sampling (issue 4) is on main. */
+  usage?: unknown;
+  metrics?: string;
+}
+
+export interface CreateBody {
+  app: string;
+  node: string;
+  process_type: string;
+  source_url: string;
+  env?: Record<string, string>;
+}
+
+export function createProcess(agent: AgentProcess, body: CreateBody): Promise<StatusDoc> {
+  return json<StatusDoc>('POST', agent.links.create, body);
+}
+
+/** Sends `bodies.length` create requests, `concurrency` at a time, as an orchestrator would. */
+export async function createMany(agent: AgentProcess, bodies: CreateBody[], concurrency = 16): Promise<StatusDoc[]> {
+  const docs: StatusDoc[] = new Array(bodies.length);
+  await pool(bodies.length, concurrency, async (i) => {
+    docs[i] = await createProcess(agent, bodies[i]);
+  });
+  return docs;
+}
+
+export function listProcesses(agent: AgentProcess): Promise<StatusDoc[]> {
+  return json<{ processes: StatusDoc[] }>('GET', agent.links.list).then((b) => b.processes);
+}
+
+/** Polls the listing until at least `count` processes are `running`. */
+export function untilRunning(agent: AgentProcess, count: number, timeoutMs = 120_000): Promise<StatusDoc[]> {
+  return until(
+    async () => {
+      const procs = await listProcesses(agent);
+      return procs.filter((p) => p.state === 'running').length >= count ? procs : null;
+    },
+    `${count} processes to be running`,
+    timeoutMs,
+    5,
+  );
+}
+
+export function untilState(doc: StatusDoc, state: string, timeoutMs = 60_000, intervalMs = 5): Promise<StatusDoc> {
+  return until(
+    async () => {
+      const now = await json<StatusDoc>('GET', doc.status);
+      return now.state === state ? now : null;
+    },
+    `${doc.slug} to be ${state}`,
+    timeoutMs,
+    intervalMs,
+  );
+}
+
+export function deleteProcess(doc: StatusDoc): Promise<StatusDoc> {
+  return json<StatusDoc>('POST', doc.delete, {});
+}
+
+/** What the agent on main offers, read from a status document, so each row says what it measured. */
+export function features(doc: StatusDoc): { eventLog: boolean; metrics: boolean } {
+  return { eventLog: typeof doc.events === 'string', metrics: doc.usage !== undefined || typeof doc.metrics === 'string' };
+}

@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startAgent, type AgentProcess } from '../lib/agent.js';
+import { onCleanup } from '../lib/cleanup.js';
+import type { BenchContext } from '../lib/context.js';
+import { createProcess, deleteProcess, features, untilState, type StatusDoc } from '../lib/drover.js';
+import { exec } from '../lib/exec.js';
+import { request } from '../lib/http.js';
+import type { Row } from '../lib/row.js';
+import { summarize } from '../lib/stats.js';
+import { until } from '../lib/wait.js';
+import { LineCounter } from '../lib/ws-count.js';
+
+const LINES = 1_000_000;
+const CLIENT_QUEUE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * One child prints 1,000,000 lines (`seq`); a WebSocket client attached through the status
+ * document's `attach` link must receive every one, in order. The child waits on a FIFO until the
+ * client is attached; the clock runs from opening that gate to the 1,000,000th frame.
+ * Baseline: a bare `ws` server doing the same with the same `seq` (bench/peers/bare-ws.ts).
+ */
+export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
+  const notes: string[] = [`client queue cap raised to ${CLIENT_QUEUE_BYTES / 1024 / 1024} MiB (default 4 MiB drops a client slower than seq)`];
+  const mine: number[] = [];
+  const bare: number[] = [];
+  // `seq` writes faster than one client can read: with the default 4 MiB cap the agent drops
+  // the client as too slow (by design, close code 1008). A cap that holds every frame lets the
+  // row measure delivery; the bare server has no cap at all.
+  const agent = await startAgent(ctx.workDir, { 'client-max-buffered-bytes': CLIENT_QUEUE_BYTES });
+  try {
+    for (let i = 0; i < ctx.runs; i++) {
+      const s = await droverRun(ctx, agent, i, notes);
+      const b = await bareRun(ctx);
+      ctx.log(`  run ${i + 1}: drover ${s.toFixed(3)} s, bare ws ${b.toFixed(3)} s`);
+      mine.push(s);
+      bare.push(b);
+    }
+  } finally {
+    await agent.stop();
+  }
+  return [
+    {
+      id: 'lines-1m',
+      label: '1M lines child -> WebSocket client',
+      unit: 's',
+      figure: summarize(mine),
+      target: { max: 1.5, text: '<= 1.5 s' },
+      peers: [{ name: 'bare ws server', figure: summarize(bare) }],
+      notes,
+    },
+  ];
+}
+
+async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, notes: string[]): Promise<number> {
+  const gate = join(ctx.workDir, `gate-${run}`);
+  await exec('mkfifo', [gate]);
+  const doc = await createProcess(agent, {
+    app: 'lines',
+    node: `lines.${run}`,
+    process_type: 'lines',
+    source_url: ctx.app.url,
+    env: { GATE: gate, LINES: String(LINES) },
+  });
+  const client = new LineCounter(doc.attach, LINES);
+  try {
+    await client.opened;
+    await untilState(doc, 'running');
+    const t0 = performance.now();
+    await writeFile(gate, 'go\n'); // the child's `read` returns and it execs seq
+    let t1 = await client.done;
+    const f = features(doc);
+    if (f.eventLog) {
+      // The event log (issue 3) persists the same lines: the row includes it once it is on main.
+      await untilPersisted(doc);
+      t1 = performance.now();
+      note(notes, 'includes the event log: clock stops once the last line is also readable from the events link');
+    } else {
+      note(notes, 'event log not on main yet: delivery to the client only');
+    }
+    return (t1 - t0) / 1000;
+  } finally {
+    client.close();
+    await deleteProcess(doc);
+  }
+}
+
+/** Waits until the event log serves the last line; reads only its tail (ids count from 1 per process). */
+async function untilPersisted(doc: StatusDoc): Promise<void> {
+  const events = doc.events!;
+  const sep = events.includes('?') ? '&' : '?';
+  await until(
+    async () => {
+      // NDJSON, one event per line; the last output line's text is the string "1000000".
+      const res = await request('GET', `${events}${sep}since=${LINES - 10}&follow=false`);
+      return res.status === 200 && res.text.includes(`"${LINES}"`);
+    },
+    'the last line in the event log',
+    60_000,
+    5,
+  );
+}
+
+async function bareRun(ctx: BenchContext): Promise<number> {
+  const server = spawn(process.execPath, [join(import.meta.dirname, '..', 'peers', 'bare-ws.js'), String(LINES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const unregister = onCleanup(() => server.kill('SIGKILL'));
+  try {
+    let out = '';
+    server.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const url = await until(() => /ws:\S+/.exec(out)?.[0], 'the bare ws server', 10_000);
+    const client = new LineCounter(url, LINES);
+    try {
+      await client.opened;
+      const t0 = performance.now();
+      return ((await client.done) - t0) / 1000;
+    } finally {
+      client.close();
+    }
+  } finally {
+    server.kill('SIGTERM');
+    unregister();
+  }
+}
+
+function note(notes: string[], text: string): void {
+  if (!notes.includes(text)) notes.push(text);
+}
