@@ -29,15 +29,22 @@ const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   release: releaseScenario,
 };
 
-const usage = `Usage: npm run bench -- [--peers] [--runs N] [--only ${Object.keys(scenarios).join(',')}]
+const usage = `Usage: npm run bench -- [--peers] [--runs N] [--only ${Object.keys(scenarios).join(',')}] [--long-idle]
 
   --peers      also measure PM2 (installed into a temp dir with npm) and supervisord (if installed)
+  --long-idle  after the fleet's idle window, watch drover's RSS 90 s longer (first run)
   --runs N     runs per scenario, each figure is their median (default 3)
   --only LIST  run only these scenarios (comma-separated)`;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { peers: { type: 'boolean', default: false }, runs: { type: 'string', default: '3' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      peers: { type: 'boolean', default: false },
+      runs: { type: 'string', default: '3' },
+      only: { type: 'string' },
+      'long-idle': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) {
     process.stdout.write(`${usage}\n`);
@@ -52,7 +59,7 @@ async function main(): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'drover-bench-'));
   onCleanup(() => rmSync(workDir, { recursive: true, force: true }));
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, log };
+  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, longIdle: values['long-idle']!, log };
   const machine = describeMachine();
   const started = new Date();
   const loadBefore = loadAverage();

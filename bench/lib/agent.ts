@@ -33,6 +33,8 @@ export async function startAgent(workDir: string, settings: Record<string, strin
   const nodeFlags = process.env.BENCH_AGENT_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
   const proc = spawn(process.execPath, [...nodeFlags, droverBin, 'serve', '--port', '0', '--state-dir', stateDir, ...flags], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    // A DROVER_TOKEN in the caller's environment would make the agent demand it: run with the defaults.
+    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DROVER_'))),
   });
   let stderr = '';
   proc.stderr!.setEncoding('utf8').on('data', (c: string) => {

@@ -8,6 +8,8 @@ export interface BenchContext {
   runs: number;
   /** Measure PM2 and supervisord too. */
   peers: boolean;
+  /** Watch drover's RSS for a while after the fleet's idle window (adds ~90 s). */
+  longIdle: boolean;
   /** Progress for the person watching (stderr), never part of the results. */
   log(line: string): void;
 }

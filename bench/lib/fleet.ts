@@ -16,6 +16,10 @@ export interface FleetRun {
   rssMB: number;
   /** The manager's CPU use while its processes run and nobody asks anything, in % of a core. */
   idleCpuPct: number;
+  /** CPU seconds the manager itself used while starting them (drover only: peers' work is split over CLI and daemon). */
+  startCpuS?: number;
+  /** How long a graceful stop of all of them took (drover only). */
+  stopS?: number;
 }
 
 /** The same thing done by drover, PM2 and supervisord. */

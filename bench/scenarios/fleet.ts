@@ -1,61 +1,19 @@
-import { startAgent } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
-import { createMany, features, untilRunning } from '../lib/drover.js';
-import { FLEET_SIZE, measureIdle, type FleetDriver, type FleetRun } from '../lib/fleet.js';
+import { FLEET_SIZE, IDLE_MS, type FleetDriver, type FleetRun } from '../lib/fleet.js';
 import type { PeerFigure, Row } from '../lib/row.js';
-import { summarize } from '../lib/stats.js';
+import { median, summarize } from '../lib/stats.js';
+import { droverFleet, type DroverFleetNotes } from './fleet-drover.js';
 
-/**
- * drover's fleet run: FLEET_SIZE create requests (16 in flight) for `sleep` processes of one
- * app; the clock stops when the listing shows every one `running`. Then, with nobody asking
- * anything, the agent's own idle CPU and RSS.
- */
-export function droverFleet(ctx: BenchContext, notes: string[]): FleetDriver {
-  return {
-    name: 'drover',
-    prepare: async () => null,
-    async run(): Promise<FleetRun> {
-      const agent = await startAgent(ctx.workDir);
-      try {
-        const bodies = Array.from({ length: FLEET_SIZE }, (_, i) => ({
-          app: 'fleet',
-          node: `sleep.${i}`,
-          process_type: 'sleep',
-          source_url: ctx.app.url,
-        }));
-        const t0 = performance.now();
-        const docs = await createMany(agent, bodies);
-        await untilRunning(agent, FLEET_SIZE);
-        const startS = (performance.now() - t0) / 1000;
-        const f = features(docs[0]);
-        noteOnce(notes, `metrics sampling ${f.metrics ? 'on (status has usage/metrics)' : 'not on main yet'}`);
-        const idle = await measureIdle(agent.pid);
-        const stopS = (await agent.stop()) / 1000;
-        ctx.log(`  drover: graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`);
-        return { startS, ...idle };
-      } catch (err) {
-        await agent.stop().catch(() => {});
-        throw err;
-      }
-    },
-    dispose: async () => {},
-  };
-}
-
-function noteOnce(notes: string[], note: string): void {
-  if (!notes.includes(note)) notes.push(note);
-}
-
-/** Runs every available manager `ctx.runs` times and turns the runs into three rows. */
+/** Runs drover and every available peer `ctx.runs` times each and turns the runs into three rows. */
 export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Promise<Row[]> {
-  const notes: string[] = [];
-  const drover = droverFleet(ctx, notes);
-  const results = new Map<string, FleetRun[] | string>();
+  const seen: DroverFleetNotes = {};
+  const drover = droverFleet(ctx, seen);
+  const results = new Map<FleetDriver, FleetRun[] | string>();
   for (const driver of [drover, ...peers]) {
     const missing = await driver.prepare();
     if (missing) {
       ctx.log(`  ${driver.name}: not measured: ${missing}`);
-      results.set(driver.name, missing);
+      results.set(driver, missing);
       continue;
     }
     const runs: FleetRun[] = [];
@@ -65,19 +23,20 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
         ctx.log(`  ${driver.name} run ${i + 1}: start ${r.startS.toFixed(3)} s, RSS ${r.rssMB.toFixed(1)} MB, idle CPU ${r.idleCpuPct.toFixed(2)}%`);
         runs.push(r);
       }
-      results.set(driver.name, runs);
+      results.set(driver, runs);
     } catch (err) {
       if (driver === drover) throw err;
-      ctx.log(`  ${driver.name}: failed: ${(err as Error).message}`);
-      results.set(driver.name, `failed: ${(err as Error).message.split('\n')[0]}`);
+      const message = (err as Error).message.split('\n')[0];
+      ctx.log(`  ${driver.name}: failed: ${message}`);
+      results.set(driver, `failed: ${message}`);
     } finally {
       await driver.dispose();
     }
   }
-  const mine = results.get('drover') as FleetRun[];
+  const mine = results.get(drover) as FleetRun[];
   const peerFigures = (pick: (r: FleetRun) => number): PeerFigure[] =>
     peers.map((p) => {
-      const r = results.get(p.name);
+      const r = results.get(p);
       return typeof r === 'string' || !r ? { name: p.name, figure: null, note: r ?? 'not run' } : { name: p.name, figure: summarize(r.map(pick)) };
     });
   return [
@@ -88,7 +47,10 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
       figure: summarize(mine.map((r) => r.startS)),
       target: { max: 1.5, text: '<= 1.5 s' },
       peers: peerFigures((r) => r.startS),
-      notes: ['drover: create requests 16 at a time, until the listing shows all running'],
+      notes: [
+        'create requests 16 at a time, until the listing shows all running',
+        `agent CPU while starting ${median(mine.map((r) => r.startCpuS!)).toFixed(2)} s; graceful stop of all ${median(mine.map((r) => r.stopS!)).toFixed(2)} s (medians)`,
+      ],
     },
     {
       id: 'fleet-rss',
@@ -97,16 +59,16 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
       figure: summarize(mine.map((r) => r.rssMB)),
       target: { max: 80, text: '<= 80 MB' },
       peers: peerFigures((r) => r.rssMB),
-      notes: [],
+      notes: ['VmRSS at the end of the idle window', ...(seen.longIdle ? [seen.longIdle] : [])],
     },
     {
       id: 'fleet-idle-cpu',
-      label: `agent idle CPU, ${FLEET_SIZE} running, 10 s`,
+      label: `agent idle CPU, ${FLEET_SIZE} running, ${IDLE_MS / 1000} s`,
       unit: '%',
       figure: summarize(mine.map((r) => r.idleCpuPct)),
       target: { max: 1, text: '<= 1% of a core' },
       peers: peerFigures((r) => r.idleCpuPct),
-      notes,
+      notes: [`metrics sampling ${seen.metrics ? 'on (the status document has usage/metrics)' : 'not on main yet'}`],
     },
   ];
 }

@@ -8,7 +8,8 @@ import { createProcess, deleteProcess, features, untilState, type StatusDoc } fr
 import { exec } from '../lib/exec.js';
 import { request } from '../lib/http.js';
 import type { Row } from '../lib/row.js';
-import { summarize } from '../lib/stats.js';
+import { cpuSeconds } from '../lib/procfs.js';
+import { median, summarize } from '../lib/stats.js';
 import { until } from '../lib/wait.js';
 import { LineCounter } from '../lib/ws-count.js';
 
@@ -25,6 +26,8 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
   const notes: string[] = [`client queue cap raised to ${CLIENT_QUEUE_BYTES / 1024 / 1024} MiB (default 4 MiB drops a client slower than seq)`];
   const mine: number[] = [];
   const bare: number[] = [];
+  const cpu: number[] = [];
+  const bareCpu: number[] = [];
   // `seq` writes faster than one client can read: with the default 4 MiB cap the agent drops
   // the client as too slow (by design, close code 1008). A cap that holds every frame lets the
   // row measure delivery; the bare server has no cap at all.
@@ -33,9 +36,11 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
     for (let i = 0; i < ctx.runs; i++) {
       const s = await droverRun(ctx, agent, i, notes);
       const b = await bareRun(ctx);
-      ctx.log(`  run ${i + 1}: drover ${s.toFixed(3)} s, bare ws ${b.toFixed(3)} s`);
-      mine.push(s);
-      bare.push(b);
+      ctx.log(`  run ${i + 1}: drover ${s.wallS.toFixed(3)} s (agent CPU ${s.cpuS.toFixed(2)} s), bare ws ${b.wallS.toFixed(3)} s (CPU ${b.cpuS.toFixed(2)} s)`);
+      mine.push(s.wallS);
+      bare.push(b.wallS);
+      cpu.push(s.cpuS);
+      bareCpu.push(b.cpuS);
     }
   } finally {
     await agent.stop();
@@ -48,12 +53,18 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
       figure: summarize(mine),
       target: { max: 1.5, text: '<= 1.5 s' },
       peers: [{ name: 'bare ws server', figure: summarize(bare) }],
-      notes,
+      notes: [...notes, `agent CPU ${median(cpu).toFixed(2)} s, bare server CPU ${median(bareCpu).toFixed(2)} s (medians)`],
     },
   ];
 }
 
-async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, notes: string[]): Promise<number> {
+/** Wall time until the last frame arrived, and CPU the serving process used meanwhile, in seconds. */
+interface LinesRun {
+  wallS: number;
+  cpuS: number;
+}
+
+async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, notes: string[]): Promise<LinesRun> {
   const gate = join(ctx.workDir, `gate-${run}`);
   await exec('mkfifo', [gate]);
   const doc = await createProcess(agent, {
@@ -67,6 +78,7 @@ async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, no
   try {
     await client.opened;
     await untilState(doc, 'running');
+    const c0 = cpuSeconds(agent.pid);
     const t0 = performance.now();
     await writeFile(gate, 'go\n'); // the child's `read` returns and it execs seq
     let t1 = await client.done;
@@ -79,7 +91,7 @@ async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, no
     } else {
       note(notes, 'event log not on main yet: delivery to the client only');
     }
-    return (t1 - t0) / 1000;
+    return { wallS: (t1 - t0) / 1000, cpuS: cpuSeconds(agent.pid) - c0 };
   } finally {
     client.close();
     await deleteProcess(doc);
@@ -102,7 +114,7 @@ async function untilPersisted(doc: StatusDoc): Promise<void> {
   );
 }
 
-async function bareRun(ctx: BenchContext): Promise<number> {
+async function bareRun(ctx: BenchContext): Promise<LinesRun> {
   const server = spawn(process.execPath, [join(import.meta.dirname, '..', 'peers', 'bare-ws.js'), String(LINES)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const unregister = onCleanup(() => server.kill('SIGKILL'));
   try {
@@ -112,8 +124,10 @@ async function bareRun(ctx: BenchContext): Promise<number> {
     const client = new LineCounter(url, LINES);
     try {
       await client.opened;
+      const c0 = cpuSeconds(server.pid!);
       const t0 = performance.now();
-      return ((await client.done) - t0) / 1000;
+      const t1 = await client.done;
+      return { wallS: (t1 - t0) / 1000, cpuS: cpuSeconds(server.pid!) - c0 };
     } finally {
       client.close();
     }

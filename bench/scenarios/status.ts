@@ -1,6 +1,6 @@
-import { startAgent } from '../lib/agent.js';
+import { startAgent, type AgentProcess } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
-import { createMany, untilRunning } from '../lib/drover.js';
+import { createMany, listProcesses, untilRunning } from '../lib/drover.js';
 import { request } from '../lib/http.js';
 import type { Row } from '../lib/row.js';
 import { median, percentile, summarize } from '../lib/stats.js';
@@ -22,6 +22,7 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
   const p50: number[] = [];
   const p99: number[] = [];
   const list: number[] = [];
+  const rates: number[] = [];
   for (let run = 0; run < ctx.runs; run++) {
     const agent = await startAgent(ctx.workDir, { 'backoff-initial-ms': 100, 'backoff-max-ms': BACKOFF_MAX_MS });
     try {
@@ -32,6 +33,8 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
       const docs = await createMany(agent, bodies);
       await untilRunning(agent, TOTAL - CRASHING);
       await sleep(2000); // let the crash loops reach their steady pace
+      const restarts0 = await totalRestarts(agent);
+      const w0 = performance.now();
       const statusMs: number[] = [];
       for (let i = 0; i < STATUS_REQUESTS; i++) {
         const doc = docs[Math.floor(Math.random() * docs.length)];
@@ -47,18 +50,24 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
         if (n !== TOTAL) throw new Error(`listing has ${n} processes, expected ${TOTAL}`);
         listMs.push(res.ms);
       }
+      // How hard the crash loops were working while we measured.
+      rates.push(((await totalRestarts(agent)) - restarts0) / ((performance.now() - w0) / 1000));
       p50.push(percentile(statusMs, 50));
       p99.push(percentile(statusMs, 99));
       list.push(median(listMs));
-      ctx.log(`  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms`);
+      ctx.log(`  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms; ${rates.at(-1)!.toFixed(0)} restarts/s meanwhile`);
     } finally {
       await agent.stop();
     }
   }
-  const load = `${TOTAL} processes, ${CRASHING} crash-looping (backoff capped at ${BACKOFF_MAX_MS} ms)`;
+  const load = `${TOTAL} processes, ${CRASHING} crash-looping (backoff capped at ${BACKOFF_MAX_MS} ms: ${median(rates).toFixed(0)} restarts/s while measuring)`;
   return [
     { id: 'status-p50', label: 'GET /process-status p50', unit: 'ms', figure: summarize(p50), peers: [], notes: [`${STATUS_REQUESTS} sequential requests per run; ${load}`] },
     { id: 'status-p99', label: 'GET /process-status p99', unit: 'ms', figure: summarize(p99), target: { max: 5, text: '<= 5 ms' }, peers: [], notes: [] },
     { id: 'list', label: 'GET /list-processes (median)', unit: 'ms', figure: summarize(list), target: { max: 50, text: '<= 50 ms' }, peers: [], notes: [`${LIST_REQUESTS} sequential requests per run`] },
   ];
+}
+
+async function totalRestarts(agent: AgentProcess): Promise<number> {
+  return (await listProcesses(agent)).reduce((sum, p) => sum + p.restarts, 0);
 }
