@@ -33,6 +33,7 @@ const usage = `Usage: npm run bench -- [--peers] [--runs N] [--only ${Object.key
 
   --peers      also measure PM2 (installed into a temp dir with npm) and supervisord (if installed)
   --long-idle  after the fleet's idle window, watch drover's RSS 90 s longer (first run)
+  --agent-setting NAME=VALUE  pass --NAME VALUE to every agent (repeatable), e.g. cgroups=false
   --runs N     runs per scenario, each figure is their median (default 3)
   --only LIST  run only these scenarios (comma-separated)`;
 
@@ -43,6 +44,7 @@ async function main(): Promise<number> {
       runs: { type: 'string', default: '3' },
       only: { type: 'string' },
       'long-idle': { type: 'boolean', default: false },
+      'agent-setting': { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -56,10 +58,16 @@ async function main(): Promise<number> {
   const unknown = only.filter((s) => !scenarios[s]);
   if (unknown.length) throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
 
+  const agentSettings: Record<string, string> = {};
+  for (const kv of values['agent-setting']!) {
+    const m = /^([a-z][a-z0-9-]*)=(.*)$/.exec(kv);
+    if (!m) throw new Error(`--agent-setting must be NAME=VALUE (a drover serve flag without --), got ${kv}`);
+    agentSettings[m[1]] = m[2];
+  }
   const workDir = mkdtempSync(join(tmpdir(), 'drover-bench-'));
   onCleanup(() => rmSync(workDir, { recursive: true, force: true }));
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, longIdle: values['long-idle']!, log };
+  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, longIdle: values['long-idle']!, agentSettings, log };
   const machine = describeMachine();
   const started = new Date();
   const loadBefore = loadAverage();
@@ -88,6 +96,7 @@ async function main(): Promise<number> {
     load_average: { before: loadBefore, after: loadAverage() },
     runs,
     peers: ctx.peers,
+    agent_settings: agentSettings,
     rows: rows.map((r) => ({ ...r, met: meetsTarget(r) })),
   };
   writeFileSync(join(root, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { onCleanup } from './cleanup.js';
+import type { BenchContext } from './context.js';
 import { json } from './http.js';
 import { descendants, stillAlive } from './procfs.js';
 import { until } from './wait.js';
@@ -25,10 +26,13 @@ export interface AgentProcess {
 
 const STDERR_TAIL = 64 * 1024;
 
-/** Starts `drover serve` as its own OS process on an ephemeral port, with a fresh state dir under `workDir`. */
-export async function startAgent(workDir: string, settings: Record<string, string | number> = {}): Promise<AgentProcess> {
-  const stateDir = mkdtempSync(join(workDir, 'agent-'));
-  const flags = Object.entries({ 'allow-file-urls': 'true', ...settings }).flatMap(([k, v]) => [`--${k}`, String(v)]);
+/**
+ * Starts `drover serve` as its own OS process on an ephemeral port, with a fresh state dir in
+ * the bench's work dir. `settings` are the scenario's; the bench's --agent-setting ones win.
+ */
+export async function startAgent(ctx: BenchContext, settings: Record<string, string | number> = {}): Promise<AgentProcess> {
+  const stateDir = mkdtempSync(join(ctx.workDir, 'agent-'));
+  const flags = Object.entries({ 'allow-file-urls': 'true', ...settings, ...ctx.agentSettings }).flatMap(([k, v]) => [`--${k}`, String(v)]);
   // e.g. BENCH_AGENT_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the agent under load.
   const nodeFlags = process.env.BENCH_AGENT_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
   const proc = spawn(process.execPath, [...nodeFlags, droverBin, 'serve', '--port', '0', '--state-dir', stateDir, ...flags], {

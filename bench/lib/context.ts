@@ -8,6 +8,8 @@ export interface BenchContext {
   runs: number;
   /** Measure PM2 and supervisord too. */
   peers: boolean;
+  /** Settings passed to every agent (`--agent-setting cgroups=false`), over the scenarios' own. */
+  agentSettings: Record<string, string>;
   /** Watch drover's RSS for a while after the fleet's idle window (adds ~90 s). */
   longIdle: boolean;
   /** Progress for the person watching (stderr), never part of the results. */

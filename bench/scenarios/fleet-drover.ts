@@ -24,7 +24,7 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
     name: 'drover',
     prepare: async () => null,
     async run(): Promise<FleetRun> {
-      const agent = await startAgent(ctx.workDir);
+      const agent = await startAgent(ctx);
       try {
         const bodies = Array.from({ length: FLEET_SIZE }, (_, i) => ({ app: 'fleet', node: `sleep.${i}`, process_type: 'sleep', source_url: ctx.app.url }));
         const c0 = cpuSeconds(agent.pid);

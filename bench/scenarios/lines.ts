@@ -31,7 +31,7 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
   // `seq` writes faster than one client can read: with the default 4 MiB cap the agent drops
   // the client as too slow (by design, close code 1008). A cap that holds every frame lets the
   // row measure delivery; the bare server has no cap at all.
-  const agent = await startAgent(ctx.workDir, { 'client-max-buffered-bytes': CLIENT_QUEUE_BYTES });
+  const agent = await startAgent(ctx, { 'client-max-buffered-bytes': CLIENT_QUEUE_BYTES });
   try {
     for (let i = 0; i < ctx.runs; i++) {
       const s = await droverRun(ctx, agent, i, notes);

@@ -54,7 +54,7 @@ export async function releaseScenario(ctx: BenchContext): Promise<Row[]> {
 }
 
 async function droverRun(ctx: BenchContext, url: string): Promise<number> {
-  const agent = await startAgent(ctx.workDir);
+  const agent = await startAgent(ctx);
   try {
     const t0 = performance.now();
     const doc = await createProcess(agent, { app: 'big', node: 'web.0', process_type: 'web', source_url: url });

@@ -22,7 +22,7 @@ export async function restartScenario(ctx: BenchContext): Promise<Row[]> {
   const overhead: number[] = [];
   const droverGaps: number[] = [];
   const bareGaps: number[] = [];
-  const agent = await startAgent(ctx.workDir);
+  const agent = await startAgent(ctx);
   try {
     for (let run = 0; run < ctx.runs; run++) {
       const marks = join(ctx.workDir, `marks-${run}`);

@@ -24,7 +24,7 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
   const list: number[] = [];
   const rates: number[] = [];
   for (let run = 0; run < ctx.runs; run++) {
-    const agent = await startAgent(ctx.workDir, { 'backoff-initial-ms': 100, 'backoff-max-ms': BACKOFF_MAX_MS });
+    const agent = await startAgent(ctx, { 'backoff-initial-ms': 100, 'backoff-max-ms': BACKOFF_MAX_MS });
     try {
       const bodies = Array.from({ length: TOTAL }, (_, i) => {
         const crash = i % (TOTAL / CRASHING) === 0;
