@@ -29,16 +29,21 @@ const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   release: releaseScenario,
 };
 
-const usage = `Usage: npm run bench -- [--peers] [--runs N] [--only ${Object.keys(scenarios).join(',')}] [--long-idle]
+const usage = `Usage: npm run bench -- [options]
 
-  --peers      also measure PM2 (installed into a temp dir with npm) and supervisord (if installed)
-  --long-idle  after the fleet's idle window, watch drover's RSS 90 s longer (first run)
+  --peers                     also measure PM2 (npm-installed into a temp dir) and supervisord (if installed)
+  --runs N                    runs per scenario; each figure is their median (default 3)
+  --only LIST                 only these scenarios, comma-separated: ${Object.keys(scenarios).join(', ')}
   --agent-setting NAME=VALUE  pass --NAME VALUE to every agent (repeatable), e.g. cgroups=false
-  --runs N     runs per scenario, each figure is their median (default 3)
-  --only LIST  run only these scenarios (comma-separated)`;
+  --long-idle                 after the fleet's idle window, watch drover's RSS 90 s longer (first run)`;
+
+/** A bad command line: one line on stderr, exit 2. */
+class UsageError extends Error {}
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
+  let parsed;
+  try {
+    parsed = parseArgs({
     options: {
       peers: { type: 'boolean', default: false },
       runs: { type: 'string', default: '3' },
@@ -47,21 +52,25 @@ async function main(): Promise<number> {
       'agent-setting': { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', short: 'h' },
     },
-  });
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values } = parsed;
   if (values.help) {
     process.stdout.write(`${usage}\n`);
     return 0;
   }
   const runs = Number(values.runs);
-  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
+  if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs must be a positive integer, got ${values.runs}`);
   const only = values.only ? values.only.split(',') : Object.keys(scenarios);
   const unknown = only.filter((s) => !scenarios[s]);
-  if (unknown.length) throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
+  if (unknown.length) throw new UsageError(`unknown scenario ${unknown.join(', ')}; known: ${Object.keys(scenarios).join(', ')}`);
 
   const agentSettings: Record<string, string> = {};
   for (const kv of values['agent-setting']!) {
     const m = /^([a-z][a-z0-9-]*)=(.*)$/.exec(kv);
-    if (!m) throw new Error(`--agent-setting must be NAME=VALUE (a drover serve flag without --), got ${kv}`);
+    if (!m) throw new UsageError(`--agent-setting must be NAME=VALUE (a drover serve flag without --), got ${kv}`);
     agentSettings[m[1]] = m[2];
   }
   const workDir = mkdtempSync(join(tmpdir(), 'drover-bench-'));
@@ -115,8 +124,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 main().then(
   (code) => process.exit(code),
   (err) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
     runCleanup();
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n${usage}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
     process.exit(1);
   },
 );
