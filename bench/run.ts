@@ -83,11 +83,18 @@ async function main(): Promise<number> {
   log(`drover bench: ${machine.cpus} x ${machine.cpu}, ${machine.memory_gib} GiB, ${machine.node}, load ${loadBefore.join(' ')}`);
 
   const rows: Row[] = [];
+  const failures: Record<string, string> = {};
   try {
     for (const name of only) {
       log(`\n== ${name}`);
       const t0 = performance.now();
-      rows.push(...(await scenarios[name](ctx)));
+      try {
+        rows.push(...(await scenarios[name](ctx)));
+      } catch (err) {
+        // One broken scenario must not cost the figures of the others: report it, go on, exit 1.
+        failures[name] = (err as Error).message;
+        log(`  FAILED: ${(err as Error).stack ?? err}`);
+      }
       log(`   (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
     }
   } finally {
@@ -96,7 +103,8 @@ async function main(): Promise<number> {
   }
 
   const table = formatTable(rows);
-  process.stdout.write(`\n${table}\n`);
+  const failed = Object.entries(failures).map(([name, message]) => `FAILED ${name}: ${message.split('\n')[0]}`);
+  process.stdout.write(`\n${table}\n${failed.length ? `\n${failed.join('\n')}\n` : ''}`);
   const results = {
     date: started.toISOString(),
     duration_s: Math.round((Date.now() - started.getTime()) / 100) / 10,
@@ -107,10 +115,11 @@ async function main(): Promise<number> {
     peers: ctx.peers,
     agent_settings: agentSettings,
     rows: rows.map((r) => ({ ...r, met: meetsTarget(r) })),
+    failures,
   };
   writeFileSync(join(root, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   log(`\nwrote bench/results.json (${results.duration_s} s)`);
-  return 0;
+  return failed.length ? 1 : 0;
 }
 
 // Ctrl-C: stop the agents and peers this bench started before going.

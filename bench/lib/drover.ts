@@ -11,6 +11,7 @@ export interface StatusDoc {
   delete: string;
   pid: number | null;
   restarts: number;
+  errors: string[];
   /** Present once the event log (issue 3) is on main. */
   events?: string;
   /** Present once metrics sampling (issue 4) is on main. */
@@ -61,16 +62,22 @@ export async function untilRunning(agent: AgentProcess, count: number, last?: St
   );
 }
 
-export function untilState(doc: StatusDoc, state: string, timeoutMs = 60_000, intervalMs = 5): Promise<StatusDoc> {
-  return until(
-    async () => {
-      const now = await json<StatusDoc>('GET', doc.status);
-      return now.state === state ? now : null;
-    },
-    `${doc.slug} to be ${state}`,
-    timeoutMs,
-    intervalMs,
-  );
+export async function untilState(doc: StatusDoc, state: string, timeoutMs = 60_000, intervalMs = 5): Promise<StatusDoc> {
+  let last: StatusDoc | undefined;
+  try {
+    return await until(
+      async () => {
+        last = await json<StatusDoc>('GET', doc.status);
+        return last.state === state ? last : null;
+      },
+      `${doc.slug} to be ${state}`,
+      timeoutMs,
+      intervalMs,
+    );
+  } catch (err) {
+    const seen = last ? `; last seen ${last.state}, errors ${JSON.stringify(last.errors.slice(-3))}` : '';
+    throw new Error(`${(err as Error).message}${seen}`);
+  }
 }
 
 export function deleteProcess(doc: StatusDoc): Promise<StatusDoc> {
