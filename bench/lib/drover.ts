@@ -84,7 +84,11 @@ export function deleteProcess(doc: StatusDoc): Promise<StatusDoc> {
   return json<StatusDoc>('POST', doc.delete, {});
 }
 
-/** What the agent on main offers, read from a status document, so each row says what it measured. */
+/**
+ * What the agent measured was doing, read from a status document, so each row says what it
+ * included: an event log (an `events` link), live usage sampling (a non-null `usage`, once a
+ * sampling interval has passed).
+ */
 export function features(doc: StatusDoc): { eventLog: boolean; metrics: boolean } {
-  return { eventLog: typeof doc.events === 'string', metrics: doc.usage !== undefined || typeof doc.metrics === 'string' };
+  return { eventLog: typeof doc.events === 'string', metrics: doc.usage !== undefined && doc.usage !== null };
 }

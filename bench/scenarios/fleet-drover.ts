@@ -1,6 +1,7 @@
 import { startAgent } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
-import { createMany, features, untilRunning } from '../lib/drover.js';
+import { createMany, features, untilRunning, type StatusDoc } from '../lib/drover.js';
+import { json } from '../lib/http.js';
 import { FLEET_SIZE, measureIdle, type FleetDriver, type FleetRun } from '../lib/fleet.js';
 import { cpuSeconds, rssBytes } from '../lib/procfs.js';
 import { sleep } from '../lib/wait.js';
@@ -33,8 +34,8 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
         await untilRunning(agent, FLEET_SIZE, docs.at(-1));
         const startS = (performance.now() - t0) / 1000;
         const startCpuS = cpuSeconds(agent.pid) - c0;
-        notes.metrics = features(docs[0]).metrics;
         const idle = await measureIdle(agent.pid);
+        notes.metrics = features(await json<StatusDoc>('GET', docs[0].status)).metrics;
         if (ctx.longIdle && !notes.longIdle) notes.longIdle = await longIdleRss(agent.pid, idle.rssMB);
         const stopS = (await agent.stop()) / 1000;
         ctx.log(`  drover: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`);

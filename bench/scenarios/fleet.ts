@@ -68,7 +68,7 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
       figure: summarize(mine.map((r) => r.idleCpuPct)),
       target: { max: 1, text: '<= 1% of a core' },
       peers: peerFigures((r) => r.idleCpuPct),
-      notes: [`metrics sampling ${seen.metrics ? 'on (the status document has usage/metrics)' : 'not on main yet'}`],
+      notes: [seen.metrics ? 'metrics on: live usage in the status documents' : 'no live usage in the status documents (sampling off, or not on main)'],
     },
   ];
 }
