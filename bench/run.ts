@@ -17,6 +17,7 @@ import { fleetScenario } from './scenarios/fleet.js';
 import { linesScenario } from './scenarios/lines.js';
 import { releaseScenario } from './scenarios/release.js';
 import { restartScenario } from './scenarios/restart.js';
+import { stalledScenario } from './scenarios/stalled.js';
 import { statusScenario } from './scenarios/status.js';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -24,6 +25,7 @@ const root = join(import.meta.dirname, '..', '..');
 const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   fleet: (ctx) => fleetScenario(ctx, ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : []),
   lines: linesScenario,
+  stalled: stalledScenario,
   restart: restartScenario,
   status: statusScenario,
   release: releaseScenario,

@@ -9,10 +9,10 @@ function ticksPerSecond(): number {
   return clkTck;
 }
 
-/** Resident set size of one process in bytes (VmRSS), as the kernel counts it. */
-export function rssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+/** Resident set size of one process in bytes (VmRSS), as the kernel counts it; or its peak (VmHWM). */
+export function rssBytes(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} for pid ${pid}`);
   return Number(m[1]) * 1024;
 }
 

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { startAgent, type AgentProcess } from '../lib/agent.js';
 import { onCleanup } from '../lib/cleanup.js';
 import type { BenchContext } from '../lib/context.js';
-import { createProcess, deleteProcess, features, untilState, type StatusDoc } from '../lib/drover.js';
+import { createProcess, deleteProcess, features, untilState } from '../lib/drover.js';
 import { exec } from '../lib/exec.js';
-import { request } from '../lib/http.js';
+import { lastEventId, untilLogged } from '../lib/events.js';
 import type { Row } from '../lib/row.js';
 import { cpuSeconds } from '../lib/procfs.js';
 import { median, summarize } from '../lib/stats.js';
@@ -14,29 +14,29 @@ import { until } from '../lib/wait.js';
 import { LineCounter } from '../lib/ws-count.js';
 
 const LINES = 1_000_000;
-const CLIENT_QUEUE_BYTES = 64 * 1024 * 1024;
 
 /**
  * One child prints 1,000,000 lines (`seq`); a WebSocket client attached through the status
  * document's `attach` link must receive every one, in order. The child waits on a FIFO until the
- * client is attached; the clock runs from opening that gate to the 1,000,000th frame.
+ * client is attached; the clock runs from opening that gate to the 1,000,000th frame and, with
+ * the event log, to the last line being readable from the `events` link.
  * Baseline: a bare `ws` server doing the same with the same `seq` (bench/peers/bare-ws.ts).
  */
 export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
-  const notes: string[] = [`client queue cap raised to ${CLIENT_QUEUE_BYTES / 1024 / 1024} MiB (default 4 MiB drops a client slower than seq)`];
+  const notes: string[] = [];
   const mine: number[] = [];
   const bare: number[] = [];
   const cpu: number[] = [];
   const bareCpu: number[] = [];
-  // `seq` writes faster than one client can read: with the default 4 MiB cap the agent drops
-  // the client as too slow (by design, close code 1008). A cap that holds every frame lets the
-  // row measure delivery; the bare server has no cap at all.
-  const agent = await startAgent(ctx, { 'client-max-buffered-bytes': CLIENT_QUEUE_BYTES });
+  // Default settings: a client that falls more than 4 MiB behind is dropped (close code 1008),
+  // and the run fails; the bare server has no such cap.
+  const agent = await startAgent(ctx);
   try {
     for (let i = 0; i < ctx.runs; i++) {
       const s = await droverRun(ctx, agent, i, notes);
       const b = await bareRun(ctx);
-      ctx.log(`  run ${i + 1}: drover ${s.wallS.toFixed(3)} s (agent CPU ${s.cpuS.toFixed(2)} s), bare ws ${b.wallS.toFixed(3)} s (CPU ${b.cpuS.toFixed(2)} s)`);
+      const delivered = s.deliveredS === undefined ? '' : `, delivered at ${s.deliveredS.toFixed(3)} s`;
+      ctx.log(`  run ${i + 1}: drover ${s.wallS.toFixed(3)} s${delivered} (agent CPU ${s.cpuS.toFixed(2)} s), bare ws ${b.wallS.toFixed(3)} s (CPU ${b.cpuS.toFixed(2)} s)`);
       mine.push(s.wallS);
       bare.push(b.wallS);
       cpu.push(s.cpuS);
@@ -48,7 +48,7 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
   return [
     {
       id: 'lines-1m',
-      label: '1M lines child -> WebSocket client',
+      label: '1M lines child -> WebSocket client (+ event log)',
       unit: 's',
       figure: summarize(mine),
       target: { max: 1.5, text: '<= 1.5 s' },
@@ -61,6 +61,8 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
 /** Wall time until the last frame arrived, and CPU the serving process used meanwhile, in seconds. */
 interface LinesRun {
   wallS: number;
+  /** Until the client had the last line (drover with an event log: before it was persisted). */
+  deliveredS?: number;
   cpuS: number;
 }
 
@@ -78,40 +80,22 @@ async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, no
   try {
     await client.opened;
     await untilState(doc, 'running');
+    const eventLog = features(doc).eventLog;
+    const base = eventLog ? await lastEventId(doc.events!) : 0;
     const c0 = cpuSeconds(agent.pid);
     const t0 = performance.now();
     await writeFile(gate, 'go\n'); // the child's `read` returns and it execs seq
-    let t1 = await client.done;
-    const f = features(doc);
-    if (f.eventLog) {
-      // The event log (issue 3) persists the same lines: the row includes it once it is on main.
-      await untilPersisted(doc);
-      t1 = performance.now();
-      note(notes, 'includes the event log: clock stops once the last line is also readable from the events link');
-    } else {
-      note(notes, 'event log not on main yet: delivery to the client only');
-    }
-    return { wallS: (t1 - t0) / 1000, cpuS: cpuSeconds(agent.pid) - c0 };
+    const delivered = await client.done;
+    // With the event log on main, the same lines are persisted too: the clock stops once the
+    // last one is also readable from the `events` link (its id is base + LINES at the latest).
+    if (eventLog) await untilLogged(doc.events!, base + LINES - 1, String(LINES), 60_000);
+    const t1 = performance.now();
+    note(notes, eventLog ? 'includes the event log: the clock stops once the last line is also readable from the events link' : 'no event log on main: delivery to the client only');
+    return { wallS: (t1 - t0) / 1000, deliveredS: eventLog ? (delivered - t0) / 1000 : undefined, cpuS: cpuSeconds(agent.pid) - c0 };
   } finally {
     client.close();
     await deleteProcess(doc);
   }
-}
-
-/** Waits until the event log serves the last line; reads only its tail (ids count from 1 per process). */
-async function untilPersisted(doc: StatusDoc): Promise<void> {
-  const events = doc.events!;
-  const sep = events.includes('?') ? '&' : '?';
-  await until(
-    async () => {
-      // NDJSON, one event per line; the last output line's text is the string "1000000".
-      const res = await request('GET', `${events}${sep}since=${LINES - 10}&follow=false`);
-      return res.status === 200 && res.text.includes(`"${LINES}"`);
-    },
-    'the last line in the event log',
-    60_000,
-    5,
-  );
 }
 
 async function bareRun(ctx: BenchContext): Promise<LinesRun> {
