@@ -3,8 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
-import { api, attach, testAgent, waitForState } from './helpers/agent.js';
+import { agentWithArchives, api, attach, waitForState } from './helpers/agent.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A WebSocket client that completes the handshake and then never reads another byte. */
@@ -31,14 +30,8 @@ async function rawNeverReadingClient(url: string): Promise<Socket> {
 }
 
 async function setup(t: any, procfile: string, overrides = {}) {
-  const agent = await testAgent(overrides);
-  const archives = await new ArchiveServer().start();
-  t.teardown(async () => {
-    await agent.close();
-    await archives.close();
-  });
-  const dir = t.testdir();
-  const url = archives.serve('app.tgz', await pack(writeApp(join(dir, 'app'), { Procfile: procfile }), join(dir, 'app.tgz')));
+  const { agent, dir, serveApp } = await agentWithArchives(t, overrides);
+  const url = await serveApp('app', procfile);
   const r = await api('POST', `${agent.url}/create-process`, { app: 'out', node: 'web.0', process_type: 'web', source_url: url });
   t.equal(r.status, 201);
   return { agent, proc: r.json, dir };

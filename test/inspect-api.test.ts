@@ -3,21 +3,13 @@ import type { Test } from 'tap';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
-import { api, attach, testAgent } from './helpers/agent.js';
+import { agentWithArchives, api, attach, testAgent } from './helpers/agent.js';
 import { sse } from './helpers/sse.js';
 import { waitFor } from './helpers/wait.js';
 import { STATES } from '../lib/process/machine.js';
 
 async function setup(t: Test) {
-  const agent = await testAgent({ backoffInitialMs: 100, backoffMaxMs: 200 });
-  const archives = await new ArchiveServer().start();
-  t.teardown(async () => {
-    await agent.close();
-    await archives.close();
-  });
-  const dir = t.testdir();
-  const serveApp = async (name: string, procfile: string) =>
-    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
+  const { agent, serveApp } = await agentWithArchives(t, { backoffInitialMs: 100, backoffMaxMs: 200 });
   const create = async (node: string, sourceUrl: string) => {
     const r = await api('POST', `${agent.url}/create-process`, { app: 'app', node, process_type: 'web', source_url: sourceUrl });
     if (r.status !== 201) throw new Error(`create failed: ${r.status} ${r.text}`);

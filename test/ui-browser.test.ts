@@ -1,28 +1,13 @@
 import t from 'tap';
-import type { Test } from 'tap';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
-import { api, testAgent } from './helpers/agent.js';
+import { agentWithArchives, api } from './helpers/agent.js';
 import { haveChromium, launch, openPage } from './helpers/browser.js';
 import { waitFor } from './helpers/wait.js';
 import { liveGroupMembers } from '../lib/process/proc.js';
 
 // A real browser next to an agent and its children: give a slow, shared machine room.
 t.setTimeout(300_000);
-
-async function setup(t: Test, overrides = {}) {
-  const agent = await testAgent(overrides);
-  const archives = await new ArchiveServer().start();
-  t.teardown(async () => {
-    await agent.close();
-    await archives.close();
-  });
-  const dir = t.testdir();
-  const serveApp = async (name: string, procfile: string) =>
-    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
-  return { agent, archives, serveApp };
-}
 
 const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent ?? ''));
 
@@ -33,7 +18,7 @@ function fieldValue(page: Page, label: string) {
 
 t.test('from the page: create a process, watch it reach running, read its console, restart, stop, start and delete it', async (t) => {
   if (!haveChromium(t)) return;
-  const { agent, serveApp } = await setup(t);
+  const { agent, serveApp } = await agentWithArchives(t);
   const source = await serveApp('printer', 'web: echo "hello $GREETING"; i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.05; done\n');
   const browser = await launch(t);
   const { page, errors } = await openPage(browser, `${agent.url}/ui`);
@@ -118,7 +103,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
 t.test('with a token: asked once (again when rejected), sent on every request and WebSocket, kept for the tab', async (t) => {
   if (!haveChromium(t)) return;
   const TOKEN = 'tab-s3cret';
-  const { agent, serveApp } = await setup(t, { token: TOKEN });
+  const { agent, serveApp } = await agentWithArchives(t, { token: TOKEN });
   const browser = await launch(t);
   const { page, errors, context } = await openPage(browser, 'about:blank');
   const unauthorized: string[] = [];

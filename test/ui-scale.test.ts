@@ -1,9 +1,6 @@
 import t from 'tap';
-import type { Test } from 'tap';
-import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { ArchiveServer, pack, writeApp } from './helpers/archives.js';
-import { api, testAgent } from './helpers/agent.js';
+import { agentWithArchives, api } from './helpers/agent.js';
 import { haveChromium, launch, openPage } from './helpers/browser.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -11,19 +8,6 @@ import { waitFor } from './helpers/wait.js';
 t.setTimeout(300_000);
 
 // The dashboard under load, in real headless Chromium: many processes, a flood of output.
-
-async function setup(t: Test, overrides = {}) {
-  const agent = await testAgent(overrides);
-  const archives = await new ArchiveServer().start();
-  t.teardown(async () => {
-    await agent.close();
-    await archives.close();
-  });
-  const dir = t.testdir();
-  const serveApp = async (name: string, procfile: string) =>
-    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
-  return { agent, archives, serveApp };
-}
 
 /** Waits until the detail panel shows `value` for field `label`. */
 function fieldValue(page: Page, label: string) {
@@ -33,7 +17,7 @@ function fieldValue(page: Page, label: string) {
 t.test('1000 processes: the list stays virtual, counts and filter stay right', async (t) => {
   if (!haveChromium(t)) return;
   // Failing downloads: a thousand actors cycling through their states without a thousand children.
-  const { agent, archives } = await setup(t, { backoffInitialMs: 600_000, backoffMaxMs: 600_000 });
+  const { agent, archives } = await agentWithArchives(t, { backoffInitialMs: 600_000, backoffMaxMs: 600_000 });
   const source = `${archives.url}/missing.tgz`;
   const N = 1000;
   for (let i = 0; i < N; i += 50) {
@@ -72,7 +56,7 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
 
 t.test('a process printing thousands of lines a second: the console keeps a bounded tail', async (t) => {
   if (!haveChromium(t)) return;
-  const { agent, serveApp } = await setup(t);
+  const { agent, serveApp } = await agentWithArchives(t);
   const source = await serveApp('flood', 'web: while true; do seq 1 500; sleep 0.1; done\n');
   const created = await api('POST', `${agent.url}/create-process`, { app: 'flood', node: 'web.0', process_type: 'web', source_url: source });
   const browser = await launch(t);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { defaults, type Config } from '../../lib/config.js';
 import { startAgent, type Agent } from '../../lib/server.js';
+import { ArchiveServer, pack, writeApp } from './archives.js';
 import { waitFor } from './wait.js';
 
 /** An in-process agent on an ephemeral loopback port with its own state directory. */
@@ -23,6 +24,23 @@ export async function testAgent(overrides: Partial<Config> = {}): Promise<Agent 
       rmSync(stateDir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * An in-process agent plus a loopback archive server, both closed when the test ends;
+ * `serveApp` packs a one-Procfile app and returns its source URL.
+ */
+export async function agentWithArchives(t: { teardown(fn: () => unknown): void; testdir(): string }, overrides: Partial<Config> = {}) {
+  const agent = await testAgent(overrides);
+  const archives = await new ArchiveServer().start();
+  t.teardown(async () => {
+    await agent.close();
+    await archives.close();
+  });
+  const dir = t.testdir();
+  const serveApp = async (name: string, procfile: string) =>
+    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), { Procfile: procfile }), join(dir, `${name}.tgz`)));
+  return { agent, archives, dir, serveApp };
 }
 
 export async function api(method: string, url: string, body?: unknown, headers: Record<string, string> = {}) {
