@@ -4,10 +4,10 @@
 // default interval. The target: under 1% of a core with 1000 processes.
 import { readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { Child } from '../lib/process/child.js';
-import { defaults } from '../lib/config.js';
-import { UsageSampler } from '../lib/process/sampler.js';
-import { findWaitHelper } from '../lib/process/wait-helper.js';
+import { Child } from '../lib/os/child.js';
+import { defaults } from '../lib/agent/config.js';
+import { UsageSampler } from '../lib/os/sampler.js';
+import { findWaitHelper } from '../lib/os/wait-helper.js';
 
 const n = Number(process.argv[2] ?? 1000);
 const passes = Number(process.argv[3] ?? 20);

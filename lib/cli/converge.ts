@@ -1,6 +1,6 @@
 // Converging an agent to a desired set of processes: what `deploy` (one app) and `apply`
 // (a whole manifest) share. The plan is pure; executing it follows the documents' links.
-import { envDigest, sourceDigest } from '../http/digest.js';
+import { envDigest, sourceDigest } from '../api/digest.js';
 import { CliError, linkOf, oneLine, type Client, type Doc } from './client.js';
 import { painter, stateColor, type Out } from './format.js';
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { settingNames } from '../config.js';
+import { settingNames } from '../agent/config.js';
 import { Client, DEFAULT_URL, oneLine } from './client.js';
 import { deployApp } from './deploy.js';
 import { colorsEnabled, painter } from './format.js';

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
-import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../config.js';
-import { startAgent, StartError, type Agent } from '../server.js';
-import { loadToken } from '../token.js';
+import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
+import { startAgent, StartError, type Agent } from '../http/server.js';
+import { loadToken } from '../http/token.js';
 
 export const serveUsage = `Usage: drover serve [options]
 

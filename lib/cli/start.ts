@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { defaults } from '../config.js';
+import { defaults } from '../agent/config.js';
 import { parse, parseEnvPairs, parseScale, readEnvFile, usageError } from './args.js';
 import { CliError, EXIT } from './client.js';
 import { colorsEnabled, painter, type Color } from './format.js';
@@ -91,7 +91,7 @@ export async function start(argv: string[]): Promise<number> {
   const say = (name: string, text: string) => process.stdout.write(`${prefix(name)} ${text}\n`);
 
   // Loaded here, not at the top: `drover start SLUG` must not pay for the process model.
-  const { ForegroundRunner } = await import('../process/foreground.js');
+  const { ForegroundRunner } = await import('../agent/foreground.js');
   const runner = new ForegroundRunner({
     dir,
     app: path.basename(dir),

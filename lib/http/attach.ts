@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Supervisor } from '../process/supervisor.js';
+import type { Supervisor } from '../agent/supervisor.js';
 import { parseReplay, replayOutput, type Replay } from './attach-replay.js';
 import { refuseOnSocket } from './errors.js';
 import { TextFrameWriter } from './frames.js';
@@ -61,7 +61,7 @@ export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOpti
     });
   };
 
-  const stream = (ws: WebSocket, subscribe: typeof import('../process/output.js').OutputHub.prototype.subscribe) => {
+  const stream = (ws: WebSocket, subscribe: typeof import('../agent/output.js').OutputHub.prototype.subscribe) => {
     let killTimer: NodeJS.Timeout | undefined;
     // All the lines of one chunk of output go out in one socket write (see TextFrameWriter).
     const frames = new TextFrameWriter((ws as unknown as { _socket: Socket })._socket);

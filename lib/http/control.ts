@@ -1,16 +1,16 @@
 // Process control and metrics: POST /signal-process, /stop-process, /start-process,
 // /restart-process (JSON body, answer: the updated status document) and GET /process-metrics.
 import type { H3, H3Event } from 'h3';
-import { restartProcess, signalProcess, startProcess, stopProcess } from '../process/control.js';
-import { liveDetail } from '../process/exit-detail.js';
+import { restartProcess, signalProcess, startProcess, stopProcess } from '../agent/control.js';
+import { liveDetail } from '../process/exit.js';
 import type { StopOptions } from '../process/machine.js';
 import type { StageTotals } from '../process/metrics.js';
-import { parseSignal, type SignalId } from '../process/signals.js';
-import { ConflictError, type ManagedProcess, type Supervisor } from '../process/supervisor.js';
-import { usageDocument } from '../process/usage.js';
+import { parseSignal, type SignalId } from '../os/signals.js';
+import { ConflictError, type ManagedProcess, type Supervisor } from '../agent/supervisor.js';
+import { usageDocument } from '../os/usage.js';
 import { readJson } from './body.js';
 import { ApiError } from './errors.js';
-import { statusDocument, statusUrl, type Base } from './links.js';
+import { statusDocument, statusUrl, type Base } from '../api/links.js';
 
 export interface ControlRoutesOptions {
   supervisor: Supervisor;

@@ -8,7 +8,7 @@ import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import { getRouterParam, type H3, type H3Event } from 'h3';
 import { BlobTooLargeError, isBlobId, type BlobInfo, type BlobStore } from '../store/blobs.js';
 import { ApiError } from './errors.js';
-import type { Base } from './links.js';
+import type { Base } from '../api/links.js';
 
 export interface DataRoutesOptions {
   blobs: BlobStore;

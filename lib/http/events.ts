@@ -1,5 +1,5 @@
 import { getRouterParam, type H3Event } from 'h3';
-import type { Supervisor } from '../process/supervisor.js';
+import type { Supervisor } from '../agent/supervisor.js';
 import { lineId } from '../store/events.js';
 import { followLog } from '../store/follow.js';
 import { ApiError } from './errors.js';

@@ -1,6 +1,6 @@
 import { H3, getRouterParam, type H3Event } from 'h3';
-import type { Config } from '../config.js';
-import { ConflictError, type Supervisor } from '../process/supervisor.js';
+import type { Config } from '../agent/config.js';
+import { ConflictError, type Supervisor } from '../agent/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
 import { StoreWriteError } from '../store/desired.js';
 import { readJson } from './body.js';
@@ -9,7 +9,7 @@ import { registerControlRoutes } from './control.js';
 import { ApiError, errorBody, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
-import { baseFromHost, indexDocument, statusDocument, statusUrl } from './links.js';
+import { baseFromHost, indexDocument, statusDocument, statusUrl } from '../api/links.js';
 import { validateCreate } from './validate.js';
 import { registerUi } from './ui.js';
 

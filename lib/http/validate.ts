@@ -1,5 +1,5 @@
 import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
-import type { CreateRequest, RestartRequest } from '../process/supervisor.js';
+import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
 import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
 import { ApiError } from './errors.js';

@@ -1,6 +1,6 @@
 import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import { backoffDelay, effectiveAttempt, type BackoffPolicy } from './backoff.js';
-import type { ExitInfo } from './child.js';
+import type { ExitInfo } from '../os/child.js';
 
 /** What the machine needs from the outside world; the supervisor provides real ones, tests fakes. */
 export interface ProcessDeps {

@@ -1,4 +1,4 @@
-import { addUsage, type LiveUsage, type RunUsage } from './usage.js';
+import { addUsage, type LiveUsage, type RunUsage } from '../os/usage.js';
 
 /** Totals of one stage (build or run) of a process: every run so far, and the last one. */
 export class StageTotals {

@@ -1,8 +1,8 @@
 // Turns what a process actor does into event-log entries: state transitions with the reason
 // (from the event that caused them), child started/exited, errors, scheduled restarts.
 import type { AnyActorRef, AnyEventObject, InspectionEvent } from 'xstate';
-import type { ExitInfo } from './child.js';
-import { exitDetail } from './exit-detail.js';
+import type { ExitInfo } from '../os/child.js';
+import { exitDetail } from './exit.js';
 import type { ProcessContext } from './machine.js';
 
 export interface LogEntry {

@@ -6,9 +6,9 @@ import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
-import { asUser, type RunAs } from '../process/identity.js';
-import type { GroupMeter } from '../process/meter.js';
-import { addUsage, type RunUsage } from '../process/usage.js';
+import { asUser, type RunAs } from '../os/identity.js';
+import type { GroupMeter } from '../os/meter.js';
+import { addUsage, type RunUsage } from '../os/usage.js';
 import { abortReason, ReleaseError } from './errors.js';
 
 export interface BuildStep {

@@ -7,10 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { RunAs } from '../process/identity.js';
+import type { RunAs } from '../os/identity.js';
 import { pathToFileURL } from 'node:url';
-import type { GroupMeter } from '../process/meter.js';
-import type { RunUsage } from '../process/usage.js';
+import type { GroupMeter } from '../os/meter.js';
+import type { RunUsage } from '../os/usage.js';
 import { runBuild } from './build.js';
 import { download, type DownloadOptions } from './download.js';
 import { abortReason } from './errors.js';

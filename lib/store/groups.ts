@@ -3,7 +3,7 @@
 // Written with temp file + rename but no fsync: surviving SIGKILL of the agent only needs the
 // page cache, and a power loss ends the groups anyway.
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { liveGroupMembers, listProcesses, readProc, signalGroup, type ProcEntry } from '../process/proc.js';
+import { liveGroupMembers, listProcesses, readProc, signalGroup, type ProcEntry } from '../os/proc.js';
 
 export interface GroupRecord {
   pgid: number;

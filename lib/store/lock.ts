@@ -1,6 +1,6 @@
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readProc } from '../process/proc.js';
+import { readProc } from '../os/proc.js';
 
 export class LockError extends Error {
   override name = 'LockError';

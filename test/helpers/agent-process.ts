@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listProcesses, readProc } from '../../lib/process/proc.js';
+import { listProcesses, readProc } from '../../lib/os/proc.js';
 import { waitFor } from './wait.js';
 
 export const bin = join(import.meta.dirname, '..', '..', 'bin', 'drover.js');

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { defaults, type Config } from '../../lib/config.js';
-import { startAgent, type Agent } from '../../lib/server.js';
+import { defaults, type Config } from '../../lib/agent/config.js';
+import { startAgent, type Agent } from '../../lib/http/server.js';
 import { ArchiveServer, pack, writeApp } from './archives.js';
 import { waitFor } from './wait.js';
 
