@@ -3,7 +3,7 @@ import { createActor, type Actor } from 'xstate';
 import type { Config } from './config.js';
 import { ReleaseCache, type Archive } from '../release/cache.js';
 import type { DesiredProcess } from '../store/desired.js';
-import type { EventLog } from '../store/events.js';
+import type { EventLog } from '../store/event-log/log.js';
 import type { Store } from '../store/store.js';
 import { agentEnv, childEnv, readDotenv } from '../release/env.js';
 import { buildEnvPath } from '../release/build.js';

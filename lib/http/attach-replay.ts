@@ -1,9 +1,9 @@
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import type { EventLog } from '../store/events.js';
-import { lineType } from '../store/events.js';
-import { followLog } from '../store/follow.js';
+import { followLog } from '../store/event-log/follow.js';
+import { outputText } from '../store/event-log/line.js';
+import type { EventLog } from '../store/event-log/log.js';
 import { TextFrameWriter } from './frames.js';
 
 export interface Replay {
@@ -38,7 +38,10 @@ export async function replayOutput(ws: WebSocket, log: EventLog, replay: Replay,
   const frames = new TextFrameWriter(socket);
   const since = replay.since ?? (await log.findTail(replay.tail ?? 0, 'output')) - 1;
   for await (const batch of followLog(log, since, { follow: true, signal: ac.signal })) {
-    for (const line of batch ?? []) if (lineType(line) === 'output') frames.send((JSON.parse(line) as { text: string }).text);
+    for (const line of batch ?? []) {
+      const text = outputText(line);
+      if (text !== undefined) frames.send(text);
+    }
     frames.flush();
     // Read on only once the socket has taken most of what is queued (or the client is gone).
     if (ws.bufferedAmount > maxBufferedBytes / 4 && socket.writableNeedDrain && !ac.signal.aborted) await once(socket, 'drain', { signal: ac.signal }).catch(() => {});

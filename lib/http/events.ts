@@ -1,7 +1,7 @@
 import { getRouterParam, type H3Event } from 'h3';
 import type { Supervisor } from '../agent/supervisor.js';
-import { lineId } from '../store/events.js';
-import { followLog } from '../store/follow.js';
+import { followLog } from '../store/event-log/follow.js';
+import { lineId, lineJson } from '../store/event-log/line.js';
 import { ApiError } from './errors.js';
 
 /** SSE comment sent when nothing happened for this long, so proxies keep the stream open. */
@@ -23,7 +23,7 @@ function bool(value: string | null, field: string): boolean | undefined {
 
 function toSse(lines: string[]): string {
   let out = '';
-  for (const line of lines) out += `id: ${lineId(line)}\ndata: ${line.slice(0, -1)}\n\n`;
+  for (const line of lines) out += `id: ${lineId(line)}\ndata: ${lineJson(line)}\n\n`;
   return out;
 }
 

@@ -3,7 +3,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { DesiredState } from './desired.js';
-import { EventLogs } from './event-logs.js';
+import { EventLogs } from './event-log/registry.js';
 import { GroupRecords, type GroupRecord } from './groups.js';
 import { acquireLock, LockError } from './lock.js';
 

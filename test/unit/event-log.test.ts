@@ -1,8 +1,9 @@
 import t from 'tap';
 import { appendFileSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cursorAt, EventLog, lineId, segmentName, type EventLogOptions } from '../../lib/store/events.js';
-import { followLog } from '../../lib/store/follow.js';
+import { followLog } from '../../lib/store/event-log/follow.js';
+import { cursorAt, lineId, segmentName } from '../../lib/store/event-log/line.js';
+import { EventLog, type EventLogOptions } from '../../lib/store/event-log/log.js';
 
 const open = (dir: string, extra: Partial<EventLogOptions> = {}) => EventLog.open({ dir, maxBytes: 64 * 1024 * 1024, ...extra });
 
@@ -18,15 +19,6 @@ async function readAll(log: EventLog, since = 0): Promise<any[]> {
 function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
-
-t.test('lineId reads the id prefix of our lines and rejects anything else', async (t) => {
-  t.equal(lineId('{"id":42,"time":"x","type":"y"}'), 42);
-  t.equal(lineId(Buffer.from('xx{"id":7,"a":1}'), 2), 7);
-  t.equal(lineId('{"id":,"x":1}'), -1);
-  t.equal(lineId('{"id":12}'), -1, 'a comma must follow the id');
-  t.equal(lineId('{"ids":1,'), -1);
-  t.equal(lineId(''), -1);
-});
 
 t.test('events are numbered, written in batches, and read back from memory and disk', async (t) => {
   const dir = t.testdir();

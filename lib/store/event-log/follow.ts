@@ -1,4 +1,5 @@
-import { cursorAt, lineId, type EventLog } from './events.js';
+import { cursorAt, lineId } from './line.js';
+import type { EventLog } from './log.js';
 
 export interface FollowOptions {
   /** Keep waiting for new events; otherwise stop at the last event that existed at the start. */

@@ -2,7 +2,7 @@
 // readable for the retention time (DIR/<slug>/deleted.json says since when), then goes.
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EventLog } from './events.js';
+import { EventLog } from './log.js';
 
 export interface EventLogsOptions {
   maxBytes: number;
