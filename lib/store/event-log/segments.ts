@@ -25,7 +25,7 @@ export interface Segment {
   bytes: number;
 }
 
-export const MAX_READ = 8 * 1024 * 1024;
+const MAX_READ = 8 * 1024 * 1024;
 
 /** writev until everything is written (a write may take only part). */
 async function writeAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
