@@ -1,6 +1,6 @@
 import { parse, usageError } from './args.js';
 import { Client, CliError, EXIT, type Doc } from './client.js';
-import { describePlan, execute, expand, isEmpty, plan, waitUntilRunning, type DesiredProcess } from './converge.js';
+import { describePlan, execute, expand, isEmpty, plan, waitUntilRunning, type PlannedProcess } from './converge.js';
 import { colorsEnabled, painter } from './format.js';
 import { readManifest } from './manifest.js';
 import { checkTypes, isUrl, readProcfile, resolveSource } from './source.js';
@@ -45,7 +45,7 @@ export async function apply(argv: string[]): Promise<number> {
   const dryRun = values['dry-run'] === true;
   const out = values.json ? null : process.stdout;
   const client = new Client();
-  const desired: DesiredProcess[] = [];
+  const desired: PlannedProcess[] = [];
   for (const app of apps) {
     const src = await resolveSource(client, app.source, { dryRun, progress: process.stderr });
     desired.push(...expand(app.name, app.processes, src.url, app.env));

@@ -4,7 +4,8 @@ import { envDigest, sourceDigest } from '../api/digest.js';
 import { CliError, linkOf, oneLine, type Client, type Doc } from './client.js';
 import { painter, stateColor, type Out } from './format.js';
 
-export interface DesiredProcess {
+/** A process the plan wants (not the store's DesiredProcess: this one is sent as a create request). */
+export interface PlannedProcess {
   app: string;
   node: string;
   processType: string;
@@ -14,26 +15,30 @@ export interface DesiredProcess {
 }
 
 export interface Plan {
-  create: DesiredProcess[];
+  create: PlannedProcess[];
   /** Exists, but differs: deleted, then created again. */
-  replace: { current: Doc; want: DesiredProcess; why: string }[];
+  replace: { current: Doc; want: PlannedProcess; why: string }[];
   remove: Doc[];
   keep: Doc[];
 }
 
 /** `{web: 2, worker: 1}` → web.0, web.1, worker.0. */
-export function expand(app: string, counts: Record<string, number>, sourceUrl: string | null, env: Record<string, string>): DesiredProcess[] {
-  const out: DesiredProcess[] = [];
+export function expand(app: string, counts: Record<string, number>, sourceUrl: string | null, env: Record<string, string>): PlannedProcess[] {
+  const out: PlannedProcess[] = [];
   for (const [type, n] of Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : 1))) {
     for (let i = 0; i < n; i++) out.push({ app, node: `${type}.${i}`, processType: type, sourceUrl, env });
   }
   return out;
 }
 
-export const slugOf = (p: { app: string; node: string }) => `${p.app}.${p.node}`;
+/**
+ * The slug the agent will give it: the rule of agent/supervisor.ts's slugOf, restated because
+ * client verbs must not load the agent's modules (xstate, h3; test/e2e/cli.test.ts checks).
+ */
+const plannedSlug = (p: PlannedProcess) => `${p.app}.${p.node}`;
 
 /** Why a running process no longer matches what is wanted, or null if it does. */
-export function difference(current: Doc, want: DesiredProcess): string | null {
+export function difference(current: Doc, want: PlannedProcess): string | null {
   if (current.process_type !== want.processType) return `type ${current.process_type} → ${want.processType}`;
   if (typeof current.source_digest !== 'string' || typeof current.env_digest !== 'string') return 'the agent does not report digests to compare';
   if (want.sourceUrl === null || current.source_digest !== sourceDigest(want.sourceUrl)) return 'source changed';
@@ -45,12 +50,12 @@ export function difference(current: Doc, want: DesiredProcess): string | null {
  * Compares what is wanted with what runs. `managed` says which current processes the plan
  * owns (one app for deploy, everything for apply): those not wanted are removed.
  */
-export function plan(desired: DesiredProcess[], current: Doc[], managed: (doc: Doc) => boolean): Plan {
+export function plan(desired: PlannedProcess[], current: Doc[], managed: (doc: Doc) => boolean): Plan {
   const bySlug = new Map(current.map((d) => [String(d.slug), d]));
-  const wanted = new Set(desired.map(slugOf));
+  const wanted = new Set(desired.map(plannedSlug));
   const out: Plan = { create: [], replace: [], remove: [], keep: [] };
   for (const want of desired) {
-    const cur = bySlug.get(slugOf(want));
+    const cur = bySlug.get(plannedSlug(want));
     if (!cur) out.create.push(want);
     else {
       const why = difference(cur, want);
@@ -69,8 +74,8 @@ export function isEmpty(p: Plan): boolean {
 /** One line per process: what will happen to it. */
 export function describePlan(p: Plan, paint = painter(false)): string[] {
   const rows: [string, string][] = [
-    ...p.create.map((w): [string, string] => [slugOf(w), paint('green', 'create')]),
-    ...p.replace.map((r): [string, string] => [slugOf(r.want), `${paint('yellow', 'replace')} (${r.why})`]),
+    ...p.create.map((w): [string, string] => [plannedSlug(w), paint('green', 'create')]),
+    ...p.replace.map((r): [string, string] => [plannedSlug(r.want), `${paint('yellow', 'replace')} (${r.why})`]),
     ...p.remove.map((d): [string, string] => [String(d.slug), paint('red', 'delete')]),
     ...p.keep.map((d): [string, string] => [String(d.slug), paint('gray', 'unchanged')]),
   ];
@@ -86,7 +91,7 @@ export async function execute(client: Client, p: Plan): Promise<Doc[]> {
   const createUrl = await client.link('create', 'process creation');
   const created: Doc[] = [];
   for (const want of [...p.create, ...p.replace.map((r) => r.want)]) {
-    if (want.sourceUrl === null) throw new CliError(`internal: no source URL for ${slugOf(want)}`);
+    if (want.sourceUrl === null) throw new CliError(`internal: no source URL for ${plannedSlug(want)}`);
     created.push(
       await client.json('POST', createUrl, {
         body: { app: want.app, node: want.node, process_type: want.processType, source_url: want.sourceUrl, env: want.env },

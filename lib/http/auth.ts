@@ -11,7 +11,8 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { errorBody, refuseOnSocket } from './errors.js';
+import { errorBody } from '../api/errors.js';
+import { refuseOnSocket } from './errors.js';
 import { isDashboardAsset } from './ui.js';
 
 /** A browser WebSocket offers ['drover', 'drover.token.' + base64url(token)]; the agent answers 'drover'. */

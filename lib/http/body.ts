@@ -4,6 +4,20 @@ import { ApiError } from './errors.js';
 // text/plain is accepted because seed 001's own walkthrough client (aiohttp with a string body) sends it.
 const jsonTypes = /^(application\/json|application\/[\w.+-]+\+json|text\/plain)\s*(;|$)/i;
 
+const notAnObject = () => new ApiError(400, 'request body must be a JSON object');
+
+/** A parsed body as a JSON object: null, an array or a scalar is a 400 (the one place that says so). */
+export function asObject(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw notAnObject();
+  return body as Record<string, unknown>;
+}
+
+/** A JSON object body; an absent or empty one is `{}` where `optional` allows it. */
+export async function readObject(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<Record<string, unknown>> {
+  const body = await readJson(event, maxBytes, opts);
+  return body === undefined ? {} : asObject(body);
+}
+
 /** Reads a JSON request body, bounded in size, with 413/415/400 for what is not acceptable. */
 export async function readJson(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
   const type = event.req.headers.get('content-type');
@@ -13,7 +27,7 @@ export async function readJson(event: H3Event, maxBytes: number, opts: { optiona
   const body = event.req.body;
   if (!body) {
     if (opts.optional) return undefined;
-    throw new ApiError(400, 'request body must be a JSON object');
+    throw notAnObject();
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -34,7 +48,7 @@ export async function readJson(event: H3Event, maxBytes: number, opts: { optiona
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') {
     if (opts.optional) return undefined;
-    throw new ApiError(400, 'request body must be a JSON object');
+    throw notAnObject();
   }
   try {
     return JSON.parse(text);

@@ -8,27 +8,12 @@ import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import { getRouterParam, type H3, type H3Event } from 'h3';
 import { BlobTooLargeError, isBlobId, type BlobInfo, type BlobStore } from '../store/blobs.js';
 import { ApiError } from './errors.js';
-import type { Base } from '../api/links.js';
+import type { Base } from '../api/base.js';
+import { blobDocument } from '../api/data.js';
 
 export interface DataRoutesOptions {
   blobs: BlobStore;
   base: (event: H3Event) => Base;
-}
-
-export function dataUrl(base: Base): string {
-  return `${base.http}/data`;
-}
-
-export function blobDocument(base: Base, info: BlobInfo) {
-  const self = `${dataUrl(base)}/${info.id}`;
-  return {
-    id: info.id,
-    checksum: `sha256:${info.id}`,
-    size: info.size,
-    used_at: info.usedAt.toISOString(),
-    self,
-    blob: `${self}/blob`,
-  };
 }
 
 // Multipart framing around the file is small; anything past this margin is the file's own bytes.

@@ -1,5 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { ConflictError } from '../agent/supervisor.js';
+import { errorBody } from '../api/errors.js';
 
 /** An expected failure of a request: becomes `{"errors": [{status, detail, field?}]}`. */
 export class ApiError extends Error {
@@ -13,8 +15,14 @@ export class ApiError extends Error {
   }
 }
 
-export function errorBody(status: number, detail: string, field?: string) {
-  return { errors: [{ status, detail, ...(field ? { field } : {}) }] };
+/** Runs `work`; a request the process's state does not allow (ConflictError) becomes a 409 naming `field`. */
+export async function conflictsAs409<T>(field: string, work: () => Promise<T> | T): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ConflictError) throw new ApiError(409, err.message, field);
+    throw err;
+  }
 }
 
 export function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {

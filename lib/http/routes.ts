@@ -1,15 +1,18 @@
 import { H3, getRouterParam, type H3Event } from 'h3';
 import type { Config } from '../agent/config.js';
-import { ConflictError, type Supervisor } from '../agent/supervisor.js';
+import type { ManagedProcess, Supervisor } from '../agent/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
 import { StoreWriteError } from '../store/desired.js';
-import { readJson } from './body.js';
+import { baseFromHost, type Base } from '../api/base.js';
+import { errorBody } from '../api/errors.js';
+import { rootDocument } from '../api/root.js';
+import { processView, statusDocument, statusUrl } from '../api/status.js';
+import { readJson, readObject } from './body.js';
 import { registerDataRoutes } from './data.js';
 import { registerControlRoutes } from './control.js';
-import { ApiError, errorBody, jsonResponse } from './errors.js';
+import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
-import { baseFromHost, indexDocument, statusDocument, statusUrl } from '../api/links.js';
 import { validateCreate } from './validate.js';
 import { registerUi } from './ui.js';
 
@@ -32,6 +35,7 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     if (!proc || !proc.actor) throw new ApiError(404, `no process "${slug}"`, 'slug');
     return proc;
   };
+  const status = (b: Base, proc: ManagedProcess) => statusDocument(b, processView(proc));
 
   const app = new H3({
     silent: true,
@@ -57,43 +61,34 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     },
   });
 
-  app.get('/', (event) => indexDocument(base(event)));
+  app.get('/', (event) => rootDocument(base(event)));
   registerInspect(app, supervisor.inspection);
   registerUi(app);
 
   app.get('/list-processes', (event) => {
     const b = base(event);
-    return { processes: supervisor.list().filter((p) => p.actor).map((p) => statusDocument(b, p)) };
+    return { processes: supervisor.list().filter((p) => p.actor).map((p) => status(b, p)) };
   });
 
   app.post('/create-process', async (event) => {
     const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
-    let proc;
-    try {
-      proc = await supervisor.create(req);
-    } catch (err) {
-      if (err instanceof ConflictError) throw new ApiError(409, err.message, 'node');
-      throw err;
-    }
+    const proc = await conflictsAs409('node', () => supervisor.create(req));
     const b = base(event);
     event.res.status = 201;
     event.res.headers.set('location', statusUrl(b, proc.slug));
-    return statusDocument(b, proc);
+    return status(b, proc);
   });
 
-  app.get('/process-status/:slug', (event) => statusDocument(base(event), findProcess(event)));
+  app.get('/process-status/:slug', (event) => status(base(event), findProcess(event)));
 
   app.get('/process-events/:slug', eventsRoute(supervisor));
 
   app.post('/delete-process/:slug', async (event) => {
     const proc = findProcess(event);
     // The delete request document is empty for now; an absent body is fine, a malformed one is not.
-    const body = await readJson(event, MAX_BODY, { optional: true });
-    if (body !== undefined && (typeof body !== 'object' || body === null || Array.isArray(body))) {
-      throw new ApiError(400, 'request body must be a JSON object');
-    }
+    await readObject(event, MAX_BODY, { optional: true });
     await supervisor.delete(proc.slug);
-    return statusDocument(base(event), proc);
+    return status(base(event), proc);
   });
 
   registerDataRoutes(app, { blobs, base });

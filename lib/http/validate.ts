@@ -1,7 +1,10 @@
-import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
+// Checks of request documents: every error is a 400 that names the field at fault.
+import { parseSignal, type SignalId } from '../os/signals.js';
+import { RESTART_POLICIES, type RestartPolicy, type StopOptions } from '../process/machine.js';
 import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
 import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
+import { asObject } from './body.js';
 import { ApiError } from './errors.js';
 
 // app and node become file names under the state directory: a conservative charset, no "..".
@@ -37,8 +40,7 @@ function name(body: Record<string, unknown>, field: string, pattern: RegExp, wha
 
 /** Checks a create request; every error names the field at fault. */
 export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'request body must be a JSON object');
-  const b = body as Record<string, unknown>;
+  const b = asObject(body);
   const app = name(b, 'app', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")');
   const node = name(b, 'node', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no ".."), e.g. "web.0"');
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
@@ -112,4 +114,39 @@ function validateEnv(v: unknown): Record<string, string> {
     env.push([k, val]);
   }
   return Object.fromEntries(env);
+}
+
+/** Control requests take few fields: anything else is refused rather than ignored. */
+export function validateFields(b: Record<string, unknown>, allowed: readonly string[]): Record<string, unknown> {
+  for (const k of Object.keys(b)) {
+    if (!allowed.includes(k)) bad(k.slice(0, 40), allowed.length ? `is not accepted here; use ${allowed.join(', ')}` : 'is not accepted here; send {}');
+  }
+  return b;
+}
+
+function signalField(value: unknown, required: boolean): SignalId | undefined {
+  if (value === undefined && !required) return undefined;
+  if (value === undefined || value === null) bad('signal', 'is required, e.g. "SIGHUP" or 1');
+  const sig = parseSignal(value);
+  if (!sig) bad('signal', `${JSON.stringify(value).slice(0, 40)} is not a signal; use a name like "SIGHUP" or a number from 1 to 64`);
+  return sig;
+}
+
+/** A signal request: `{"signal": "SIGHUP"}` or `{"signal": 1}`. */
+export function validateSignal(b: Record<string, unknown>): SignalId {
+  return signalField(validateFields(b, ['signal']).signal, true)!;
+}
+
+// An hour: a longer grace is more likely a unit mistake than a wish.
+const MAX_GRACE_MS = 60 * 60 * 1000;
+
+/** A stop or restart request: `{signal?, grace_ms?}`. */
+export function validateStop(b: Record<string, unknown>): StopOptions {
+  validateFields(b, ['signal', 'grace_ms']);
+  const signal = signalField(b.signal, false);
+  const g = b.grace_ms;
+  if (g !== undefined && (typeof g !== 'number' || !Number.isInteger(g) || g < 0 || g > MAX_GRACE_MS)) {
+    bad('grace_ms', `must be an integer number of milliseconds from 0 to ${MAX_GRACE_MS}, got ${JSON.stringify(g)?.slice(0, 40)}`);
+  }
+  return { ...(signal ? { signal: signal.number } : {}), ...(g !== undefined ? { graceMs: g as number } : {}) };
 }

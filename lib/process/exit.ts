@@ -1,10 +1,9 @@
 import type { ExitInfo } from '../os/child.js';
-import { round6, usageDocument, type LiveUsage } from '../os/usage.js';
+import { round6, usageDocument } from '../os/usage.js';
 
 /**
- * How a run ended, as the API shows it: the status document's `last_exit`, and the payload
- * for a "child exited" event once the event log exists (issue 3: log exitDetail(exit) when
- * the machine's context.lastExit changes, so both carry the same fields).
+ * How a run ended, as the API shows it: the status document's `last_exit` (lib/api/status.ts)
+ * and the `child_exited` event the event log records (record.ts), so both carry the same fields.
  *
  * `core_dump` is true/false when known: always with the exit helper; without it, false for
  * exit codes and for signals that never dump core, null for those that may (SIGSEGV, ...).
@@ -22,17 +21,5 @@ export function exitDetail(exit: ExitInfo | null) {
     duration: round6((exit.endedAt - exit.startedAt) / 1000),
     ...(exit.error ? { error: exit.error } : {}),
     usage: usageDocument(exit.usage),
-  };
-}
-
-/** A live sample as the API shows it. */
-export function liveDetail(u: LiveUsage | null) {
-  if (!u) return null;
-  return {
-    cpu_percent: u.cpuPercent,
-    rss: u.rss,
-    processes: u.processes,
-    sampled_at: new Date(u.at).toISOString(),
-    method: 'proc' as const,
   };
 }

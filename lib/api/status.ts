@@ -1,0 +1,111 @@
+import type { ExitInfo } from '../os/child.js';
+import type { LiveUsage } from '../os/usage.js';
+import { exitDetail } from '../process/exit.js';
+import type { ProcessState } from '../process/machine.js';
+import type { ManagedProcess, RestartSettings } from '../agent/supervisor.js';
+import type { Base } from './base.js';
+import { envDigest, sourceDigest } from './digest.js';
+import { liveDetail, type StageFigures } from './usage.js';
+
+/**
+ * What the documents show of one process, as plain data: the documents are pure functions
+ * of it (testable without an agent), and `processView` is the only code that knows how a
+ * ManagedProcess holds these fields.
+ */
+export interface ProcessView {
+  slug: string;
+  app: string;
+  node: string;
+  processType: string;
+  sourceUrl: string;
+  env: Record<string, string>;
+  port: number;
+  createdAt: Date;
+  /** When the current (or last) child was started. */
+  startedAt?: Date;
+  restart: RestartSettings;
+  state: ProcessState;
+  pid: number | null;
+  restarts: number;
+  errors: readonly string[];
+  stopped: boolean;
+  lastExit: ExitInfo | null;
+  metrics: { build: StageFigures; run: StageFigures; live: LiveUsage | null; samples: readonly LiveUsage[] };
+}
+
+export function processView(proc: ManagedProcess): ProcessView {
+  const snap = proc.actor.getSnapshot();
+  const ctx = snap.context;
+  return {
+    slug: proc.slug,
+    app: proc.app,
+    node: proc.node,
+    processType: proc.processType,
+    sourceUrl: proc.sourceUrl,
+    env: proc.env,
+    port: proc.port,
+    createdAt: proc.createdAt,
+    startedAt: proc.startedAt,
+    restart: proc.restartSettings,
+    state: snap.value,
+    pid: ctx.pid,
+    restarts: ctx.restarts,
+    errors: ctx.errors,
+    stopped: ctx.stopped,
+    lastExit: ctx.lastExit,
+    metrics: proc.metrics,
+  };
+}
+
+export function statusUrl(base: Base, slug: string): string {
+  return `${base.http}/process-status/${encodeURIComponent(slug)}`;
+}
+
+/** The seed-001 status document plus drover's additions (pid, restarts, errors, ...). */
+export function statusDocument(base: Base, p: ProcessView) {
+  const slug = encodeURIComponent(p.slug);
+  const status = statusUrl(base, p.slug);
+  return {
+    app: p.app,
+    node: p.node,
+    process_type: p.processType,
+    slug: p.slug,
+    state: p.state,
+    attach: `${base.ws}/attach-console/${slug}`,
+    details: status,
+    status,
+    delete: `${base.http}/delete-process/${slug}`,
+    ...controlLinks(base, slug),
+    events: `${base.http}/process-events/${slug}`,
+    pid: p.pid,
+    port: p.port,
+    restarts: p.restarts,
+    created_at: p.createdAt.toISOString(),
+    started_at: p.state === 'running' && p.startedAt ? p.startedAt.toISOString() : null,
+    errors: p.errors,
+    // Names only: values often hold secrets.
+    env_names: Object.keys(p.env),
+    source_digest: sourceDigest(p.sourceUrl),
+    env_digest: envDigest(p.env),
+    stopped: p.stopped,
+    restart_policy: {
+      policy: p.restart.policy,
+      delay_ms: p.restart.delayMs,
+      max_delay_ms: p.restart.maxDelayMs,
+      reset_after_ms: p.restart.resetAfterMs,
+    },
+    last_exit: exitDetail(p.lastExit),
+    usage: liveDetail(p.metrics.live),
+  };
+}
+
+/** Control and metrics links (lib/http/control.ts); `slug` is already URL-encoded. */
+function controlLinks(base: Base, slug: string) {
+  return {
+    signal: `${base.http}/signal-process/${slug}`,
+    stop: `${base.http}/stop-process/${slug}`,
+    start: `${base.http}/start-process/${slug}`,
+    restart: `${base.http}/restart-process/${slug}`,
+    metrics: `${base.http}/process-metrics/${slug}`,
+  };
+}
