@@ -9,6 +9,9 @@ import { bin, spawnAgent } from '../helpers/agent-process.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { waitFor } from '../helpers/wait.js';
 
+// Dozens of CLI processes, one after another: on a slow, shared machine the file needs more than tap's 120 s.
+t.setTimeout(300_000);
+
 const examples = join(import.meta.dirname, '..', '..', 'examples');
 
 async function agentFor(t: Test) {

@@ -114,7 +114,9 @@ t.test('disk trouble while running: the agent keeps supervising and says so, onc
   const dir = t.testdir();
   const url = archives.serve('t.tgz', await pack(writeApp(join(dir, 'ticker'), {
     Procfile: 'web: node ticker.js\n',
-    'ticker.js': `let i = 0; setInterval(() => { for (let k = 0; k < 20; k++) console.log('line ' + i++ + ' ' + 'x'.repeat(100)); }, 5);\n`,
+    // ~256-character lines at ~50 KB/s: a 128 KiB segment fills (and the next one fails) within
+    // seconds, and the in-memory window (1024 events, 256 KiB) keeps the error event for ~5 s.
+    'ticker.js': `let i = 0; setInterval(() => { for (let k = 0; k < 4; k++) console.log('line ' + i++ + ' ' + 'x'.repeat(250)); }, 20);\n`,
   }), join(dir, 't.tgz')));
   const a = agents(t, { eventsMaxBytes: 1024 * 1024 });
   const agent = await a.start();
@@ -136,13 +138,15 @@ t.test('disk trouble while running: the agent keeps supervising and says so, onc
   rmSync(logDir, { recursive: true });
   writeFileSync(logDir, 'not a directory');
   await waitFor(() => a.logs.some((l) => /cannot write the event log/.test(l)), 'the failure on stderr', 30_000);
+  // The error event is in the log as soon as the warning is out, but only the in-memory window
+  // holds it, and output pushes it out: read it at once, before waiting for anything else.
   const doc = await waitForState(created.json.status, 'running');
-  const mark = (await readEvents(`${doc.events}?follow=false&since=0`)).events.at(-1)?.id ?? 0;
+  const recent = (await readEvents(`${doc.events}?follow=false`)).events;
+  t.ok(recent.some((e) => e.type === 'error' && /ENOTDIR/.test(e.message)), 'an error event, readable from memory');
+  const mark = recent.at(-1)?.id ?? 0;
   await waitFor(async () => (await readEvents(`${doc.events}?follow=false&since=${mark}`)).events.length > 100, 'still supervised and streaming');
   t.equal(a.logs.filter((l) => /cannot write the event log/.test(l)).length, 1, 'one warning for the whole run of failures');
   t.match(a.logs.find((l) => /cannot write the event log/.test(l)), /d\.web\.0: cannot write the event log \(ENOTDIR\)/);
-  const recent = (await readEvents(`${doc.events}?follow=false`)).events;
-  t.ok(recent.some((e) => e.type === 'error' && /ENOTDIR/.test(e.message)), 'an error event, readable from memory');
 
   // The disk is back: writes resume, and that is said too.
   rmSync(logDir);

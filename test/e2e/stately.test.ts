@@ -82,8 +82,8 @@ t.test('an agent with an unreachable --inspect-url exits by itself once closed',
   // The compiled agent in a plain Node process that does NOT call process.exit: it can only end
   // when nothing (no timer, no socket) is left holding the event loop.
   const script = `
-    import { startAgent } from ${JSON.stringify(join(root, 'dist', 'lib', 'server.js'))};
-    import { defaults } from ${JSON.stringify(join(root, 'dist', 'lib', 'config.js'))};
+    import { startAgent } from ${JSON.stringify(join(root, 'dist', 'lib', 'http', 'server.js'))};
+    import { defaults } from ${JSON.stringify(join(root, 'dist', 'lib', 'agent', 'config.js'))};
     const agent = await startAgent({ ...defaults, port: 0, stateDir: ${JSON.stringify(dir)}, inspectUrl: ${JSON.stringify(port.url)} }, (l) => console.error(l));
     console.log('started');
     process.stdin.once('data', async () => { await agent.close(); console.log('closed'); });

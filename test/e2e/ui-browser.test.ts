@@ -51,6 +51,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
   await page.waitForFunction(() => [...document.querySelectorAll('#timeline li')].map((li) => li.textContent).join(' ').startsWith('pending downloading building running'));
   t.same((await texts(page, '#timeline li')).slice(0, 4), ['pending', 'downloading', 'building', 'running']);
   await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
+  await waitFor(async () => (await row.locator('.state').textContent()) === 'running', 'the row to show running');
   t.equal(await row.locator('.state').textContent(), 'running');
   const status = await api('GET', `${agent.url}/process-status/demo.web.0`);
   await waitFor(async () => (await fieldValue(page, 'pid')) === String(status.json.pid), 'the pid shown');
@@ -59,6 +60,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
   // The console streams the output.
   await page.waitForFunction(() => /line 3\b/.test(document.getElementById('console')!.innerText));
   t.match(await page.innerText('#console'), /^hello from the page\nline 1\nline 2\n/, 'from its first line, in order');
+  await waitFor(async () => /demo\.web\.0: \d+ lines?/.test((await page.textContent('#console-note')) ?? ''), 'the console note');
   t.match(await page.textContent('#console-note'), /demo\.web\.0: \d+ lines?/);
 
   const doc = status.json;
@@ -74,8 +76,11 @@ t.test('from the page: create a process, watch it reach running, read its consol
 
   await page.click('#btn-stop');
   await page.locator('#btn-start').waitFor();
+  // The start button, the state line and the diagram are updated by different messages: wait for each.
+  await waitFor(async () => (await page.textContent('#detail-state')) === 'exited (stopped)', 'the detail state to say stopped');
   t.equal(await page.textContent('#detail-state'), 'exited (stopped)');
   await page.locator('#diagram g.node.current[data-state="exited"]').waitFor();
+  await page.locator('#btn-stop').waitFor({ state: 'hidden' });
   t.ok(await page.locator('#btn-stop').isHidden(), 'stop gives way to start');
   t.same(liveGroupMembers(restartedPid), [], 'stopped: no process left');
   t.equal((await api('GET', doc.status)).json.stopped, true);
@@ -89,6 +94,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
 
   // Delete takes two clicks.
   await page.click('#btn-delete');
+  await waitFor(async () => (await page.textContent('#btn-delete')) === 'Confirm delete', 'the delete button to ask for confirmation');
   t.equal(await page.textContent('#btn-delete'), 'Confirm delete');
   t.equal((await api('GET', `${agent.url}/list-processes`)).json.processes.length, 1, 'one click deletes nothing');
   await page.click('#btn-delete');
@@ -96,6 +102,7 @@ t.test('from the page: create a process, watch it reach running, read its consol
   await row.waitFor({ state: 'detached' });
   t.same((await api('GET', `${agent.url}/list-processes`)).json.processes, []);
   t.same(liveGroupMembers(finalPid), [], 'the process group is gone');
+  await waitFor(async () => (await page.textContent('#shown')) === '0 processes', 'the count to drop to 0');
   t.equal(await page.textContent('#shown'), '0 processes');
   t.same(errors, [], 'no errors in the browser console');
 });

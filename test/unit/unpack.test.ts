@@ -1,46 +1,16 @@
-import { existsSync, lstatSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
 import * as tar from 'tar';
-import yazl from 'yazl';
 import { ReleaseError } from '../../lib/release/errors.js';
-import { detectFormat, unpack } from '../../lib/release/unpack.js';
+import { detectFormat, RATIO_FLOOR, unpack } from '../../lib/release/unpack.js';
+import { rawTar, renameInZip, zipOf, type TarEntry } from '../helpers/hostile.js';
 
 // ---- fixture helpers -------------------------------------------------------
-
-interface RawEntry {
-  path: string;
-  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'CharacterDevice' | 'FIFO' | 'GlobalExtendedHeader';
-  body?: string | Buffer;
-  linkpath?: string;
-  mode?: number;
-}
-
-/** A tar built block by block with node-tar's Header, so it can hold entries no sane packer would write. */
-function rawTar(entries: RawEntry[]): Buffer {
-  const blocks: Buffer[] = [];
-  for (const e of entries) {
-    const body = Buffer.from(e.body ?? '');
-    const type = e.type ?? 'File';
-    const h = new tar.Header({
-      path: e.path,
-      type,
-      linkpath: e.linkpath,
-      mode: e.mode ?? (type === 'Directory' ? 0o755 : 0o644),
-      size: body.length,
-      mtime: new Date(1700000000000),
-      uid: 1000,
-      gid: 1000,
-    });
-    h.encode();
-    blocks.push(h.block!, body, Buffer.alloc((512 - (body.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
-}
 
 /** One pax record: "<len> key=value\n", where len counts itself. */
 function paxRecord(key: string, value: string): string {
@@ -58,41 +28,6 @@ async function makeTree(root: string, files: Record<string, string | { body: str
     await writeFile(p, body);
     if (typeof spec !== 'string') await chmod(p, spec.mode);
   }
-}
-
-interface ZipItem {
-  name: string;
-  body?: string;
-  mode?: number;
-  dir?: boolean;
-}
-
-function makeZip(items: ZipItem[]): Promise<Buffer> {
-  const zip = new yazl.ZipFile();
-  for (const it of items) {
-    if (it.dir) zip.addEmptyDirectory(it.name, it.mode != null ? { mode: it.mode } : {});
-    else zip.addBuffer(Buffer.from(it.body ?? ''), it.name, it.mode != null ? { mode: it.mode } : {});
-  }
-  zip.end();
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    zip.outputStream.on('data', (c: Buffer) => chunks.push(c));
-    zip.outputStream.on('end', () => resolve(Buffer.concat(chunks)));
-    zip.outputStream.on('error', reject);
-  });
-}
-
-/** yazl refuses unsafe names, so write a same-length placeholder and patch the bytes. */
-function renameInZip(zip: Buffer, from: string, to: string): Buffer {
-  if (from.length !== to.length) throw new Error('names must have equal length');
-  const out = Buffer.from(zip);
-  let n = 0;
-  for (let i = out.indexOf(from); i !== -1; i = out.indexOf(from, i + 1)) {
-    out.write(to, i, 'latin1');
-    n++;
-  }
-  if (n !== 2) throw new Error(`expected the name in local and central headers, found ${n}`);
-  return out;
 }
 
 async function rejectsRelease(t: Tap, p: Promise<unknown>, re: RegExp): Promise<void> {
@@ -120,11 +55,11 @@ t.test('detectFormat sniffs magic bytes, not names', async (t) => {
   t.equal(await detectFormat(plain), 'tar');
 
   const zip = path.join(dir, 'c.tar');
-  writeFileSync(zip, await makeZip([{ name: 'Procfile', body: 'web: x\n' }]));
+  writeFileSync(zip, await zipOf([{ name: 'Procfile', body: 'web: x\n' }]));
   t.equal(await detectFormat(zip), 'zip');
 
   const emptyZip = path.join(dir, 'empty.zip');
-  const emptyBytes = await makeZip([]);
+  const emptyBytes = await zipOf([]);
   t.equal(emptyBytes.readUInt32LE(0), 0x06054b50, 'fixture really is the empty-zip form');
   writeFileSync(emptyZip, emptyBytes);
   t.equal(await detectFormat(emptyZip), 'zip');
@@ -200,7 +135,7 @@ t.test('unpacks zip: files, dirs, exec bits, safe symlinks, single root dir', as
   const file = path.join(dir, 'app.zip');
   writeFileSync(
     file,
-    await makeZip([
+    await zipOf([
       { name: 'app-main/', dir: true },
       { name: 'app-main/Procfile', body: 'web: ./bin/run\n' },
       { name: 'app-main/bin/run', body: '#!/bin/sh\n', mode: 0o104755 }, // setuid must be dropped
@@ -245,7 +180,7 @@ t.test('tar: special files skipped, setuid dropped, safe links kept', async (t) 
 // ---- hostile archives ------------------------------------------------------
 
 t.test('tar entries that escape are rejected and nothing is left behind', async (t) => {
-  const cases: Array<[string, RawEntry[], RegExp]> = [
+  const cases: Array<[string, TarEntry[], RegExp]> = [
     ['dot-dot path', [{ path: 'ok', body: '1' }, { path: '../evil', body: 'x' }], /^archive entry "\.\.\/evil" escapes the release directory$/],
     ['nested dot-dot', [{ path: 'a/../../evil', body: 'x' }], /escapes the release directory/],
     ['absolute path', [{ path: '/tmp/drover-evil', body: 'x' }], /^archive entry "\/tmp\/drover-evil" has an absolute path$/],
@@ -297,14 +232,14 @@ t.test('tar entries that escape are rejected and nothing is left behind', async 
 
 t.test('zip entries that escape are rejected', async (t) => {
   const cases: Array<[string, () => Promise<Buffer>, RegExp]> = [
-    ['dot-dot name', async () => renameInZip(await makeZip([{ name: 'AA/evil', body: 'x' }]), 'AA/evil', '../evil'), /^archive entry "\.\.\/evil" escapes the release directory$/],
-    ['absolute name', async () => renameInZip(await makeZip([{ name: 'Xtmp/evil', body: 'x' }]), 'Xtmp/evil', '/tmp/evil'), /archive entry "\/tmp\/evil" escapes/],
-    ['symlink out', () => makeZip([{ name: 'link', body: '../../etc', mode: 0o120777 }]), /^archive symlink "link" -> "\.\.\/\.\.\/etc" escapes/],
-    ['absolute symlink', () => makeZip([{ name: 'link', body: '/etc', mode: 0o120777 }]), /symlink "link" -> "\/etc" escapes/],
+    ['dot-dot name', async () => renameInZip(await zipOf([{ name: 'AA/evil', body: 'x' }]), 'AA/evil', '../evil'), /^archive entry "\.\.\/evil" escapes the release directory$/],
+    ['absolute name', async () => renameInZip(await zipOf([{ name: 'Xtmp/evil', body: 'x' }]), 'Xtmp/evil', '/tmp/evil'), /archive entry "\/tmp\/evil" escapes/],
+    ['symlink out', () => zipOf([{ name: 'link', body: '../../etc', mode: 0o120777 }]), /^archive symlink "link" -> "\.\.\/\.\.\/etc" escapes/],
+    ['absolute symlink', () => zipOf([{ name: 'link', body: '/etc', mode: 0o120777 }]), /symlink "link" -> "\/etc" escapes/],
     [
       'write through a symlink',
       () =>
-        makeZip([
+        zipOf([
           { name: 'sub/', dir: true },
           { name: 'l', body: 'sub', mode: 0o120777 },
           { name: 'l/x', body: 'x' },
@@ -336,7 +271,7 @@ t.test('entry-count cap', async (t) => {
   t.equal(await unpack(tarFile, path.join(dir, 'o2'), { maxEntries: 5 }), path.join(dir, 'o2'), 'exactly at the cap is fine');
 
   const zipFile = path.join(dir, 'many.zip');
-  writeFileSync(zipFile, await makeZip(entries.map((e) => ({ name: e.path, body: e.body }))));
+  writeFileSync(zipFile, await zipOf(entries.map((e) => ({ name: e.path, body: e.body }))));
   await rejectsRelease(t, unpack(zipFile, path.join(dir, 'o3'), { maxEntries: 3 }), /^archive has more than 3 entries$/);
   t.notOk(existsSync(path.join(dir, 'o3')));
 });
@@ -353,7 +288,7 @@ t.test('uncompressed size cap (a small, highly compressible bomb)', async (t) =>
   t.equal(statSync(path.join(dir, 'o2/big')).size, 200_000);
 
   const zipFile = path.join(dir, 'bomb.zip');
-  writeFileSync(zipFile, await makeZip([{ name: 'a', body: 'x' }, { name: 'big', body: big.toString() }]));
+  writeFileSync(zipFile, await zipOf([{ name: 'a', body: 'x' }, { name: 'big', body: big.toString() }]));
   await rejectsRelease(t, unpack(zipFile, path.join(dir, 'o3'), { maxBytes: 100_000 }), /^archive exceeds 100000 bytes uncompressed$/);
   t.notOk(existsSync(path.join(dir, 'o3')));
 });
@@ -361,7 +296,7 @@ t.test('uncompressed size cap (a small, highly compressible bomb)', async (t) =>
 t.test('zip whose headers understate the real size is rejected', async (t) => {
   const dir = t.testdir();
   const body = 'b'.repeat(5000);
-  let zip = await makeZip([{ name: 'liar', body }]);
+  let zip = await zipOf([{ name: 'liar', body }]);
   // Patch the central directory's uncompressed size (offset 24 in its 46-byte header) to 10.
   const cd = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
   t.equal(zip.readUInt32LE(cd + 24), 5000);
@@ -407,7 +342,7 @@ t.test('abort: already aborted, and mid-unpack', async (t) => {
   const zdir = path.join(dir, 'z');
   await mkdir(zdir);
   const zipFile = path.join(zdir, 'many.zip');
-  writeFileSync(zipFile, await makeZip(entries.slice(0, 500).map((e) => ({ name: e.path, body: e.body }))));
+  writeFileSync(zipFile, await zipOf(entries.slice(0, 500).map((e) => ({ name: e.path, body: e.body }))));
   const ac2 = new AbortController();
   const zdest = path.join(zdir, 'out');
   const zp = unpack(zipFile, zdest, { signal: ac2.signal }).then(
@@ -418,4 +353,107 @@ t.test('abort: already aborted, and mid-unpack', async (t) => {
   ac2.abort();
   t.equal(await zp, 'AbortError');
   t.notOk(existsSync(zdest));
+});
+
+// ---- limits: compression ratio, modes -------------------------------------
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  return p.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (err: Error) => err,
+  );
+}
+
+const MiB = 1024 * 1024;
+
+t.test('a decompression bomb is refused by the ratio check and nothing is left', async (t) => {
+  const dir = t.testdir();
+  const zeros = Buffer.alloc(RATIO_FLOOR + 4 * MiB); // just past the floor: the ratio decides, not the size cap
+  const tarBomb = path.join(dir, 'bomb.tar.gz');
+  writeFileSync(tarBomb, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'zeros', body: zeros }]), { level: 9 }));
+  const zipBomb = path.join(dir, 'bomb.zip');
+  writeFileSync(zipBomb, await zipOf([{ name: 'Procfile', body: 'web: x\n' }, { name: 'zeros', body: zeros }]));
+  for (const file of [tarBomb, zipBomb]) {
+    const size = statSync(file).size;
+    t.ok(size * 100 < zeros.length, `the fixture compresses better than 100:1 (${size} bytes)`);
+    const dest = path.join(dir, `out-${path.basename(file)}`);
+    const err = await rejection(unpack(file, dest));
+    t.type(err, ReleaseError);
+    t.match(err.message, new RegExp(`^archive expands to more than 100 times its size \\(\\d+ bytes from ${size}\\): refusing a likely decompression bomb$`));
+    t.notOk(existsSync(dest), 'nothing is left behind');
+  }
+  // The same archive is fine for an operator who raised the ratio.
+  const ok = path.join(dir, 'ok');
+  await unpack(zipBomb, ok, { maxRatio: 100_000 });
+  t.equal(statSync(path.join(ok, 'zeros')).size, zeros.length);
+});
+
+t.test('the ratio counts the whole archive: many small entries add up', async (t) => {
+  const dir = t.testdir();
+  const entries = Array.from({ length: 20 }, (_, i) => ({ path: `part${i}`, body: Buffer.alloc(MiB) }));
+  const file = path.join(dir, 'parts.tar.gz');
+  writeFileSync(file, gzipSync(rawTar(entries), { level: 9 }));
+  const dest = path.join(dir, 'out');
+  const err = await rejection(unpack(file, dest));
+  t.match(err.message, /refusing a likely decompression bomb/);
+  t.notOk(existsSync(dest));
+});
+
+t.test('below the floor, small archives may compress as well as they like', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'small.tar.gz');
+  writeFileSync(file, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'zeros', body: Buffer.alloc(4 * MiB) }]), { level: 9 }));
+  t.ok(statSync(file).size * 500 < 4 * MiB, 'ratio well over 500');
+  await unpack(file, path.join(dir, 'out'));
+  t.equal(statSync(path.join(dir, 'out', 'zeros')).size, 4 * MiB);
+});
+
+t.test('an ordinary archive past the floor passes at the default ratio, and fails a strict one', async (t) => {
+  const dir = t.testdir();
+  // Hex text compresses about 2:1, like source code does a little worse.
+  const text = Buffer.from(randomBytes(RATIO_FLOOR / 2 + MiB).toString('hex'));
+  const file = path.join(dir, 'text.tar.gz');
+  writeFileSync(file, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'data.hex', body: text }])));
+  await unpack(file, path.join(dir, 'out'));
+  t.equal(statSync(path.join(dir, 'out', 'data.hex')).size, text.length);
+  const err = await rejection(unpack(file, path.join(dir, 'strict'), { maxRatio: 1 }));
+  t.match(err.message, /^archive expands to more than 1 times its size/);
+});
+
+t.test('no group or world write, no setuid, setgid or sticky bits from an archive', async (t) => {
+  const dir = t.testdir();
+  const entries = [
+    { path: 'open/', type: 'Directory' as const, mode: 0o777 },
+    { path: 'open/all', body: 'x', mode: 0o777 },
+    { path: 'open/rw', body: 'x', mode: 0o666 },
+    { path: 'suid', body: 'x', mode: 0o4775 },
+    { path: 'sticky/', type: 'Directory' as const, mode: 0o1777 },
+    { path: 'implied/dir/file', body: 'x', mode: 0o600 },
+  ];
+  const file = path.join(dir, 'modes.tar');
+  writeFileSync(file, rawTar(entries));
+  const zipFile = path.join(dir, 'modes.zip');
+  writeFileSync(zipFile, await zipOf([
+    { name: 'open/', dir: true, mode: 0o40777 },
+    { name: 'open/all', body: 'x', mode: 0o100777 },
+    { name: 'open/rw', body: 'x', mode: 0o100666 },
+    { name: 'suid', body: 'x', mode: 0o104775 },
+    { name: 'sticky/', dir: true, mode: 0o41777 },
+    { name: 'implied/dir/file', body: 'x', mode: 0o100600 },
+  ]));
+  for (const f of [file, zipFile]) {
+    const out = path.join(dir, `out-${path.extname(f)}`);
+    await unpack(f, out);
+    const mode = (p: string) => statSync(path.join(out, p)).mode & 0o7777;
+    t.equal(mode('open'), 0o755, `${f}: directory`);
+    t.equal(mode('open/all'), 0o755);
+    t.equal(mode('open/rw'), 0o644);
+    t.equal(mode('suid'), 0o755);
+    t.equal(mode('sticky'), 0o755);
+    t.equal(mode('implied/dir/file'), 0o600);
+    t.notOk(mode('implied') & 0o022, 'implied directories are not group/world writable');
+    t.same(readdirSync(out).sort(), ['implied', 'open', 'sticky', 'suid']);
+  }
 });
