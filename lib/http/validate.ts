@@ -1,4 +1,4 @@
-import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
+import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
 import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
 import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
