@@ -6,20 +6,21 @@
 // and `building` does not run the buildpack steps (npm ci, pip install) — a working copy is
 // the developer's, and like foreman we run it as it is. `building` only resolves the Procfile
 // entry and the environment, which is what a start needs.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
-import { buildEnvPath } from '../release/build.js';
-import { agentEnv, childEnv, readDotenv } from '../release/env.js';
-import { describeTypes, parseProcfile } from '../release/procfile.js';
+import { agentEnv } from '../release/env.js';
+import { resolveLaunch, type Launch, type Procfile } from '../release/launch.js';
 import type { BackoffPolicy } from '../process/backoff.js';
-import { Child, type ExitInfo, type OutputStream } from '../os/child.js';
+import { diffSnapshots, type SnapshotView } from '../process/changes.js';
+import { Child, type ExitInfo, type GroupSampler, type OutputStream } from '../os/child.js';
 import { processMachine, type ProcessDeps } from '../process/machine.js';
+import { exitNotice } from '../process/wording.js';
 import { signalGroup } from '../os/proc.js';
 
 export interface ForegroundOptions {
   /** The app directory (holds the Procfile). */
   dir: string;
+  /** Its Procfile, read once by the caller (through the agent's safe read) for every process. */
+  procfile: Procfile;
   /** The app's name, for DROVER_APP and slugs (the directory's name by default). */
   app: string;
   /** Process types in order, with how many of each. */
@@ -33,6 +34,8 @@ export interface ForegroundOptions {
   stopGraceMs: number;
   backoff: BackoffPolicy;
   maxLineLength?: number;
+  /** Measures each run (the /proc sampler on Linux, pidusage elsewhere); its totals follow each exit. */
+  sampler?: GroupSampler;
   onLine: (name: string, stream: OutputStream, line: string) => void;
   /** A change worth telling the user about (started, exited, restarting, failed). */
   onNotice: (name: string, message: string, bad: boolean) => void;
@@ -45,17 +48,14 @@ export interface ForegroundProcess {
   actor: Actor<typeof processMachine>;
 }
 
-interface Launch {
-  command: string;
-  cwd: string;
-  env: Record<string, string>;
-}
-
-function describeExit(exit: ExitInfo | null): string {
-  if (!exit) return 'exited';
-  if (exit.error) return exit.error;
-  if (exit.signal) return `killed by ${exit.signal}`;
-  return `exited with code ${exit.code}`;
+/** A run's CPU and peak memory, when the sampler caught it running; null otherwise. */
+export function usageNotice(exit: ExitInfo | null): string | null {
+  const u = exit?.usage;
+  if (!u || (u.utime === null && u.maxrss === null)) return null;
+  const parts: string[] = [];
+  if (u.utime !== null) parts.push(`cpu ${(u.utime + (u.stime ?? 0)).toFixed(2)} s`);
+  if (u.maxrss !== null) parts.push(`peak memory ${(u.maxrss / 1024 / 1024).toFixed(1)} MB`);
+  return `used ${parts.join(', ')}`;
 }
 
 export class ForegroundRunner {
@@ -104,48 +104,51 @@ export class ForegroundRunner {
   }
 
   private watch(name: string, actor: Actor<typeof processMachine>): void {
-    let prev = 'pending';
-    let announced: number | null = null;
+    let last: SnapshotView = { value: 'pending', context: actor.getSnapshot().context };
     actor.subscribe((snap) => {
       const state = String(snap.value);
       const ctx = snap.context;
+      const changed = diffSnapshots(last, { value: state, context: ctx });
+      const prev = last.value;
+      last = { value: state, context: ctx };
       // `running` is entered before the child reports its pid: announce once the pid is known.
-      if (state === 'running' && ctx.pid && ctx.pid !== announced) {
-        announced = ctx.pid;
-        this.opts.onNotice(name, `started with pid ${ctx.pid}`, false);
+      if (state === 'running' && ctx.pid && changed.pid) this.opts.onNotice(name, `started with pid ${ctx.pid}`, false);
+      if (!changed.state) return;
+      if (state === 'exited') {
+        this.opts.onNotice(name, exitNotice(ctx.lastExit), ctx.lastExit?.code !== 0);
+        const used = usageNotice(ctx.lastExit);
+        if (used) this.opts.onNotice(name, used, false);
       }
-      if (state === prev) return;
-      if (state === 'exited') this.opts.onNotice(name, describeExit(ctx.lastExit), ctx.lastExit?.code !== 0);
       if (state === 'restarting') {
         if (prev === 'downloading' || prev === 'building') this.opts.onNotice(name, `cannot start: ${ctx.errors[ctx.errors.length - 1]}`, true);
         this.opts.onNotice(name, ctx.restartDelayMs > 0 ? `restarting in ${(ctx.restartDelayMs / 1000).toFixed(1)} s` : 'restarting', false);
       }
-      if (state === 'deleted') this.opts.onNotice(name, prev === 'running' ? `stopped (${describeExit(ctx.lastExit)})` : 'stopped', false);
-      prev = state;
+      if (state === 'deleted') this.opts.onNotice(name, prev === 'running' ? `stopped (${exitNotice(ctx.lastExit)})` : 'stopped', false);
     });
   }
 
-  private deps(name: string, type: string, port: number): ProcessDeps {
-    const { dir, app } = this.opts;
+  private deps(name: string, type: string, port: number): ProcessDeps<string, Launch> {
+    const { dir, app, procfile } = this.opts;
     return {
       download: async () => dir,
-      build: async (): Promise<Launch> => {
-        const entries = parseProcfile(await readFile(join(dir, 'Procfile')));
-        const entry = entries.get(type);
-        if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(entries)}`);
-        const env = childEnv({
-          agent: this.baseEnv,
-          dotenv: this.opts.dotenv ?? (await readDotenv(dir)),
-          procfile: entry.env,
-          request: this.opts.env,
+      build: () =>
+        resolveLaunch({
+          dir,
+          spec: { kind: 'procfile', processType: type },
+          procfile,
+          agentEnv: this.baseEnv,
+          env: this.opts.env,
+          dotenv: this.opts.dotenv,
           port,
           identity: { app, node: name, slug: `${app}.${name}`, processType: type },
-        });
-        env.PATH = buildEnvPath(dir, env.PATH ?? '');
-        return { command: entry.command, cwd: dir, env };
-      },
+        }),
       start: (launch) =>
-        new Child({ ...(launch as Launch), onLine: (stream, line) => this.opts.onLine(name, stream, line), maxLineLength: this.opts.maxLineLength }),
+        new Child({
+          ...launch,
+          onLine: (stream, line) => this.opts.onLine(name, stream, line),
+          maxLineLength: this.opts.maxLineLength,
+          sampler: this.opts.sampler,
+        }),
       backoff: this.opts.backoff,
       stopGraceMs: this.opts.stopGraceMs,
     };

@@ -1,21 +1,22 @@
-import { join } from 'node:path';
+import { slugOf } from '../process/slug.js';
 import { createActor, type Actor } from 'xstate';
 import type { Config } from './config.js';
 import { ReleaseCache, type Archive } from '../release/cache.js';
-import type { DesiredProcess } from '../store/desired.js';
+import { specOf, type DesiredProcess, type RestartRequest } from '../store/desired.js';
 import type { EventLog } from '../store/event-log/log.js';
 import type { Store } from '../store/store.js';
-import { agentEnv, childEnv, readDotenv } from '../release/env.js';
-import { buildEnvPath } from '../release/build.js';
-import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile } from '../release/procfile.js';
-import { readSmallFile } from '../release/small-file.js';
+import { agentEnv } from '../release/env.js';
+import { resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
 import { Child } from '../os/child.js';
 import { userEnv, type RunAs } from '../os/identity.js';
+import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
 import { groupMeter, type GroupMeter } from '../os/meter.js';
-import { processMachine, shouldRestart, type ProcessDeps, type ProcessState, type RestartPolicy } from '../process/machine.js';
+import { processMachine, type ProcessDeps } from '../process/machine.js';
 import { ProcessMetrics } from '../process/metrics.js';
+import { shouldRestart, type RestartPolicy } from '../process/policy.js';
+import { message } from '../process/wording.js';
 import { OutputHub } from './output.js';
 import { PortPool } from '../os/ports.js';
 import { signalGroup } from '../os/proc.js';
@@ -23,22 +24,10 @@ import { ProcessRecorder } from '../process/record.js';
 import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
 
-export interface CreateRequest {
-  app: string;
-  node: string;
-  processType: string;
-  sourceUrl: string;
-  env: Record<string, string>;
-  /** Restart policy and backoff; the agent's settings fill in what is not given. */
-  restart?: RestartRequest;
-}
+/** What a create request asks for; the agent adds the slug, the port and the time. */
+export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'>;
 
-export interface RestartRequest {
-  policy?: RestartPolicy;
-  delayMs?: number;
-  maxDelayMs?: number;
-  resetAfterMs?: number;
-}
+export type { RestartRequest };
 
 /** The restart policy in force for a process. */
 export interface RestartSettings {
@@ -48,27 +37,59 @@ export interface RestartSettings {
   resetAfterMs: number;
 }
 
-/** What a process needs to start its command: produced by `building`, reused on every restart. */
-export interface Launch {
-  command: string;
-  cwd: string;
-  env: Record<string, string>;
-}
+export type { Launch };
 
-export interface ManagedProcess extends CreateRequest {
-  slug: string;
-  createdAt: Date;
-  port: number;
-  actor: Actor<typeof processMachine>;
-  output: OutputHub;
+type ProcessActor = Actor<typeof processMachine>;
+
+/** A supervised process: its saved record (the one copy of what was asked for) and what runs it. */
+export class ManagedProcess {
+  readonly createdAt: Date;
+  readonly actor: ProcessActor;
   /** When the current (or last) child was started. */
   startedAt?: Date;
-  metrics: ProcessMetrics;
-  restartSettings: RestartSettings;
-  /** Its event log; every output line passes through it first, and gets its id there. */
-  events: EventLog;
+  /** The save of the record's last `stopped` change; see saved(). */
+  saving: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly record: DesiredProcess,
+    /** Its event log; every output line passes through it first, and gets its id there. */
+    readonly events: EventLog,
+    readonly output: OutputHub,
+    readonly metrics: ProcessMetrics,
+    readonly restartSettings: RestartSettings,
+    actorFor: (proc: ManagedProcess) => ProcessActor,
+  ) {
+    this.createdAt = new Date(record.createdAt);
+    this.actor = actorFor(this);
+  }
+
+  // Read through to the record, so the status documents see what is saved.
+  get slug(): string {
+    return this.record.slug;
+  }
+  get app(): string {
+    return this.record.app;
+  }
+  get node(): string {
+    return this.record.node;
+  }
+  get processType(): string {
+    return this.record.processType;
+  }
+  get sourceUrl(): string {
+    return this.record.sourceUrl;
+  }
+  get env(): Record<string, string> {
+    return this.record.env;
+  }
+  get port(): number {
+    return this.record.port;
+  }
+
   /** Resolves once its saved desired state reflects a stop or start that has taken effect. */
-  saved(): Promise<void>;
+  saved(): Promise<void> {
+    return this.saving;
+  }
 }
 
 export class ConflictError extends Error {}
@@ -78,13 +99,13 @@ function oneLine(text: string): string {
   return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
-export function slugOf(app: string, node: string): string {
-  return `${app}.${node}`;
-}
+export { slugOf };
 
 /** Owns every process actor: creates them, routes deletes, stops them all on shutdown. */
 export class Supervisor {
   private readonly procs = new Map<string, ManagedProcess>();
+  /** Slugs claimed by a create or restore still under way, so a concurrent twin gets 409. */
+  private readonly reserved = new Set<string>();
   private readonly deletions = new Map<string, Promise<void>>();
   /** Set by shutdown: a create still in flight is saved but not started (the next agent starts it). */
   private closing = false;
@@ -140,9 +161,8 @@ export class Supervisor {
    */
   async create(req: CreateRequest): Promise<ManagedProcess> {
     const slug = slugOf(req.app, req.node);
-    if (this.procs.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
-    const placeholder = {} as ManagedProcess;
-    this.procs.set(slug, placeholder); // claim the slug before awaiting, so a concurrent twin gets 409
+    if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
+    this.reserved.add(slug); // before awaiting, so a concurrent twin gets 409
     let port = 0;
     let events: EventLog | undefined;
     try {
@@ -155,95 +175,69 @@ export class Supervisor {
         processType: req.processType,
         sourceUrl: req.sourceUrl,
         env: { ...req.env },
+        ...(req.argv ? { argv: req.argv } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
         port,
         createdAt: new Date().toISOString(),
       };
       await this.store.desired.put(record);
-      return this.launch(placeholder, record, events, false);
+      return this.launch(record, events, false);
     } catch (err) {
-      this.procs.delete(slug);
       if (port) this.ports.release(port);
       if (events) await this.store.events.abandon(slug);
       throw err;
+    } finally {
+      this.reserved.delete(slug);
     }
   }
 
   /** Brings back a process the previous agent had, with its port and its event log. */
   async restore(record: DesiredProcess): Promise<ManagedProcess> {
-    const placeholder = {} as ManagedProcess;
-    this.procs.set(record.slug, placeholder);
+    this.reserved.add(record.slug);
     this.ports.claim(record.port);
     try {
       const events = await this.store.events.open(record.slug);
       events.append('agent_restarted', { agent_pid: process.pid });
-      return this.launch(placeholder, record, events, true);
+      return this.launch(record, events, true);
     } catch (err) {
-      this.procs.delete(record.slug);
       this.ports.release(record.port);
       throw err;
+    } finally {
+      this.reserved.delete(record.slug);
     }
   }
 
-  private launch(placeholder: ManagedProcess, record: DesiredProcess, events: EventLog, restored: boolean): ManagedProcess {
-    const { slug, port } = record;
-    const req = record.restart;
-    // The log numbers each line before any client sees it.
-    const output = new OutputHub((stream, line) => events.output(stream, line));
-    const metrics = new ProcessMetrics(this.config.usageSamples);
-    const restartSettings: RestartSettings = {
+  /** The policy the request asked for, with the agent's settings for what it left out. */
+  private restartSettings(req: RestartRequest | undefined): RestartSettings {
+    return {
       policy: req?.policy ?? 'always',
       delayMs: req?.delayMs ?? this.config.backoffInitialMs,
       maxDelayMs: req?.maxDelayMs ?? Math.max(this.config.backoffMaxMs, req?.delayMs ?? 0),
       resetAfterMs: req?.resetAfterMs ?? this.config.backoffResetMs,
     };
-    const deps = this.deps(placeholder, record, output, events, metrics, restartSettings, restored);
+  }
+
+  /** Creates the actor of a saved record, registers it and starts it on the next turn. */
+  private launch(record: DesiredProcess, events: EventLog, restored: boolean): ManagedProcess {
+    const { slug, port } = record;
+    // The log numbers each line before any client sees it.
+    const output = new OutputHub((stream, line) => events.output(stream, line));
+    const settings = this.restartSettings(record.restart);
     const recorder = new ProcessRecorder(events, port);
     const observe = this.inspection.observer(slug);
-    const proc: ManagedProcess = Object.assign(placeholder, {
-      app: record.app,
-      node: record.node,
-      processType: record.processType,
-      sourceUrl: record.sourceUrl,
-      env: record.env,
-      ...(record.restart ? { restart: record.restart } : {}),
-      slug,
-      createdAt: new Date(record.createdAt),
-      port,
-      output,
-      metrics,
-      restartSettings,
-      events,
-      actor: createActor(processMachine, {
+    const proc = new ManagedProcess(record, events, output, new ProcessMetrics(this.config.usageSamples), settings, (self) =>
+      createActor(processMachine, {
         id: slug,
-        input: { deps, maxErrors: this.config.maxErrors, policy: restartSettings.policy },
+        input: { deps: this.deps(self, restored), maxErrors: this.config.maxErrors, policy: settings.policy },
         inspect: (ev) => {
           recorder.inspect(ev);
           observe(ev);
         },
       }),
-    });
+    );
+    this.procs.set(slug, proc);
     recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created');
-    let errors = proc.actor.getSnapshot().context.errors;
-    let down = Boolean(record.stopped);
-    let saving = Promise.resolve();
-    proc.saved = () => saving;
-    proc.actor.subscribe((snap) => {
-      // The machine replaces `errors` whenever it adds one: each new entry is also a warning on stderr.
-      if (snap.context.errors !== errors) {
-        errors = snap.context.errors;
-        if (errors.length > 0) this.log(`drover: ${slug}: ${oneLine(errors[errors.length - 1])}`);
-      }
-      // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
-      // after an agent restart. `pending` (where a restored process starts) decides nothing.
-      const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
-      // Never once a delete is under way: saving would bring the process back.
-      if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing && !this.deletions.has(slug)) {
-        down = isDown;
-        record.stopped = isDown || undefined;
-        saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
-      }
-    });
+    this.watch(proc);
     proc.actor.start();
     if (!this.closing) {
       // A process that was kept down comes back down; the rest start again.
@@ -252,13 +246,36 @@ export class Supervisor {
     return proc;
   }
 
+  /** Warns of each new error, and saves whether the process is kept down when that changes. */
+  private watch(proc: ManagedProcess): void {
+    const { slug, record } = proc;
+    const view = (snap: ReturnType<typeof proc.actor.getSnapshot>): SnapshotView => ({ value: snap.value, context: snap.context });
+    let prev = view(proc.actor.getSnapshot());
+    let down = Boolean(record.stopped);
+    proc.actor.subscribe((snap) => {
+      const next = view(snap);
+      const { newError } = diffSnapshots(prev, next);
+      prev = next;
+      if (newError !== null) this.log(`drover: ${slug}: ${oneLine(newError)}`);
+      // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
+      // after an agent restart. `pending` (where a restored process starts) decides nothing.
+      const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
+      // Never once a delete is under way: saving would bring the process back.
+      if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing && !this.deletions.has(slug)) {
+        down = isDown;
+        record.stopped = isDown || undefined;
+        proc.saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
+      }
+    });
+  }
+
   /**
    * Deletes a process in any state; resolves once its child is gone. The deletion is durable
    * before anything is stopped; if it cannot be saved, nothing changes and this throws.
    */
   async delete(slug: string): Promise<boolean> {
     const proc = this.procs.get(slug);
-    if (!proc || !proc.actor) return false;
+    if (!proc) return false;
     let deletion = this.deletions.get(slug);
     if (!deletion) {
       deletion = (async () => {
@@ -281,7 +298,7 @@ export class Supervisor {
   async shutdown(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.deletions.values()].map((d) => d.catch(() => {})));
-    await Promise.all(this.list().map((p) => p.actor && this.stop(p, 'agent shutting down')));
+    await Promise.all(this.list().map((p) => this.stop(p, 'agent shutting down')));
     this.sampler.close();
     this.cgroups?.close();
   }
@@ -289,7 +306,7 @@ export class Supervisor {
   /** Last resort: SIGKILL every child's group at once, without waiting. */
   killAll(): void {
     for (const p of this.procs.values()) {
-      const pid = p.actor?.getSnapshot().context.pid;
+      const pid = p.actor.getSnapshot().context.pid;
       if (pid) signalGroup(pid, 'SIGKILL');
     }
   }
@@ -307,106 +324,93 @@ export class Supervisor {
     proc.output.close();
   }
 
-  private deps(
-    proc: ManagedProcess,
-    record: DesiredProcess,
-    output: OutputHub,
-    events: EventLog,
-    metrics: ProcessMetrics,
-    restart: RestartSettings,
-    restored: boolean,
-  ): ProcessDeps {
-    const { slug, port } = record;
-    const buildEnv = { ...this.baseEnv, ...record.env };
+  /** The machine's outside world for one process: its release, its launch, its children. */
+  private deps(proc: ManagedProcess, restored: boolean): ProcessDeps<Archive, Launch> {
+    const { restartSettings: r } = proc;
     // A restored process first runs the release it ran before, from the cache: no network, and
     // no surprise upgrade if the URL now serves something else. Later downloads (after a
     // failure) go to the source again.
-    let reuse = restored ? record.archive : undefined;
+    let reuse = restored ? proc.record.archive : undefined;
     return {
       download: async (signal) => {
-        if (reuse) {
-          const cached = await this.releases.cached(reuse);
-          reuse = undefined;
-          if (cached) return { ...cached, reused: true };
-        }
-        const archive = await this.releases.fetch(record.sourceUrl, {
-          signal,
-          onProgress: (bytes, total) => events.append('download', { bytes, total }),
-        });
-        if (record.archive !== archive.sha256 && !this.deletions.has(slug) && this.procs.has(slug)) {
-          record.archive = archive.sha256;
-          this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${(err as Error).message}`));
-        }
-        return archive;
+        const cached = reuse ? await this.releases.cached(reuse) : null;
+        reuse = undefined;
+        return cached ? { ...cached, reused: true } : this.download(proc, signal);
       },
-      build: async (archive, signal): Promise<Launch> => {
-        events.append('build_started', { sha256: (archive as Archive).sha256 });
-        let release;
-        try {
-          release = await this.releases.build(archive as Archive, {
-            signal,
-            env: buildEnv,
-            onLine: (line) => output.publish('build', line),
-            meter: this.buildMeter,
-          });
-        } catch (err) {
-          events.append('build_finished', { exit_code: (err as { exitCode?: number }).exitCode ?? null, error: (err as Error).message });
-          throw err;
-        }
-        events.append('build_finished', { exit_code: 0 });
-        metrics.releaseBuilt(release.id, release.usage);
-        const entry = await this.procfileEntry(release.root, record.processType);
-        const dotenv = await readDotenv(release.root);
-        const env = childEnv({
-          agent: this.baseEnv,
-          dotenv,
-          procfile: entry.env,
-          request: record.env,
-          port,
-          identity: { app: record.app, node: record.node, slug, processType: record.processType },
-        });
-        env.PATH = buildEnvPath(release.root, env.PATH ?? '');
-        return { command: entry.command, cwd: release.root, env };
-      },
-      start: (launch) => {
-        const l = launch as Launch;
-        const child = new Child({
-          ...l,
-          runAs: this.runAs,
-          onLine: (s, line) => output.publish(s, line),
-          maxLineLength: this.config.maxLineLength,
-          helper: this.waitHelper,
-          // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-          cgroup: this.runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
-          sampler: this.sampler,
-          onSample: (u) => metrics.sample(u),
-        });
-        proc.startedAt = new Date(child.startedAt);
-        const pid = child.pid;
-        if (pid) this.store.groups.add(pid, slug, 'child');
-        // When the log's queue is high (disk slower than the child), stop reading the child.
-        if (events.isCongested) child.pauseOutput(true);
-        const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
-        void child.exited.then((exit) => {
-          metrics.runEnded(exit.usage ?? null);
-          unwatch();
-          if (pid) this.store.groups.remove(pid);
-        });
-        return child;
-      },
-      backoff: { initialMs: restart.delayMs, maxMs: restart.maxDelayMs, resetAfterMs: restart.resetAfterMs },
+      build: (archive, signal) => this.build(proc, archive, signal),
+      start: (launch) => this.startChild(proc, launch),
+      backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
     };
   }
 
-  private async procfileEntry(root: string, type: string) {
-    const text = await readSmallFile(join(root, 'Procfile'), DEFAULT_PROCFILE_MAX_BYTES, 'Procfile');
-    if (text === null) throw new Error('the source archive has no Procfile at its root');
-    const entries = parseProcfile(text);
-    const entry = entries.get(type);
-    if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(entries)}`);
-    return entry;
+  /** Fetches the source; a new archive is saved in the record, for the next restore. */
+  private async download(proc: ManagedProcess, signal: AbortSignal): Promise<Archive> {
+    const { record, slug, events } = proc;
+    const archive = await this.releases.fetch(record.sourceUrl, {
+      signal,
+      onProgress: (bytes, total) => events.append('download', { bytes, total }),
+    });
+    if (record.archive !== archive.sha256 && !this.deletions.has(slug) && this.procs.has(slug)) {
+      record.archive = archive.sha256;
+      this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
+    }
+    return archive;
+  }
+
+  /** Builds the release (or finds it built) and resolves what the process runs in it. */
+  private async build(proc: ManagedProcess, archive: Archive, signal: AbortSignal): Promise<Launch> {
+    const { record, events } = proc;
+    events.append('build_started', { sha256: archive.sha256 });
+    let release;
+    try {
+      release = await this.releases.build(archive, {
+        signal,
+        env: { ...this.baseEnv, ...record.env },
+        onLine: (line) => proc.output.publish('build', line),
+        meter: this.buildMeter,
+      });
+    } catch (err) {
+      events.append('build_finished', { exit_code: (err as { exitCode?: number }).exitCode ?? null, error: message(err) });
+      throw err;
+    }
+    events.append('build_finished', { exit_code: 0 });
+    proc.metrics.releaseBuilt(release.id, release.usage);
+    return resolveLaunch({
+      dir: release.root,
+      spec: specOf(record),
+      agentEnv: this.baseEnv,
+      env: record.env,
+      port: record.port,
+      identity: { app: record.app, node: record.node, slug: record.slug, processType: record.processType },
+    });
+  }
+
+  /** Starts one child of the process, measured, registered as a live group, throttled by its log. */
+  private startChild(proc: ManagedProcess, launch: Launch): Child {
+    const { slug, events, metrics } = proc;
+    const child = new Child({
+      ...launch,
+      runAs: this.runAs,
+      onLine: (s, line) => proc.output.publish(s, line),
+      maxLineLength: this.config.maxLineLength,
+      helper: this.waitHelper,
+      // A --user child cannot join a cgroup by itself; the exit helper does it as root.
+      cgroup: this.runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
+      sampler: this.sampler,
+      onSample: (u) => metrics.sample(u),
+    });
+    proc.startedAt = new Date(child.startedAt);
+    const pid = child.pid;
+    if (pid) this.store.groups.add(pid, slug, 'child');
+    // When the log's queue is high (disk slower than the child), stop reading the child.
+    if (events.isCongested) child.pauseOutput(true);
+    const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
+    void child.exited.then((exit) => {
+      metrics.runEnded(exit.usage ?? null);
+      unwatch();
+      if (pid) this.store.groups.remove(pid);
+    });
+    return child;
   }
 }
-
-export type { ProcessState };

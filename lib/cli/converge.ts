@@ -1,5 +1,6 @@
 // Converging an agent to a desired set of processes: what `deploy` (one app) and `apply`
 // (a whole manifest) share. The plan is pure; executing it follows the documents' links.
+import { slugOf } from '../process/slug.js';
 import { envDigest, sourceDigest } from '../api/digest.js';
 import { CliError, linkOf, oneLine, type Client, type Doc } from './client.js';
 import { painter, stateColor, type Out } from './format.js';
@@ -31,11 +32,8 @@ export function expand(app: string, counts: Record<string, number>, sourceUrl: s
   return out;
 }
 
-/**
- * The slug the agent will give it: the rule of agent/supervisor.ts's slugOf, restated because
- * client verbs must not load the agent's modules (xstate, h3; test/e2e/cli.test.ts checks).
- */
-const plannedSlug = (p: PlannedProcess) => `${p.app}.${p.node}`;
+/** The slug the agent will give it. */
+const plannedSlug = (p: PlannedProcess) => slugOf(p.app, p.node);
 
 /** Why a running process no longer matches what is wanted, or null if it does. */
 export function difference(current: Doc, want: PlannedProcess): string | null {

@@ -2,11 +2,12 @@
 // source_url the agent downloads: a directory is packed and uploaded to the agent's blob
 // store (the index's `data` link), and its blob URL is the source.
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
-import { describeTypes, parseProcfile, type ProcfileEntry } from '../release/procfile.js';
+import { readProcfile as readProcfileSafely, type Procfile } from '../release/launch.js';
+import { describeTypes } from '../release/procfile.js';
 import { CliError, EXIT, linkOf, type Client, type Doc } from './client.js';
 import { bytes, type Out } from './format.js';
 import { packDirectory, type Packed } from './pack.js';
@@ -15,8 +16,8 @@ export function isUrl(source: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(source);
 }
 
-/** A directory's Procfile, checked before anything is packed or sent. */
-export async function readProcfile(dir: string): Promise<Map<string, ProcfileEntry>> {
+/** A directory's Procfile, checked before anything is packed or sent (read as the agent reads it). */
+export async function readProcfile(dir: string): Promise<Procfile> {
   let st;
   try {
     st = await stat(dir);
@@ -24,20 +25,17 @@ export async function readProcfile(dir: string): Promise<Map<string, ProcfileEnt
     throw new CliError(`${dir}: no such directory`, EXIT.usage);
   }
   if (!st.isDirectory()) throw new CliError(`${dir}: not a directory`, EXIT.usage);
-  let text: Buffer;
+  let procfile: Procfile | null;
   try {
-    text = await readFile(path.join(dir, 'Procfile'));
-  } catch {
-    throw new CliError(`${dir} has no Procfile (a line per process type, e.g. "web: node server.js")`, EXIT.usage);
-  }
-  try {
-    return parseProcfile(text);
+    procfile = await readProcfileSafely(dir);
   } catch (err) {
     throw new CliError(`${path.join(dir, 'Procfile')}: ${(err as Error).message}`, EXIT.usage);
   }
+  if (!procfile) throw new CliError(`${dir} has no Procfile (a line per process type, e.g. "web: node server.js")`, EXIT.usage);
+  return procfile;
 }
 
-export function checkTypes(dir: string, procfile: Map<string, ProcfileEntry>, types: string[]): void {
+export function checkTypes(dir: string, procfile: Procfile, types: string[]): void {
   for (const type of types) {
     if (!procfile.has(type)) throw new CliError(`${path.join(dir, 'Procfile')} has no process type "${type}" (it has: ${describeTypes(procfile)})`, EXIT.usage);
   }

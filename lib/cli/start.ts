@@ -15,6 +15,10 @@ the app's .env, and PORT per process. Processes that exit are restarted with bac
 Ctrl-C stops everything gracefully; a second Ctrl-C kills at once. DIR is run in place:
 no build step runs (install dependencies yourself, as with foreman).
 
+How the first argument is read: a path (it contains "/", or is "." or "..") or an existing
+directory is DIR; a word without a dot is a TYPE; APP.NODE (e.g. shop.web.0) with no such
+directory here is a SLUG. Anything else is an error: write ./NAME for a directory.
+
 Options:
   --scale TYPE=N,...   processes per type (default 1 each)
   --port N             PORT of the first process (default $PORT or 5000); each type gets
@@ -23,16 +27,33 @@ Options:
   --env-file FILE      read variables from FILE instead of DIR/.env
   --stop-grace-ms MS   time between SIGTERM and SIGKILL when stopping (default 10000)`;
 
+// An app or node name (lib/http/validate.ts): the slug is APP.NODE, and both may hold dots.
+const SLUG = /^[A-Za-z0-9][A-Za-z0-9_.-]*\.[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What the first argument of `drover start` names, by the rule in the help text: options and
+ * no argument mean the current directory; a path or an existing directory is the directory;
+ * a dotless word a process type (types never have a dot); APP.NODE a remote process.
+ */
+export function startArgument(first: string | undefined, isDir: (p: string) => boolean = isDirectory): 'dir' | 'type' | 'slug' | 'none' {
+  if (first === undefined || first.startsWith('-')) return 'none';
+  if (first.includes('/') || first === '.' || first === '..' || isDir(first)) return 'dir';
+  if (!first.includes('.')) return 'type';
+  if (SLUG.test(first) && !first.includes('..')) return 'slug';
+  throw new CliError(`${JSON.stringify(first)} is neither a directory here nor a process slug (APP.NODE); write ./${first} for a directory`, EXIT.usage);
+}
+
 /** A remote slug (app.node) rather than a directory or a process type: `drover start SLUG`. */
 export function isRemoteStart(argv: string[]): boolean {
-  const first = argv[0];
-  if (first === undefined || first.startsWith('-') || first.includes('/')) return false;
-  if (!first.includes('.')) return false; // a process type never has a dot
-  try {
-    return !statSync(first).isDirectory();
-  } catch {
-    return true;
-  }
+  return startArgument(argv[0]) === 'slug';
 }
 
 const PALETTE: Color[] = ['cyan', 'yellow', 'green', 'magenta', 'blue', 'red'];
@@ -60,15 +81,10 @@ export async function start(argv: string[]): Promise<number> {
   }
   let dir = '.';
   let types = positionals;
-  if (positionals.length > 0) {
-    let isDir = false;
-    try {
-      isDir = statSync(positionals[0]).isDirectory();
-    } catch {
-      if (positionals[0].includes('/') || positionals[0].includes('.')) throw new CliError(`${positionals[0]}: no such directory`, EXIT.usage);
-    }
-    if (isDir) [dir, ...types] = positionals;
-  }
+  const first = startArgument(positionals[0]);
+  // A slug after options: no process type has a dot, so it can only be a missing directory.
+  if (first === 'slug') throw new CliError(`${positionals[0]}: no such directory`, EXIT.usage);
+  if (first === 'dir') [dir, ...types] = positionals;
   dir = path.resolve(dir);
   const procfile = await readProcfile(dir);
   checkTypes(dir, procfile, types);
@@ -92,14 +108,17 @@ export async function start(argv: string[]): Promise<number> {
 
   // Loaded here, not at the top: `drover start SLUG` must not pay for the process model.
   const { ForegroundRunner } = await import('../agent/foreground.js');
+  const { portableSampler } = await import('../os/portable-sampler.js');
   const runner = new ForegroundRunner({
     dir,
+    procfile,
     app: path.basename(dir),
     formation,
     basePort,
     env: parseEnvPairs(values.env ?? []),
     dotenv,
     stopGraceMs: graceMs,
+    sampler: portableSampler(defaults.usageSampleMs),
     backoff: { initialMs: defaults.backoffInitialMs, maxMs: defaults.backoffMaxMs, resetAfterMs: defaults.backoffResetMs },
     onLine: (name, _stream, line) => say(name, line),
     onNotice: (name, message, bad) => say(name, bad ? paint('red', message) : paint('dim', message)),

@@ -52,7 +52,7 @@ export function createAttachHandler({ supervisor, maxBufferedBytes }: AttachOpti
       return refuseUpgrade(socket, 400, 'Bad Request', (err as Error).message);
     }
     const proc = supervisor.get(slug);
-    if (!proc || !proc.actor) return refuseUpgrade(socket, 404, 'Not Found', `no process "${slug}"`);
+    if (!proc) return refuseUpgrade(socket, 404, 'Not Found', `no process "${slug}"`);
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (!replay) return stream(ws, proc.output.subscribe.bind(proc.output));
       // ?since / ?tail: from the event log, then live from it too.

@@ -32,7 +32,7 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   const findProcess = (event: H3Event) => {
     const slug = decodeURIComponent(getRouterParam(event, 'slug') ?? '');
     const proc = supervisor.get(slug);
-    if (!proc || !proc.actor) throw new ApiError(404, `no process "${slug}"`, 'slug');
+    if (!proc) throw new ApiError(404, `no process "${slug}"`, 'slug');
     return proc;
   };
   const status = (b: Base, proc: ManagedProcess) => statusDocument(b, processView(proc));
@@ -67,7 +67,7 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
 
   app.get('/list-processes', (event) => {
     const b = base(event);
-    return { processes: supervisor.list().filter((p) => p.actor).map((p) => status(b, p)) };
+    return { processes: supervisor.list().map((p) => status(b, p)) };
   });
 
   app.post('/create-process', async (event) => {

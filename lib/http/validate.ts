@@ -1,6 +1,7 @@
 // Checks of request documents: every error is a 400 that names the field at fault.
 import { parseSignal, type SignalId } from '../os/signals.js';
-import { RESTART_POLICIES, type RestartPolicy, type StopOptions } from '../process/machine.js';
+import type { StopOptions } from '../process/machine.js';
+import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
 import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
 import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';

@@ -4,7 +4,7 @@ import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
 import { LineSplitter } from './lines.js';
 import { groupHasLiveMembers, liveGroupMembers, sharedProcessList, signalGroup, signalProcess, type ProcEntry } from './proc.js';
-import type { UsageSampler } from './sampler.js';
+import type { WatchOptions } from './sampler.js';
 import { decodeWaitStatus, mayDumpCore } from './signals.js';
 import { combineFigures, SampleTracker } from './meter.js';
 import type { LiveUsage, RunUsage } from './usage.js';
@@ -12,8 +12,20 @@ import { parseHelperLine, type HelperReport } from './wait-helper.js';
 
 export type OutputStream = 'stdout' | 'stderr';
 
-export interface ChildSpec {
-  command: string;
+/** What a child needs of a sampler (the /proc one, or the portable one): live usage of its group. */
+export interface GroupSampler {
+  watch(pgid: number, opts: WatchOptions, onSample: (u: LiveUsage) => void): () => void;
+}
+
+/**
+ * What to run: a command line for /bin/sh (a Procfile entry: pipes, `&&`, variables), or an
+ * argv whose first word is executed as given, with its arguments never parsed by a shell.
+ */
+export type ChildCommand = { command: string; argv?: undefined } | { argv: readonly string[]; command?: undefined };
+
+export type ChildSpec = ChildCommand & ChildOptions;
+
+export interface ChildOptions {
   cwd: string;
   env: Record<string, string>;
   onLine: (stream: OutputStream, line: string) => void;
@@ -25,7 +37,7 @@ export interface ChildSpec {
   /** The run's own cgroup: the wrapper moves itself in before the command starts. */
   cgroup?: RunCgroup | null;
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
-  sampler?: UsageSampler | null;
+  sampler?: GroupSampler | null;
   onSample?: (usage: LiveUsage) => void;
 }
 
@@ -64,12 +76,15 @@ const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _
  * no child of the command's shell (a Procfile `a & b; wait` must not wait for it), joins the
  * run's cgroups (paths in $2) before anything of the command runs, and then the command
  * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
+ * An argv comes after $2 with an empty $1: it is exec'd as it is, never parsed.
  */
 const WRAPPER = [
   `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1 &)`,
   `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
   `exec 3<&-`,
   `__drover_command=$1`,
+  `shift 2`,
+  `[ -n "$__drover_command" ] || exec "$@"`,
   `set --`,
   `eval "$__drover_command"`,
 ].join('\n');
@@ -109,13 +124,17 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
  * same throughout, and the helpers' tiny share is counted too.
  */
 function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
-  const wrapper = ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command)];
+  // $1 and $2 of the wrapper, then the argv if there is one.
+  const wrapper = (cgroupFiles: string) =>
+    spec.argv
+      ? ['/bin/sh', '-c', WRAPPER, 'drover', '', cgroupFiles, ...spec.argv]
+      : ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command), cgroupFiles];
   const cgroups = spec.cgroup?.procsFiles ?? [];
   if (spec.runAs && helper && cgroups.length > 0) {
-    const [setpriv, args] = asUser(spec.runAs, helper, [...wrapper, '']);
+    const [setpriv, args] = asUser(spec.runAs, helper, wrapper(''));
     return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args]];
   }
-  const inner = helper ? [helper, ...wrapper, cgroups.join(' ')] : [...wrapper, cgroups.join(' ')];
+  const inner = helper ? [helper, ...wrapper(cgroups.join(' '))] : wrapper(cgroups.join(' '));
   return asUser(spec.runAs, inner[0], inner.slice(1));
 }
 
@@ -136,6 +155,7 @@ export class Child {
   private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
+    if (spec.argv && (spec.argv.length === 0 || spec.argv[0] === '')) throw new Error('an argv needs a program to run (argv[0])');
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
     this.proc = spawn(file, argv, {

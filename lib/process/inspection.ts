@@ -1,4 +1,5 @@
 import type { InspectionEvent, StateValue } from 'xstate';
+import { diffSnapshots, lastError, type SnapshotView } from './changes.js';
 
 /**
  * What a watcher learns about one process actor: each state it enters, and each change of the
@@ -40,36 +41,33 @@ export function stateName(value: StateValue): string {
     .join(',');
 }
 
-interface Watched {
-  pid: number | null;
-  restarts: number;
-  errors: string[];
-}
-
 /**
  * Turns XState inspection events of one root actor into transition records. Microsteps are used
  * rather than snapshots: a snapshot is only reported at the end of a macrostep, so a state entered
  * and left in the same step (an eventless `always` transition) would never be seen.
  */
 export function createTranslator(slug: string, emit: (r: TransitionRecord) => void, now: () => number = Date.now) {
-  let current: string | null = null;
+  let last: SnapshotView | null = null;
   let since = '';
-  let last: Watched = { pid: null, restarts: 0, errors: [] };
   return (ev: InspectionEvent): void => {
     // Invoked actors (download, build, child) share the inspection stream; only the process itself counts.
     if (ev.actorRef.sessionId !== ev.rootId) return;
     const initial = ev.type === '@xstate.snapshot' && ev.event.type === 'xstate.init';
     if (!initial && ev.type !== '@xstate.microstep') return;
-    const snap = ev.snapshot as { value?: StateValue; context?: Partial<Watched> };
+    const snap = ev.snapshot as { value?: StateValue; context?: Partial<SnapshotView['context']> };
     if (snap.value === undefined) return;
-    const to = stateName(snap.value);
-    const ctx: Watched = { pid: snap.context?.pid ?? null, restarts: snap.context?.restarts ?? 0, errors: snap.context?.errors ?? [] };
-    if (!initial && to === current && ctx.pid === last.pid && ctx.restarts === last.restarts && ctx.errors === last.errors) return;
+    const next: SnapshotView = {
+      value: stateName(snap.value),
+      context: { pid: snap.context?.pid ?? null, restarts: snap.context?.restarts ?? 0, errors: snap.context?.errors ?? [] },
+    };
+    const changed = diffSnapshots(last, next);
+    if (!initial && !changed.any) return;
     const time = new Date(now()).toISOString();
-    if (to !== current) since = time;
-    const from = current;
-    current = to;
-    last = ctx;
+    if (changed.state) since = time;
+    const from = last?.value ?? null;
+    last = next;
+    const to = next.value;
+    const ctx = next.context;
     emit({
       type: 'transition',
       slug,
@@ -80,7 +78,7 @@ export function createTranslator(slug: string, emit: (r: TransitionRecord) => vo
       since,
       pid: ctx.pid,
       restarts: ctx.restarts,
-      last_error: ctx.errors.length ? ctx.errors[ctx.errors.length - 1] : null,
+      last_error: lastError(ctx.errors),
     });
   };
 }

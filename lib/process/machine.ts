@@ -1,15 +1,20 @@
 import { assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 import { backoffDelay, effectiveAttempt, type BackoffPolicy } from './backoff.js';
 import type { ExitInfo } from '../os/child.js';
+import { shouldRestart, type RestartPolicy } from './policy.js';
+import { exitError, message } from './wording.js';
 
-/** What the machine needs from the outside world; the supervisor provides real ones, tests fakes. */
-export interface ProcessDeps {
+/**
+ * What the machine needs from the outside world; the supervisor provides real ones, tests fakes.
+ * The machine only hands `Archive` from download to build and `Launch` from build to start.
+ */
+export interface ProcessDeps<Archive = unknown, Launch = unknown> {
   /** Downloads (or reuses) the source archive. */
-  download(signal: AbortSignal): Promise<unknown>;
-  /** Unpacks and builds the archive, resolves the Procfile entry: everything needed to start. */
-  build(archive: unknown, signal: AbortSignal): Promise<unknown>;
+  download(signal: AbortSignal): Promise<Archive>;
+  /** Unpacks and builds the archive, resolves the process's spec: everything needed to start. */
+  build(archive: Archive, signal: AbortSignal): Promise<Launch>;
   /** Starts the command; returns a handle the machine can stop. */
-  start(launch: unknown): ChildHandle;
+  start(launch: Launch): ChildHandle;
   backoff: BackoffPolicy;
   stopGraceMs: number;
 }
@@ -19,14 +24,6 @@ export interface ChildHandle {
   readonly exited: Promise<ExitInfo>;
   stop(graceMs: number, signal?: NodeJS.Signals | number): Promise<void>;
 }
-
-/**
- * When a child that exited on its own is started again: `always` (seed 001: until deleted),
- * `on-failure` (a non-zero code, a signal or a failed start), `never`. Failed downloads and
- * builds are retried whatever the policy: the process has not run yet.
- */
-export type RestartPolicy = 'always' | 'on-failure' | 'never';
-export const RESTART_POLICIES: readonly RestartPolicy[] = ['always', 'on-failure', 'never'];
 
 /** How a graceful stop goes: this signal first, then SIGTERM and SIGKILL after the grace. */
 export interface StopOptions {
@@ -72,27 +69,6 @@ export type ProcessEvent =
 
 export const STATES = ['pending', 'downloading', 'building', 'running', 'exited', 'restarting', 'deleted'] as const;
 export type ProcessState = (typeof STATES)[number];
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function describeExit(exit: ExitInfo): string | null {
-  if (exit.error) return exit.error;
-  if (exit.signal) return `process was killed by ${exit.signal}`;
-  if (exit.code) return `process exited with code ${exit.code}`;
-  return null;
-}
-
-/** Whether an exit calls for a restart under `on-failure`. */
-export function failed(exit: ExitInfo | null): boolean {
-  return !exit || Boolean(exit.error) || exit.signal !== null || exit.code !== 0;
-}
-
-/** Whether a process in `exited` goes on to `restarting` (else it rests there until START). */
-export function shouldRestart(c: Pick<ProcessContext, 'restartNow' | 'stopped' | 'policy' | 'lastExit'>): boolean {
-  return c.restartNow || (!c.stopped && (c.policy === 'always' || (c.policy === 'on-failure' && failed(c.lastExit))));
-}
 
 function addError(ctx: ProcessContext, error: string | null): string[] {
   if (!error) return ctx.errors;
@@ -216,7 +192,7 @@ export const processMachine = setup({
               lastExit: ({ event }) => event.exit,
               lastRunMs: ({ event }) => event.exit.endedAt - event.exit.startedAt,
               // An exit we asked for (stop, restart) is no error; last_exit still has its detail.
-              errors: ({ context, event }) => (context.stopping ? context.errors : addError(context, describeExit(event.exit))),
+              errors: ({ context, event }) => (context.stopping ? context.errors : addError(context, exitError(event.exit))),
               stopping: false,
             }),
           },

@@ -2,8 +2,10 @@
 // (from the event that caused them), child started/exited, errors, scheduled restarts.
 import type { AnyActorRef, AnyEventObject, InspectionEvent } from 'xstate';
 import type { ExitInfo } from '../os/child.js';
+import { diffSnapshots } from './changes.js';
 import { exitDetail } from './exit.js';
 import type { ProcessContext } from './machine.js';
+import { exitText, message } from './wording.js';
 
 export interface LogEntry {
   type: string;
@@ -13,17 +15,7 @@ export interface LogEntry {
 /** The part of a machine snapshot the log cares about. */
 export interface StepView {
   value: string;
-  context: Pick<ProcessContext, 'errors' | 'restartDelayMs' | 'restarts' | 'stopping' | 'restartNow'>;
-}
-
-export function exitText(exit: ExitInfo): string {
-  if (exit.error) return `could not start: ${exit.error}`;
-  if (exit.signal) return `was killed by ${exit.signal}`;
-  return `exited with code ${exit.code}`;
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  context: Pick<ProcessContext, 'pid' | 'errors' | 'restartDelayMs' | 'restarts' | 'stopping' | 'restartNow'>;
 }
 
 /** Why the machine went from `from` to `to`, in words, from the event that did it. */
@@ -46,7 +38,10 @@ export function why(from: string, to: string, event: AnyEventObject, prev: StepV
       const sha = `sha256 ${String(a.sha256).slice(0, 12)}`;
       return a.reused ? `reused the archive from the cache (${sha})` : `downloaded ${a.bytes} bytes (${sha})`;
     }
-    if (from === 'building') return `release ready: ${(event.output as { command?: string } | null)?.command ?? 'built'}`;
+    if (from === 'building') {
+      const launch = event.output as { command?: string; argv?: string[] } | null;
+      return `release ready: ${launch?.command ?? launch?.argv?.join(' ') ?? 'built'}`;
+    }
   }
   if (t.startsWith('xstate.error.actor.')) return `${from === 'downloading' ? 'download' : 'build'} failed: ${message(event.error)}`;
   if (t.startsWith('xstate.after.')) {
@@ -64,9 +59,9 @@ export function describeStep(prev: StepView, event: AnyEventObject, next: StepVi
   const out: LogEntry[] = [];
   if (event.type === 'CHILD.STARTED') out.push({ type: 'child_started', fields: { pid: event.pid, port } });
   if (event.type === 'CHILD.EXITED') out.push({ type: 'child_exited', fields: exitDetail(event.exit as ExitInfo) ?? {} });
-  const errors = next.context.errors;
-  if (errors !== prev.context.errors && errors.length) out.push({ type: 'error', fields: { message: errors[errors.length - 1] } });
-  if (next.value !== prev.value) {
+  const changed = diffSnapshots(prev, next);
+  if (changed.newError !== null) out.push({ type: 'error', fields: { message: changed.newError } });
+  if (changed.state) {
     out.push({ type: 'state', fields: { from: prev.value, to: next.value, why: why(prev.value, next.value, event, prev, deleteReason) } });
     if (next.value === 'restarting') {
       out.push({ type: 'restart_scheduled', fields: { delay_ms: next.context.restartDelayMs, restarts: next.context.restarts } });

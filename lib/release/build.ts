@@ -4,10 +4,11 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { access, constants, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
 import { asUser, type RunAs } from '../os/identity.js';
+import { LineSplitter } from '../os/lines.js';
 import type { GroupMeter } from '../os/meter.js';
+import { signalGroup } from '../os/proc.js';
 import { addUsage, type RunUsage } from '../os/usage.js';
 import { abortReason, ReleaseError } from './errors.js';
 
@@ -94,13 +95,7 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
     metered?.started(child);
     const untrack = child.pid ? opts.track?.(child.pid) : undefined;
     let killTimer: NodeJS.Timeout | undefined;
-    const killGroup = (sig: NodeJS.Signals): void => {
-      try {
-        if (child.pid) process.kill(-child.pid, sig);
-      } catch {
-        // ESRCH: the group is already gone
-      }
-    };
+    const killGroup = (sig: NodeJS.Signals): void => void (child.pid && signalGroup(child.pid, sig));
     const onAbort = (): void => {
       killGroup('SIGTERM');
       killTimer = setTimeout(() => killGroup('SIGKILL'), opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
@@ -142,17 +137,11 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
   });
 }
 
-/** Feed complete lines (and a final unterminated one) from `stream` to `onLine`. */
+/** Feed complete lines (and a final unterminated one) from `stream` to `onLine`; over-long ones in pieces. */
 function splitLines(stream: Readable, onLine: (line: string) => void): void {
-  const decoder = new StringDecoder('utf8');
-  let partial = '';
-  const flush = (text: string, final: boolean): void => {
-    const lines = (partial + text).split('\n');
-    partial = final ? '' : (lines.pop() ?? '');
-    for (const line of final && lines.at(-1) === '' ? lines.slice(0, -1) : lines) onLine(line.replace(/\r$/, ''));
-  };
-  stream.on('data', (chunk: Buffer) => flush(decoder.write(chunk), false));
-  stream.on('end', () => flush(decoder.end(), true));
+  const lines = new LineSplitter(onLine);
+  stream.on('data', (chunk: Buffer) => lines.push(chunk));
+  stream.on('end', () => lines.flush());
 }
 
 async function isFile(p: string): Promise<boolean> {

@@ -8,24 +8,41 @@
 // makes compaction (new snapshot, then empty journal) safe to interrupt anywhere.
 import { open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { RESTART_POLICIES, type RestartPolicy } from '../process/machine.js';
+import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
+import type { ArgvSpec, ProcessSpec } from '../release/launch.js';
+
+/** Restart policy and backoff of a create request; the agent's settings fill in the rest. */
+export interface RestartRequest {
+  policy?: RestartPolicy;
+  delayMs?: number;
+  maxDelayMs?: number;
+  resetAfterMs?: number;
+}
 
 export interface DesiredProcess {
   slug: string;
   app: string;
   node: string;
+  /** Its type: the Procfile entry it runs, unless `argv` is set (then only its name). */
   processType: string;
   sourceUrl: string;
   env: Record<string, string>;
+  /** An explicit command run instead of the Procfile entry; absent in every record before specs. */
+  argv?: ArgvSpec;
   /** The child's $PORT, kept across agent restarts. */
   port: number;
   createdAt: string;
   /** sha256 of the archive the process last downloaded: a restore reuses it from the cache. */
   archive?: string;
   /** Restart policy and backoff of the create request, if it gave any. */
-  restart?: { policy?: RestartPolicy; delayMs?: number; maxDelayMs?: number; resetAfterMs?: number };
+  restart?: RestartRequest;
   /** Kept down (stopped, or finished under its restart policy): restored without starting. */
   stopped?: boolean;
+}
+
+/** What the process runs. */
+export function specOf(p: Pick<DesiredProcess, 'processType' | 'argv'>): ProcessSpec {
+  return p.argv ?? { kind: 'procfile', processType: p.processType };
 }
 
 type Op = { op: 'put'; process: DesiredProcess } | { op: 'del'; slug: string };
@@ -247,9 +264,25 @@ function isDesiredProcess(v: unknown): v is DesiredProcess {
     (p.archive === undefined || typeof p.archive === 'string') &&
     (p.stopped === undefined || typeof p.stopped === 'boolean') &&
     (p.restart === undefined || isRestart(p.restart)) &&
+    (p.argv === undefined || isArgv(p.argv)) &&
     typeof p.env === 'object' &&
     p.env !== null &&
     Object.values(p.env).every((x) => typeof x === 'string')
+  );
+}
+
+const isStrings = (v: unknown) => typeof v === 'object' && v !== null && Object.values(v).every((x) => typeof x === 'string');
+
+function isArgv(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const a = v as Record<string, unknown>;
+  return (
+    a.kind === 'argv' &&
+    Array.isArray(a.argv) &&
+    a.argv.length > 0 &&
+    isStrings(a.argv) &&
+    (a.cwd === undefined || typeof a.cwd === 'string') &&
+    (a.env === undefined || isStrings(a.env))
   );
 }
 

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Child, type ChildSpec, type ExitInfo } from '../../lib/os/child.js';
+import { Child, type ChildOptions, type ExitInfo } from '../../lib/os/child.js';
 import { Cgroups } from '../../lib/os/cgroup.js';
 import { liveGroupMembers } from '../../lib/os/proc.js';
 import { UsageSampler } from '../../lib/os/sampler.js';
@@ -19,12 +19,12 @@ t.teardown(() => cgroups?.close());
 t.comment(`exit helper: ${helper ?? 'not built'}; cgroups: ${cgroups?.describe() ?? 'not available'}`);
 
 /** Each way of measuring this host supports, best first; the last one always works. */
-const modes: { name: string; exact: boolean; spec: () => Partial<ChildSpec>; expect: RegExp }[] = [];
+const modes: { name: string; exact: boolean; spec: () => Partial<ChildOptions>; expect: RegExp }[] = [];
 if (cgroups) modes.push({ name: 'cgroup', exact: true, spec: () => ({ cgroup: cgroups.create(), helper }), expect: /^cgroup-v[12]$/ });
 if (helper) modes.push({ name: 'wait4', exact: true, spec: () => ({ helper }), expect: /^wait4$/ });
 modes.push({ name: 'proc', exact: false, spec: () => ({ sampler: new UsageSampler({ intervalMs: 50 }) }), expect: /^proc$/ });
 
-function run(command: string, extra: Partial<ChildSpec>, cwd = '/tmp') {
+function run(command: string, extra: Partial<ChildOptions>, cwd = '/tmp') {
   const lines: string[] = [];
   const samples: number[] = [];
   const child = new Child({

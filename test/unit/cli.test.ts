@@ -10,7 +10,7 @@ import { bytes, colorsEnabled, duration, table } from '../../lib/cli/format.js';
 import { readManifest } from '../../lib/cli/manifest.js';
 import { listEntries, packDirectory } from '../../lib/cli/pack.js';
 import { psRows } from '../../lib/cli/ps.js';
-import { isRemoteStart } from '../../lib/cli/start.js';
+import { isRemoteStart, startArgument } from '../../lib/cli/start.js';
 import { outputLine, readEvents } from '../../lib/cli/stream.js';
 import { envDigest, sourceDigest } from '../../lib/api/digest.js';
 
@@ -202,4 +202,21 @@ t.test('drover start: a slug is a remote start, a directory or type is the foreg
   t.equal(isRemoteStart(['my.app']), false, 'an existing directory, even with a dot');
   t.equal(isRemoteStart(['shop.web.0']), true);
   t.equal(isRemoteStart(['--port', '5000']), false);
+});
+
+t.test('drover start: the first argument is read by one explicit rule', async (t) => {
+  const dirs = new Set(['my.app', 'web']);
+  const kind = (arg: string | undefined) => startArgument(arg, (p) => dirs.has(p));
+  t.equal(kind(undefined), 'none');
+  t.equal(kind('--scale'), 'none');
+  t.equal(kind('.'), 'dir');
+  t.equal(kind('..'), 'dir');
+  t.equal(kind('missing/app'), 'dir', 'a path, even when it does not exist (the error says so later)');
+  t.equal(kind('my.app'), 'dir', 'an existing directory wins over the slug shape');
+  t.equal(kind('web'), 'dir', 'an existing directory wins over a type');
+  t.equal(kind('worker'), 'type');
+  t.equal(kind('shop.web.0'), 'slug');
+  for (const odd of ['.hidden', 'a..b', 'web.', 'a.b c']) {
+    t.throws(() => kind(odd), { message: /is neither a directory here nor a process slug \(APP\.NODE\); write \.\/.* for a directory/ }, odd);
+  }
 });

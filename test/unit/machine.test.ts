@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createActor, SimulatedClock } from 'xstate';
-import { processMachine, type ProcessDeps, type ChildHandle, type RestartPolicy } from '../../lib/process/machine.js';
+import { processMachine, type ProcessDeps, type ChildHandle } from '../../lib/process/machine.js';
+import type { RestartPolicy } from '../../lib/process/policy.js';
 import type { ExitInfo } from '../../lib/os/child.js';
 import { backoffDelay, effectiveAttempt } from '../../lib/process/backoff.js';
 

@@ -1,0 +1,94 @@
+// The one recipe for what a process starts: its command (a Procfile entry of the app, or an
+// explicit argv), its working directory and its environment. The agent (in a release it
+// built), `drover start` (in a working copy) and the CLI's checks all go through here, so the
+// Procfile is read the same way everywhere: size-capped and never through a symlink, since
+// the agent may be root while the app's files are not its own.
+import { isAbsolute, join, resolve } from 'node:path';
+import type { ChildCommand } from '../os/child.js';
+import { buildEnvPath } from './build.js';
+import { childEnv, readDotenv, type EnvLayers } from './env.js';
+import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile, type ProcfileEntry } from './procfile.js';
+import { readSmallFile } from './small-file.js';
+
+/** Run the Procfile entry of this type (what every process did before specs). */
+export interface ProcfileSpec {
+  kind: 'procfile';
+  processType: string;
+}
+
+/**
+ * Run this argv: argv[0] is executed directly (looked up in PATH when it has no slash), no
+ * shell parses anything. `cwd` is relative to the app's directory (the default); `env` sits
+ * where a Procfile entry's inline variables would: over .env, under the request's.
+ */
+export interface ArgvSpec {
+  kind: 'argv';
+  argv: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+export type ProcessSpec = ProcfileSpec | ArgvSpec;
+
+/** What a process needs to start its command: produced by `building`, reused on every restart. */
+export type Launch = ChildCommand & { cwd: string; env: Record<string, string> };
+
+export type Procfile = Map<string, ProcfileEntry>;
+
+/** DIR/Procfile parsed, or null when there is none; read through the safe read. */
+export async function readProcfile(dir: string): Promise<Procfile | null> {
+  const text = await readSmallFile(join(dir, 'Procfile'), DEFAULT_PROCFILE_MAX_BYTES, 'Procfile');
+  return text === null ? null : parseProcfile(text);
+}
+
+export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
+  const entry = procfile.get(type);
+  if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(procfile)}`);
+  return entry;
+}
+
+export interface LaunchInput {
+  /** The release root or the working directory: holds the Procfile and .env. */
+  dir: string;
+  spec: ProcessSpec;
+  /** The agent's environment, lowest precedence (filtered of DROVER_* again by childEnv). */
+  agentEnv: Record<string, string>;
+  /** The request's (or the command line's) variables, over .env and the Procfile's. */
+  env: Record<string, string>;
+  port: number;
+  identity: EnvLayers['identity'];
+  /** Replaces DIR/.env when given (drover start --env-file). */
+  dotenv?: Record<string, string>;
+  /** The Procfile, when the caller already read it (drover start reads it once for all). */
+  procfile?: Procfile;
+}
+
+/** Resolves a spec in DIR into the command, cwd and environment to start. */
+export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
+  const { dir, spec } = input;
+  let command: ChildCommand;
+  let specEnv: Record<string, string>;
+  let cwd = dir;
+  if (spec.kind === 'procfile') {
+    const procfile = input.procfile ?? (await readProcfile(dir));
+    if (!procfile) throw new Error('the source archive has no Procfile at its root');
+    const entry = procfileEntry(procfile, spec.processType);
+    command = { command: entry.command };
+    specEnv = entry.env;
+  } else {
+    if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
+    command = { argv: [...spec.argv] };
+    specEnv = spec.env ?? {};
+    if (spec.cwd !== undefined) cwd = isAbsolute(spec.cwd) ? spec.cwd : resolve(dir, spec.cwd);
+  }
+  const env = childEnv({
+    agent: input.agentEnv,
+    dotenv: input.dotenv ?? (await readDotenv(dir)),
+    procfile: specEnv,
+    request: input.env,
+    port: input.port,
+    identity: input.identity,
+  });
+  env.PATH = buildEnvPath(dir, env.PATH ?? '');
+  return { ...command, cwd, env };
+}
