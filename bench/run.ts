@@ -46,14 +46,14 @@ async function main(): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
-    options: {
-      peers: { type: 'boolean', default: false },
-      runs: { type: 'string', default: '3' },
-      only: { type: 'string' },
-      'long-idle': { type: 'boolean', default: false },
-      'agent-setting': { type: 'string', multiple: true, default: [] },
-      help: { type: 'boolean', short: 'h' },
-    },
+      options: {
+        peers: { type: 'boolean', default: false },
+        runs: { type: 'string', default: '3' },
+        only: { type: 'string' },
+        'long-idle': { type: 'boolean', default: false },
+        'agent-setting': { type: 'string', multiple: true, default: [] },
+        help: { type: 'boolean', short: 'h' },
+      },
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -78,7 +78,15 @@ async function main(): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'drover-bench-'));
   onCleanup(() => rmSync(workDir, { recursive: true, force: true }));
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const ctx: BenchContext = { workDir, app: await writeBenchApp(workDir), runs, peers: values.peers!, longIdle: values['long-idle']!, agentSettings, log };
+  const ctx: BenchContext = {
+    workDir,
+    app: await writeBenchApp(workDir),
+    runs,
+    peers: values.peers!,
+    longIdle: values['long-idle']!,
+    agentSettings,
+    log,
+  };
   const machine = describeMachine();
   const started = new Date();
   const loadBefore = loadAverage();

@@ -40,10 +40,14 @@ console.log(`${procs} processes on the host; ${n} groups watched`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const perPass = median(cpuMs);
 console.log(`samples delivered: ${samples} (${n} groups x ${passes} passes = ${n * passes})`);
-console.log(`one pass: median ${perPass.toFixed(1)} ms CPU (min ${Math.min(...cpuMs).toFixed(1)}, max ${Math.max(...cpuMs).toFixed(1)}), ${median(walls).toFixed(1)} ms wall`);
+console.log(
+  `one pass: median ${perPass.toFixed(1)} ms CPU (min ${Math.min(...cpuMs).toFixed(1)}, max ${Math.max(...cpuMs).toFixed(1)}), ${median(walls).toFixed(1)} ms wall`,
+);
 for (const interval of [defaults.usageSampleMs, 2000, 1000]) {
   const share = (perPass / interval) * 100;
-  console.log(`every ${interval} ms: ${share.toFixed(2)}% of one core${interval === defaults.usageSampleMs ? ' (the default)' : ''}${share < 1 ? '' : '  <- over the 1% target'}`);
+  console.log(
+    `every ${interval} ms: ${share.toFixed(2)}% of one core${interval === defaults.usageSampleMs ? ' (the default)' : ''}${share < 1 ? '' : '  <- over the 1% target'}`,
+  );
 }
 
 await Promise.all(children.map((c) => c.stop(5000)));

@@ -26,8 +26,10 @@ if (process.platform !== 'linux') {
   const r = spawnSync(cc, ['-O2', '-Wall', '-o', tmp, src], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.error || r.status !== 0) {
     rmSync(tmp, { force: true });
-    console.warn(`drover: could not build the exit helper with ${cc} (${r.error?.message ?? `exit ${r.status}`}); ` +
-      'core dumps will be reported as unknown and usage measured without wait4');
+    console.warn(
+      `drover: could not build the exit helper with ${cc} (${r.error?.message ?? `exit ${r.status}`}); ` +
+        'core dumps will be reported as unknown and usage measured without wait4',
+    );
   } else {
     renameSync(tmp, out);
   }

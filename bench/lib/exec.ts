@@ -4,7 +4,11 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 
 /** Runs a command to completion; resolves with its stdout, rejects with its stderr in the message. */
-export async function exec(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<string> {
+export async function exec(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<string> {
   try {
     const { stdout } = await execFileAsync(cmd, args, {
       cwd: opts.cwd,

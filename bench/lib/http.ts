@@ -25,7 +25,9 @@ export function request(method: string, url: string, body?: unknown): Promise<Re
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }),
+        );
         res.on('error', reject);
       },
     );
@@ -35,7 +37,12 @@ export function request(method: string, url: string, body?: unknown): Promise<Re
 }
 
 /** A request that must answer `expect`; resolves with the parsed JSON body. */
-export async function json<T = any>(method: string, url: string, body?: unknown, expect = method === 'POST' && url.endsWith('/create-process') ? 201 : 200): Promise<T> {
+export async function json<T = any>(
+  method: string,
+  url: string,
+  body?: unknown,
+  expect = method === 'POST' && url.endsWith('/create-process') ? 201 : 200,
+): Promise<T> {
   const res = await request(method, url, body);
   if (res.status !== expect) throw new Error(`${method} ${url}: HTTP ${res.status} (expected ${expect}): ${res.text.slice(0, 300)}`);
   return JSON.parse(res.text) as T;

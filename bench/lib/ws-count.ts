@@ -30,7 +30,8 @@ export class LineCounter {
         if (n === expected) resolve(performance.now());
       });
       this.ws.on('close', (code, reason) => {
-        if (this.received < expected) reject(new Error(`socket closed (${code} ${reason.toString()}) after ${this.received} of ${expected} frames`));
+        if (this.received < expected)
+          reject(new Error(`socket closed (${code} ${reason.toString()}) after ${this.received} of ${expected} frames`));
       });
     });
     this.done.catch(() => {}); // observed by the caller; never an unhandled rejection in between

@@ -26,7 +26,9 @@ export function pm2Fleet(ctx: BenchContext): FleetDriver {
       mkdirSync(dir, { recursive: true });
       ctx.log(`  installing pm2@${VERSION} into ${dir} ...`);
       try {
-        await exec('npm', ['install', '--prefix', dir, `pm2@${VERSION}`, '--no-audit', '--no-fund', '--loglevel=error'], { timeoutMs: 300_000 });
+        await exec('npm', ['install', '--prefix', dir, `pm2@${VERSION}`, '--no-audit', '--no-fund', '--loglevel=error'], {
+          timeoutMs: 300_000,
+        });
       } catch (err) {
         return `npm install pm2 failed: ${(err as Error).message.split('\n')[0]}`;
       }
@@ -43,7 +45,22 @@ export function pm2Fleet(ctx: BenchContext): FleetDriver {
       const unregister = onCleanup(() => execFileSync(bin, ['kill'], { env, stdio: 'ignore' }));
       try {
         const eco = join(home, 'ecosystem.json');
-        writeFileSync(eco, JSON.stringify({ apps: [{ name: 'sleep', script: 'sleep', args: '3600', interpreter: 'none', exec_mode: 'fork', instances: FLEET_SIZE, autorestart: true }] }));
+        writeFileSync(
+          eco,
+          JSON.stringify({
+            apps: [
+              {
+                name: 'sleep',
+                script: 'sleep',
+                args: '3600',
+                interpreter: 'none',
+                exec_mode: 'fork',
+                instances: FLEET_SIZE,
+                autorestart: true,
+              },
+            ],
+          }),
+        );
         const t0 = performance.now();
         await pm2('start', eco);
         const returned = performance.now();

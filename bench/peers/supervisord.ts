@@ -60,7 +60,16 @@ export function supervisordFleet(ctx: BenchContext): FleetDriver {
       const unregister = onCleanup(() => daemon.kill('SIGKILL'));
       const ctl = (...args: string[]) => exec('supervisorctl', ['-c', conf, ...args], { timeoutMs: 300_000 });
       try {
-        await until(() => ctl('pid').then((out) => /^\d+$/.test(out.trim()), () => false), 'supervisord to answer', 30_000, 50);
+        await until(
+          () =>
+            ctl('pid').then(
+              (out) => /^\d+$/.test(out.trim()),
+              () => false,
+            ),
+          'supervisord to answer',
+          30_000,
+          50,
+        );
         const t0 = performance.now();
         await ctl('start', 'sleep:*');
         const startS = (performance.now() - t0) / 1000;

@@ -27,7 +27,12 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
     async run(): Promise<FleetRun> {
       const agent = await startAgent(ctx);
       try {
-        const bodies = Array.from({ length: FLEET_SIZE }, (_, i) => ({ app: 'fleet', node: `sleep.${i}`, process_type: 'sleep', source_url: ctx.app.url }));
+        const bodies = Array.from({ length: FLEET_SIZE }, (_, i) => ({
+          app: 'fleet',
+          node: `sleep.${i}`,
+          process_type: 'sleep',
+          source_url: ctx.app.url,
+        }));
         const c0 = cpuSeconds(agent.pid);
         const t0 = performance.now();
         const docs = await createMany(agent, bodies);
@@ -38,7 +43,9 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
         notes.metrics = features(await json<StatusDoc>('GET', docs[0].status)).metrics;
         if (ctx.longIdle && !notes.longIdle) notes.longIdle = await longIdleRss(agent.pid, idle.rssMB);
         const stopS = (await agent.stop()) / 1000;
-        ctx.log(`  drover: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`);
+        ctx.log(
+          `  drover: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`,
+        );
         return { startS, startCpuS, stopS, ...idle };
       } catch (err) {
         await agent.stop().catch(() => {});

@@ -20,7 +20,9 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
     try {
       for (let i = 0; i < ctx.runs; i++) {
         const r = await driver.run();
-        ctx.log(`  ${driver.name} run ${i + 1}: start ${r.startS.toFixed(3)} s, RSS ${r.rssMB.toFixed(1)} MB, idle CPU ${r.idleCpuPct.toFixed(2)}%`);
+        ctx.log(
+          `  ${driver.name} run ${i + 1}: start ${r.startS.toFixed(3)} s, RSS ${r.rssMB.toFixed(1)} MB, idle CPU ${r.idleCpuPct.toFixed(2)}%`,
+        );
         runs.push(r);
       }
       results.set(driver, runs);
@@ -37,7 +39,9 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
   const peerFigures = (pick: (r: FleetRun) => number): PeerFigure[] =>
     peers.map((p) => {
       const r = results.get(p);
-      return typeof r === 'string' || !r ? { name: p.name, figure: null, note: r ?? 'not run' } : { name: p.name, figure: summarize(r.map(pick)) };
+      return typeof r === 'string' || !r
+        ? { name: p.name, figure: null, note: r ?? 'not run' }
+        : { name: p.name, figure: summarize(r.map(pick)) };
     });
   return [
     {
@@ -68,7 +72,11 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
       figure: summarize(mine.map((r) => r.idleCpuPct)),
       target: { max: 1, text: '<= 1% of a core' },
       peers: peerFigures((r) => r.idleCpuPct),
-      notes: [seen.metrics ? 'metrics on: live usage in the status documents' : 'no live usage in the status documents (sampling off, or not on main)'],
+      notes: [
+        seen.metrics
+          ? 'metrics on: live usage in the status documents'
+          : 'no live usage in the status documents (sampling off, or not on main)',
+      ],
     },
   ];
 }

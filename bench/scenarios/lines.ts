@@ -36,7 +36,9 @@ export async function linesScenario(ctx: BenchContext): Promise<Row[]> {
       const s = await droverRun(ctx, agent, i, notes);
       const b = await bareRun(ctx);
       const delivered = s.deliveredS === undefined ? '' : `, delivered at ${s.deliveredS.toFixed(3)} s`;
-      ctx.log(`  run ${i + 1}: drover ${s.wallS.toFixed(3)} s${delivered} (agent CPU ${s.cpuS.toFixed(2)} s), bare ws ${b.wallS.toFixed(3)} s (CPU ${b.cpuS.toFixed(2)} s)`);
+      ctx.log(
+        `  run ${i + 1}: drover ${s.wallS.toFixed(3)} s${delivered} (agent CPU ${s.cpuS.toFixed(2)} s), bare ws ${b.wallS.toFixed(3)} s (CPU ${b.cpuS.toFixed(2)} s)`,
+      );
       mine.push(s.wallS);
       bare.push(b.wallS);
       cpu.push(s.cpuS);
@@ -90,7 +92,12 @@ async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, no
     // last one is also readable from the `events` link (its id is base + LINES at the latest).
     if (eventLog) await untilLogged(doc.events!, base + LINES - 1, String(LINES), 60_000);
     const t1 = performance.now();
-    note(notes, eventLog ? 'includes the event log: the clock stops once the last line is also readable from the events link' : 'no event log on main: delivery to the client only');
+    note(
+      notes,
+      eventLog
+        ? 'includes the event log: the clock stops once the last line is also readable from the events link'
+        : 'no event log on main: delivery to the client only',
+    );
     return { wallS: (t1 - t0) / 1000, deliveredS: eventLog ? (delivered - t0) / 1000 : undefined, cpuS: cpuSeconds(agent.pid) - c0 };
   } finally {
     client.close();
@@ -99,7 +106,9 @@ async function droverRun(ctx: BenchContext, agent: AgentProcess, run: number, no
 }
 
 async function bareRun(ctx: BenchContext): Promise<LinesRun> {
-  const server = spawn(process.execPath, [join(import.meta.dirname, '..', 'peers', 'bare-ws.js'), String(LINES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const server = spawn(process.execPath, [join(import.meta.dirname, '..', 'peers', 'bare-ws.js'), String(LINES)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const unregister = onCleanup(() => server.kill('SIGKILL'));
   try {
     let out = '';

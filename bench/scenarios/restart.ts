@@ -29,7 +29,13 @@ export async function restartScenario(ctx: BenchContext): Promise<Row[]> {
       mkdirSync(marks);
       const mine: number[] = [];
       for (let i = 0; i < SAMPLES; i++) {
-        const doc = await createProcess(agent, { app: 'restart', node: `once.${run}-${i}`, process_type: 'once', source_url: ctx.app.url, env: { MARKS: marks } });
+        const doc = await createProcess(agent, {
+          app: 'restart',
+          node: `once.${run}-${i}`,
+          process_type: 'once',
+          source_url: ctx.app.url,
+          env: { MARKS: marks },
+        });
         mine.push(await until(() => restartGapMs(join(marks, doc.slug)), `${doc.slug} to restart`, 30_000, 5));
         await deleteProcess(doc);
       }
@@ -52,7 +58,9 @@ export async function restartScenario(ctx: BenchContext): Promise<Row[]> {
       figure: summarize(overhead),
       target: { max: 10, text: '<= 10 ms over bare spawn' },
       peers: [],
-      notes: [`exit -> restarted child running: drover ${summarize(droverGaps).median.toFixed(2)} ms, bare Node spawn-on-exit ${summarize(bareGaps).median.toFixed(2)} ms (medians)`],
+      notes: [
+        `exit -> restarted child running: drover ${summarize(droverGaps).median.toFixed(2)} ms, bare Node spawn-on-exit ${summarize(bareGaps).median.toFixed(2)} ms (medians)`,
+      ],
     },
   ];
 }

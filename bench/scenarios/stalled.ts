@@ -27,7 +27,13 @@ export async function stalledScenario(ctx: BenchContext): Promise<Row[]> {
     try {
       const gate = join(ctx.workDir, `stalled-gate-${run}`);
       await exec('mkfifo', [gate]);
-      const doc = await createProcess(agent, { app: 'flood', node: `lines.${run}`, process_type: 'lines', source_url: ctx.app.url, env: { GATE: gate, LINES: String(LINES) } });
+      const doc = await createProcess(agent, {
+        app: 'flood',
+        node: `lines.${run}`,
+        process_type: 'lines',
+        source_url: ctx.app.url,
+        env: { GATE: gate, LINES: String(LINES) },
+      });
       await untilState(doc, 'running');
       if (!features(doc).eventLog) throw new Error('needs the event log (an `events` link in the status document)');
       const client = await stalledClient(doc.attach);
@@ -48,7 +54,9 @@ export async function stalledScenario(ctx: BenchContext): Promise<Row[]> {
         done = true;
         await sampler;
         peaks.push(Math.max(peak, peakRss(agent.pid)) / 1e6);
-        ctx.log(`  run ${run + 1}: peak RSS ${peaks.at(-1)!.toFixed(1)} MB; all ${LINES} lines in the log after ${seconds.at(-1)!.toFixed(1)} s`);
+        ctx.log(
+          `  run ${run + 1}: peak RSS ${peaks.at(-1)!.toFixed(1)} MB; all ${LINES} lines in the log after ${seconds.at(-1)!.toFixed(1)} s`,
+        );
       } finally {
         client.destroy();
         await deleteProcess(doc);
@@ -64,7 +72,9 @@ export async function stalledScenario(ctx: BenchContext): Promise<Row[]> {
       unit: 'MB',
       figure: summarize(peaks),
       peers: [],
-      notes: [`all lines persisted after ${median(seconds).toFixed(1)} s (median); no target: bounded is what counts (the tests assert a bound)`],
+      notes: [
+        `all lines persisted after ${median(seconds).toFixed(1)} s (median); no target: bounded is what counts (the tests assert a bound)`,
+      ],
     },
   ];
 }

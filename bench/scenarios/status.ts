@@ -28,7 +28,12 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
     try {
       const bodies = Array.from({ length: TOTAL }, (_, i) => {
         const crash = i % (TOTAL / CRASHING) === 0;
-        return { app: 'status', node: `${crash ? 'crash' : 'sleep'}.${i}`, process_type: crash ? 'crash' : 'sleep', source_url: ctx.app.url };
+        return {
+          app: 'status',
+          node: `${crash ? 'crash' : 'sleep'}.${i}`,
+          process_type: crash ? 'crash' : 'sleep',
+          source_url: ctx.app.url,
+        };
       });
       const docs = await createMany(agent, bodies);
       await untilRunning(agent, TOTAL - CRASHING);
@@ -55,16 +60,41 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
       p50.push(percentile(statusMs, 50));
       p99.push(percentile(statusMs, 99));
       list.push(median(listMs));
-      ctx.log(`  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms; ${rates.at(-1)!.toFixed(0)} restarts/s meanwhile`);
+      ctx.log(
+        `  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms; ${rates.at(-1)!.toFixed(0)} restarts/s meanwhile`,
+      );
     } finally {
       await agent.stop();
     }
   }
   const load = `${TOTAL} processes, ${CRASHING} crash-looping (backoff capped at ${BACKOFF_MAX_MS} ms: ${median(rates).toFixed(0)} restarts/s while measuring)`;
   return [
-    { id: 'status-p50', label: 'GET /process-status p50', unit: 'ms', figure: summarize(p50), peers: [], notes: [`${STATUS_REQUESTS} sequential requests per run; ${load}`] },
-    { id: 'status-p99', label: 'GET /process-status p99', unit: 'ms', figure: summarize(p99), target: { max: 5, text: '<= 5 ms' }, peers: [], notes: [] },
-    { id: 'list', label: 'GET /list-processes (median)', unit: 'ms', figure: summarize(list), target: { max: 50, text: '<= 50 ms' }, peers: [], notes: [`${LIST_REQUESTS} sequential requests per run`] },
+    {
+      id: 'status-p50',
+      label: 'GET /process-status p50',
+      unit: 'ms',
+      figure: summarize(p50),
+      peers: [],
+      notes: [`${STATUS_REQUESTS} sequential requests per run; ${load}`],
+    },
+    {
+      id: 'status-p99',
+      label: 'GET /process-status p99',
+      unit: 'ms',
+      figure: summarize(p99),
+      target: { max: 5, text: '<= 5 ms' },
+      peers: [],
+      notes: [],
+    },
+    {
+      id: 'list',
+      label: 'GET /list-processes (median)',
+      unit: 'ms',
+      figure: summarize(list),
+      target: { max: 50, text: '<= 50 ms' },
+      peers: [],
+      notes: [`${LIST_REQUESTS} sequential requests per run`],
+    },
   ];
 }
 

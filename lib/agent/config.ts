@@ -96,19 +96,37 @@ export const defaults: Config = {
 export class ConfigError extends Error {}
 
 const fileKeys: Record<string, keyof Config> = {
-  host: 'host', port: 'port', state_dir: 'stateDir', stop_grace_ms: 'stopGraceMs',
-  backoff_initial_ms: 'backoffInitialMs', backoff_max_ms: 'backoffMaxMs', backoff_reset_ms: 'backoffResetMs',
-  download_timeout_ms: 'downloadTimeoutMs', download_max_bytes: 'downloadMaxBytes',
-  unpack_max_bytes: 'unpackMaxBytes', unpack_max_entries: 'unpackMaxEntries',
-  max_line_length: 'maxLineLength', client_max_buffered_bytes: 'clientMaxBufferedBytes', max_errors: 'maxErrors',
+  host: 'host',
+  port: 'port',
+  state_dir: 'stateDir',
+  stop_grace_ms: 'stopGraceMs',
+  backoff_initial_ms: 'backoffInitialMs',
+  backoff_max_ms: 'backoffMaxMs',
+  backoff_reset_ms: 'backoffResetMs',
+  download_timeout_ms: 'downloadTimeoutMs',
+  download_max_bytes: 'downloadMaxBytes',
+  unpack_max_bytes: 'unpackMaxBytes',
+  unpack_max_entries: 'unpackMaxEntries',
+  max_line_length: 'maxLineLength',
+  client_max_buffered_bytes: 'clientMaxBufferedBytes',
+  max_errors: 'maxErrors',
   allow_file_urls: 'allowFileUrls',
-  token_file: 'tokenFile', insecure: 'insecure', user: 'user', source_hosts: 'sourceHosts',
-  download_max_redirects: 'downloadMaxRedirects', download_connect_timeout_ms: 'downloadConnectTimeoutMs',
-  download_read_timeout_ms: 'downloadReadTimeoutMs', unpack_max_ratio: 'unpackMaxRatio',
-  blob_max_bytes: 'blobMaxBytes', blob_retention_ms: 'blobRetentionMs',
-  usage_sample_ms: 'usageSampleMs', usage_samples: 'usageSamples', cgroups: 'cgroups',
+  token_file: 'tokenFile',
+  insecure: 'insecure',
+  user: 'user',
+  source_hosts: 'sourceHosts',
+  download_max_redirects: 'downloadMaxRedirects',
+  download_connect_timeout_ms: 'downloadConnectTimeoutMs',
+  download_read_timeout_ms: 'downloadReadTimeoutMs',
+  unpack_max_ratio: 'unpackMaxRatio',
+  blob_max_bytes: 'blobMaxBytes',
+  blob_retention_ms: 'blobRetentionMs',
+  usage_sample_ms: 'usageSampleMs',
+  usage_samples: 'usageSamples',
+  cgroups: 'cgroups',
   inspect_url: 'inspectUrl',
-  events_max_bytes: 'eventsMaxBytes', events_retention_ms: 'eventsRetentionMs',
+  events_max_bytes: 'eventsMaxBytes',
+  events_retention_ms: 'eventsRetentionMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
@@ -132,7 +150,8 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
   if (Array.isArray(defaults[key])) {
     // A YAML list, or a comma-separated string from a flag.
     const items = typeof value === 'string' ? value.split(',') : value;
-    if (!Array.isArray(items) || items.some((h) => typeof h !== 'string')) throw new ConfigError(`setting "${name}" must be a list of host names`);
+    if (!Array.isArray(items) || items.some((h) => typeof h !== 'string'))
+      throw new ConfigError(`setting "${name}" must be a list of host names`);
     const hosts = (items as string[]).map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
     const bad = hosts.find((h) => !HOST_PATTERN.test(h));
     if (bad !== undefined) throw new ConfigError(`setting "${name}": ${JSON.stringify(bad)} is not a host name (or "*.domain")`);
@@ -140,13 +159,16 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
   }
   if (typeof defaults[key] === 'string') {
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
-    if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value)) throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
+    if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value))
+      throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
   const min = minimums[key] ?? (key === 'port' || key === 'downloadMaxRedirects' || key.endsWith('Ms') ? 0 : 1);
   if (typeof n !== 'number' || !Number.isInteger(n) || n < min || (key === 'port' && n > 65535)) {
-    throw new ConfigError(`setting "${name}" must be an integer${key === 'port' ? ' from 0 to 65535' : ` >= ${min}`}, got ${JSON.stringify(value)}`);
+    throw new ConfigError(
+      `setting "${name}" must be an integer${key === 'port' ? ' from 0 to 65535' : ` >= ${min}`}, got ${JSON.stringify(value)}`,
+    );
   }
   return [key, n];
 }

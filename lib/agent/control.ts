@@ -34,7 +34,8 @@ function until(proc: ManagedProcess, ok: (s: Snapshot) => boolean): Promise<void
 export function signalProcess(proc: ManagedProcess, signal: SignalId): void {
   const snap = snapshot(proc);
   const pid = snap.context.pid;
-  if (snap.value !== 'running' || pid === null) throw new ConflictError(`process "${proc.slug}" has no running child (state ${snap.value})`);
+  if (snap.value !== 'running' || pid === null)
+    throw new ConflictError(`process "${proc.slug}" has no running child (state ${snap.value})`);
   if (!signalGroup(pid, signal.number)) throw new ConflictError(`process "${proc.slug}" has no running child (it just exited)`);
 }
 
@@ -50,7 +51,9 @@ export async function startProcess(proc: ManagedProcess): Promise<void> {
   const snap = snapshot(proc);
   if (snap.value !== 'exited') {
     throw new ConflictError(
-      snap.value === 'running' ? `process "${proc.slug}" is already running` : `process "${proc.slug}" is already starting (state ${snap.value})`,
+      snap.value === 'running'
+        ? `process "${proc.slug}" is already running`
+        : `process "${proc.slug}" is already starting (state ${snap.value})`,
     );
   }
   proc.actor.send({ type: 'START' });
@@ -65,5 +68,8 @@ export async function restartProcess(proc: ManagedProcess, opts: StopOptions): P
   const restarts = snap.context.restarts;
   proc.actor.send({ type: 'RESTART', ...opts });
   // Counted on entering `restarting` (or already, when it was there): wait for what follows.
-  await until(proc, (s) => (s.context.restarts > restarts || snap.value === 'restarting') && s.value !== 'exited' && s.value !== 'restarting');
+  await until(
+    proc,
+    (s) => (s.context.restarts > restarts || snap.value === 'restarting') && s.value !== 'exited' && s.value !== 'restarting',
+  );
 }

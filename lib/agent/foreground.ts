@@ -120,8 +120,13 @@ export class ForegroundRunner {
         if (used) this.opts.onNotice(name, used, false);
       }
       if (state === 'restarting') {
-        if (prev === 'downloading' || prev === 'building') this.opts.onNotice(name, `cannot start: ${ctx.errors[ctx.errors.length - 1]}`, true);
-        this.opts.onNotice(name, ctx.restartDelayMs > 0 ? `restarting in ${(ctx.restartDelayMs / 1000).toFixed(1)} s` : 'restarting', false);
+        if (prev === 'downloading' || prev === 'building')
+          this.opts.onNotice(name, `cannot start: ${ctx.errors[ctx.errors.length - 1]}`, true);
+        this.opts.onNotice(
+          name,
+          ctx.restartDelayMs > 0 ? `restarting in ${(ctx.restartDelayMs / 1000).toFixed(1)} s` : 'restarting',
+          false,
+        );
       }
       if (state === 'deleted') this.opts.onNotice(name, prev === 'running' ? `stopped (${exitNotice(ctx.lastExit)})` : 'stopped', false);
     });

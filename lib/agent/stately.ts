@@ -22,7 +22,19 @@ export interface StatelyForwarder {
 }
 
 // What a watcher may see of a process: never the child's environment (launch), the archive or the code (deps).
-const CONTEXT_KEYS = ['pid', 'restarts', 'attempt', 'restartDelayMs', 'lastRunMs', 'lastExit', 'errors', 'deleting', 'stopped', 'stopping', 'policy'];
+const CONTEXT_KEYS = [
+  'pid',
+  'restarts',
+  'attempt',
+  'restartDelayMs',
+  'lastRunMs',
+  'lastExit',
+  'errors',
+  'deleting',
+  'stopped',
+  'stopping',
+  'policy',
+];
 const EVENT_KEYS = ['type', 'pid', 'exit'];
 
 function pick(obj: Record<string, unknown> | undefined, keys: string[]): Record<string, unknown> | undefined {
@@ -59,7 +71,11 @@ export function reduceInspectionEvent(ev: InspectionEvent): InspectionEvent | un
     case '@xstate.event':
       return { ...ev, event: redactEvent(ev.event) };
     case '@xstate.snapshot':
-      return { ...ev, event: redactEvent(ev.event), snapshot: redactSnapshot(ev.snapshot as Record<string, unknown>, root) as Snapshot<unknown> };
+      return {
+        ...ev,
+        event: redactEvent(ev.event),
+        snapshot: redactSnapshot(ev.snapshot as Record<string, unknown>, root) as Snapshot<unknown>,
+      };
     case '@xstate.actor': {
       const light = {
         id: ref.id,
@@ -121,7 +137,10 @@ class Transport {
     });
     ws.on('message', () => {});
     ws.on('error', (err) => {
-      if (!this.warned) this.opts.log(`drover: inspector at ${this.url} unreachable (${(err as NodeJS.ErrnoException).code ?? err.message}); retrying in the background`);
+      if (!this.warned)
+        this.opts.log(
+          `drover: inspector at ${this.url} unreachable (${(err as NodeJS.ErrnoException).code ?? err.message}); retrying in the background`,
+        );
       this.warned = true;
     });
     ws.on('close', () => {

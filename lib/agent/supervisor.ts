@@ -241,7 +241,9 @@ export class Supervisor {
     proc.actor.start();
     if (!this.closing) {
       // A process that was kept down comes back down; the rest start again.
-      setImmediate(() => proc.actor.send(restored && record.stopped ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }));
+      setImmediate(() =>
+        proc.actor.send(restored && record.stopped ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }),
+      );
     }
     return proc;
   }

@@ -37,10 +37,16 @@ export async function apply(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw usageError('expected one manifest FILE', 'apply');
   const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout <= 0) throw usageError(`--timeout must be a number of seconds, got ${JSON.stringify(values.timeout)}`, 'apply');
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw usageError(`--timeout must be a number of seconds, got ${JSON.stringify(values.timeout)}`, 'apply');
   const apps = await readManifest(positionals[0]);
   for (const app of apps) {
-    if (!isUrl(app.source)) checkTypes(app.source, await readProcfile(app.source), Object.keys(app.processes).filter((t) => app.processes[t] > 0));
+    if (!isUrl(app.source))
+      checkTypes(
+        app.source,
+        await readProcfile(app.source),
+        Object.keys(app.processes).filter((t) => app.processes[t] > 0),
+      );
   }
   const dryRun = values['dry-run'] === true;
   const out = values.json ? null : process.stdout;
@@ -69,7 +75,8 @@ export async function apply(argv: string[]): Promise<number> {
   }
   const created: Doc[] = await execute(client, p);
   let ok = true;
-  if (!values['no-wait'] && created.length > 0) ok = await waitUntilRunning(client, created, { timeoutMs: timeout * 1000, out: out ?? process.stderr });
+  if (!values['no-wait'] && created.length > 0)
+    ok = await waitUntilRunning(client, created, { timeoutMs: timeout * 1000, out: out ?? process.stderr });
   if (values.json) process.stdout.write(`${JSON.stringify({ ...summary, ok }, null, 2)}\n`);
   if (!ok) throw new CliError('some processes failed to start (see drover status SLUG, drover logs SLUG)', EXIT.failed);
   return 0;

@@ -26,9 +26,13 @@ const TYPE = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/;
 /** `web=2,worker=1` (also given as several flags) → { web: 2, worker: 1 }. */
 export function parseScale(specs: string[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const part of specs.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)) {
+  for (const part of specs
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const m = /^([^=]+)=(\d+)$/.exec(part);
-    if (!m || !TYPE.test(m[1])) throw new CliError(`--scale: expected TYPE=COUNT (e.g. web=2,worker=1), got ${JSON.stringify(part)}`, EXIT.usage);
+    if (!m || !TYPE.test(m[1]))
+      throw new CliError(`--scale: expected TYPE=COUNT (e.g. web=2,worker=1), got ${JSON.stringify(part)}`, EXIT.usage);
     const n = Number(m[2]);
     if (n > 1000) throw new CliError(`--scale: ${m[1]}=${n} is more than 1000 processes of one type`, EXIT.usage);
     out[m[1]] = n;
@@ -42,7 +46,8 @@ export function parseEnvPairs(pairs: string[]): Record<string, string> {
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     const name = eq === -1 ? pair : pair.slice(0, eq);
-    if (eq === -1 || !ENV_NAME.test(name)) throw new CliError(`--env: expected NAME=VALUE with a valid variable name, got ${JSON.stringify(pair.slice(0, 80))}`, EXIT.usage);
+    if (eq === -1 || !ENV_NAME.test(name))
+      throw new CliError(`--env: expected NAME=VALUE with a valid variable name, got ${JSON.stringify(pair.slice(0, 80))}`, EXIT.usage);
     env[name] = pair.slice(eq + 1);
   }
   return env;

@@ -49,7 +49,10 @@ export class Client {
   private readonly origin: string;
   private indexDoc: Doc | null = null;
 
-  constructor(url = process.env.DROVER_URL || DEFAULT_URL, private readonly token = process.env.DROVER_TOKEN || undefined) {
+  constructor(
+    url = process.env.DROVER_URL || DEFAULT_URL,
+    private readonly token = process.env.DROVER_TOKEN || undefined,
+  ) {
     let parsed: URL;
     try {
       parsed = new URL(url);
@@ -138,9 +141,10 @@ export class Client {
 
   private networkError(err: unknown, url: string): CliError {
     const e = err as Error & { cause?: { code?: string; message?: string } };
-    if (e.name === 'TimeoutError') return new CliError(`the agent at ${this.url} did not answer within ${TIMEOUT_MS / 1000} s`, EXIT.unreachable);
+    if (e.name === 'TimeoutError')
+      return new CliError(`the agent at ${this.url} did not answer within ${TIMEOUT_MS / 1000} s`, EXIT.unreachable);
     const code = e.cause?.code;
-    const why = code === 'ECONNREFUSED' ? 'connection refused' : code ?? e.cause?.message ?? e.message;
+    const why = code === 'ECONNREFUSED' ? 'connection refused' : (code ?? e.cause?.message ?? e.message);
     const hint = new URL(url).host === this.origin ? '; is it running? (drover serve, or set DROVER_URL)' : ` (following a link to ${url})`;
     return new CliError(`cannot reach the agent at ${this.url} (${why})${hint}`, EXIT.unreachable);
   }

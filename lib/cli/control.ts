@@ -31,7 +31,9 @@ export async function control(verb: ControlVerb, argv: string[]): Promise<number
   let body: Record<string, unknown> = {};
   if (verb === 'signal') {
     const sig = positionals[1];
-    body = { signal: /^\d+$/.test(sig) ? Number(sig) : sig.toUpperCase().startsWith('SIG') ? sig.toUpperCase() : `SIG${sig.toUpperCase()}` };
+    body = {
+      signal: /^\d+$/.test(sig) ? Number(sig) : sig.toUpperCase().startsWith('SIG') ? sig.toUpperCase() : `SIG${sig.toUpperCase()}`,
+    };
   }
   const after = await client.json('POST', linkOf(doc, verb, what[verb]), { body });
   process.stdout.write(`${doc.slug}: ${verb === 'signal' ? `sent ${body.signal}; ` : ''}${after.state ?? 'done'}\n`);

@@ -24,7 +24,12 @@ export interface Plan {
 }
 
 /** `{web: 2, worker: 1}` → web.0, web.1, worker.0. */
-export function expand(app: string, counts: Record<string, number>, sourceUrl: string | null, env: Record<string, string>): PlannedProcess[] {
+export function expand(
+  app: string,
+  counts: Record<string, number>,
+  sourceUrl: string | null,
+  env: Record<string, string>,
+): PlannedProcess[] {
   const out: PlannedProcess[] = [];
   for (const [type, n] of Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : 1))) {
     for (let i = 0; i < n; i++) out.push({ app, node: `${type}.${i}`, processType: type, sourceUrl, env });
@@ -38,7 +43,8 @@ const plannedSlug = (p: PlannedProcess) => slugOf(p.app, p.node);
 /** Why a running process no longer matches what is wanted, or null if it does. */
 export function difference(current: Doc, want: PlannedProcess): string | null {
   if (current.process_type !== want.processType) return `type ${current.process_type} → ${want.processType}`;
-  if (typeof current.source_digest !== 'string' || typeof current.env_digest !== 'string') return 'the agent does not report digests to compare';
+  if (typeof current.source_digest !== 'string' || typeof current.env_digest !== 'string')
+    return 'the agent does not report digests to compare';
   if (want.sourceUrl === null || current.source_digest !== sourceDigest(want.sourceUrl)) return 'source changed';
   if (current.env_digest !== envDigest(want.env)) return 'env changed';
   return null;

@@ -72,7 +72,9 @@ export async function deployApp(client: Client, opts: DeployOptions): Promise<De
   const source = await resolveSource(client, opts.source, { progress: opts.progress });
   if (out && source.packed) {
     const p = source.packed;
-    out.write(`packed ${opts.source}: ${p.files} files, ${bytes(p.size)}, sha256 ${p.sha256.slice(0, 12)} (${source.reused ? 'already on the agent' : 'uploaded'})\n`);
+    out.write(
+      `packed ${opts.source}: ${p.files} files, ${bytes(p.size)}, sha256 ${p.sha256.slice(0, 12)} (${source.reused ? 'already on the agent' : 'uploaded'})\n`,
+    );
   }
   const p = plan(expand(opts.app, counts, source.url, opts.env), current, mine);
   if (out) {
@@ -116,7 +118,8 @@ export async function deploy(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw usageError('expected one DIR or URL', 'deploy');
   if (!values.app) throw usageError('--app NAME is required', 'deploy');
   const timeout = values.timeout === undefined ? 600 : Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout <= 0) throw usageError(`--timeout must be a number of seconds, got ${JSON.stringify(values.timeout)}`, 'deploy');
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw usageError(`--timeout must be a number of seconds, got ${JSON.stringify(values.timeout)}`, 'deploy');
   const env = { ...(values['env-file'] ? await readEnvFile(values['env-file']) : {}), ...parseEnvPairs(values.env ?? []) };
   const source = isUrl(positionals[0]) ? positionals[0] : path.resolve(positionals[0]);
   const client = new Client();
@@ -131,8 +134,11 @@ export async function deploy(argv: string[]): Promise<number> {
     progress: process.stderr,
   });
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ ok: result.ok, created: result.created, replaced: result.replaced, deleted: result.deleted, unchanged: result.unchanged, processes: result.processes }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: result.ok, created: result.created, replaced: result.replaced, deleted: result.deleted, unchanged: result.unchanged, processes: result.processes }, null, 2)}\n`,
+    );
   }
-  if (!result.ok) throw new CliError(`some processes of ${values.app} failed to start (see drover status SLUG, drover logs SLUG)`, EXIT.failed);
+  if (!result.ok)
+    throw new CliError(`some processes of ${values.app} failed to start (see drover status SLUG, drover logs SLUG)`, EXIT.failed);
   return 0;
 }

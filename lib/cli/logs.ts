@@ -25,7 +25,10 @@ export async function logs(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw usageError('expected one SLUG (see drover ps)', 'logs');
-  for (const [flag, v] of [['--since', values.since], ['--tail', values.tail]] as const) {
+  for (const [flag, v] of [
+    ['--since', values.since],
+    ['--tail', values.tail],
+  ] as const) {
     if (v !== undefined && !/^\d+$/.test(v)) throw usageError(`${flag} must be a non-negative integer, got ${JSON.stringify(v)}`, 'logs');
   }
   const client = new Client();
@@ -34,7 +37,10 @@ export async function logs(argv: string[]): Promise<number> {
 
   if (typeof doc.events !== 'string') {
     if (!values.follow) {
-      throw new CliError(`the agent does not offer events (an event log) for ${doc.slug}; drover logs -f ${doc.slug} follows its live output`, EXIT.unsupported);
+      throw new CliError(
+        `the agent does not offer events (an event log) for ${doc.slug}; drover logs -f ${doc.slug} follows its live output`,
+        EXIT.unsupported,
+      );
     }
     const url = withQuery(linkOf(doc, 'attach', 'attaching to output'), { since: values.since, tail: values.tail });
     const err = attachEndError(await attachStream(client, url, print));

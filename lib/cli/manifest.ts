@@ -61,7 +61,8 @@ export async function readManifest(file: string): Promise<ManifestApp[]> {
     const processes: Record<string, number> = {};
     for (const [type, n] of Object.entries(app.processes)) {
       if (!TYPE.test(type)) throw bad(`${at}.processes.${type}`, 'is not a valid process type');
-      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 1000) throw bad(`${at}.processes.${type}`, `must be an integer from 0 to 1000, got ${JSON.stringify(n)}`);
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 1000)
+        throw bad(`${at}.processes.${type}`, `must be an integer from 0 to 1000, got ${JSON.stringify(n)}`);
       processes[type] = n;
     }
     let env: Record<string, string> = {};
@@ -73,7 +74,8 @@ export async function readManifest(file: string): Promise<ManifestApp[]> {
       if (!isMap(app.env)) throw bad(`${at}.env`, 'must be a mapping of names to values');
       for (const [k, v] of Object.entries(app.env)) {
         if (!ENV_NAME.test(k)) throw bad(`${at}.env.${k}`, 'is not a valid environment variable name');
-        if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw bad(`${at}.env.${k}`, 'must be a string, number or boolean');
+        if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
+          throw bad(`${at}.env.${k}`, 'must be a string, number or boolean');
         env[k] = String(v);
       }
     }

@@ -78,7 +78,10 @@ export async function packDirectory(dir: string, outFile: string): Promise<Packe
   if (!entries.some((e) => e.path === 'Procfile')) {
     throw new CliError(`${path.join(dir, 'Procfile')} is missing or excluded by .gitignore; the agent needs it`, EXIT.usage);
   }
-  await tarCreate({ gzip: true, file: outFile, cwd: dir, portable: true, mtime: FIXED_MTIME, noDirRecurse: true }, entries.map((e) => e.path));
+  await tarCreate(
+    { gzip: true, file: outFile, cwd: dir, portable: true, mtime: FIXED_MTIME, noDirRecurse: true },
+    entries.map((e) => e.path),
+  );
   const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of createReadStream(outFile)) {

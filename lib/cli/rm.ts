@@ -31,13 +31,16 @@ export async function rm(argv: string[]): Promise<number> {
     }
   }
   // Deletes wait for each process to stop: run them side by side.
-  const results = await Promise.allSettled(targets.map((d) => client.json('POST', linkOf(d, 'delete', 'deleting processes'), { body: {} })));
+  const results = await Promise.allSettled(
+    targets.map((d) => client.json('POST', linkOf(d, 'delete', 'deleting processes'), { body: {} })),
+  );
   let failure: CliError | null = null;
   results.forEach((r, i) => {
     if (r.status === 'fulfilled') process.stdout.write(`deleted ${targets[i].slug}\n`);
     else failure ??= r.reason instanceof CliError ? r.reason : new CliError(String(r.reason));
   });
   if (failure) throw failure;
-  if (missing.length) throw new CliError(`no process ${missing.map((s) => `"${s}"`).join(', ')} on the agent (see drover ps)`, EXIT.notFound);
+  if (missing.length)
+    throw new CliError(`no process ${missing.map((s) => `"${s}"`).join(', ')} on the agent (see drover ps)`, EXIT.notFound);
   return 0;
 }

@@ -24,13 +24,19 @@ Options:
 Settings: ${settingNames.join(', ')}`;
 
 /** Turns flags, the config file and DROVER_TOKEN into a Config; throws ConfigError with a one-line message. */
-export async function resolveConfig(argv: string[], env: NodeJS.ProcessEnv = process.env, warn: (line: string) => void = () => {}): Promise<Config> {
+export async function resolveConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (line: string) => void = () => {},
+): Promise<Config> {
   const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' } };
   for (const name of settingNames) options[name.replaceAll('_', '-')] = { type: 'string' };
   options.insecure = { type: 'boolean' }; // a switch: "--insecure", not "--insecure true"
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as { values: Record<string, string | boolean | undefined> });
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as {
+      values: Record<string, string | boolean | undefined>;
+    });
   } catch (err) {
     throw new ConfigError((err as Error).message.split('\n')[0]);
   }
@@ -61,7 +67,10 @@ export async function serve(argv: string[]): Promise<number> {
  * Resolves the config and starts the agent, saying where it listens. A bad option or a failed
  * start is one line on stderr and an exit code (2 or 1) instead; `hint` may add to that line.
  */
-export async function launch(argv: string[], hint: (message: string) => string = () => ''): Promise<{ agent: Agent; config: Config } | number> {
+export async function launch(
+  argv: string[],
+  hint: (message: string) => string = () => '',
+): Promise<{ agent: Agent; config: Config } | number> {
   let config: Config;
   try {
     config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));

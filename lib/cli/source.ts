@@ -37,7 +37,8 @@ export async function readProcfile(dir: string): Promise<Procfile> {
 
 export function checkTypes(dir: string, procfile: Procfile, types: string[]): void {
   for (const type of types) {
-    if (!procfile.has(type)) throw new CliError(`${path.join(dir, 'Procfile')} has no process type "${type}" (it has: ${describeTypes(procfile)})`, EXIT.usage);
+    if (!procfile.has(type))
+      throw new CliError(`${path.join(dir, 'Procfile')} has no process type "${type}" (it has: ${describeTypes(procfile)})`, EXIT.usage);
   }
 }
 
@@ -68,7 +69,8 @@ export async function resolveSource(client: Client, source: string, opts: Source
       return { url: held ? linkOf(held, 'blob', 'blob downloads') : null, packed };
     }
     const doc = await upload(client, dataUrl, packed, opts.progress);
-    if (doc.id !== packed.sha256) throw new CliError(`the agent stored the upload under ${doc.id}, but its sha256 is ${packed.sha256}: corrupted in transit?`);
+    if (doc.id !== packed.sha256)
+      throw new CliError(`the agent stored the upload under ${doc.id}, but its sha256 is ${packed.sha256}: corrupted in transit?`);
     return { url: linkOf(doc, 'blob', 'blob downloads'), packed, reused: doc.reused === true };
   } finally {
     await rm(tmp, { recursive: true, force: true });
@@ -103,7 +105,9 @@ function progressBar(out: Out, total: number) {
   const draw = (n: number) => {
     const width = 30;
     const filled = Math.round((n / total) * width);
-    out.write(`\ruploading ${bytes(n)} / ${bytes(total)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor((n / total) * 100)}%`);
+    out.write(
+      `\ruploading ${bytes(n)} / ${bytes(total)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor((n / total) * 100)}%`,
+    );
   };
   return {
     update(n: number) {

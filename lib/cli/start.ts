@@ -48,7 +48,10 @@ export function startArgument(first: string | undefined, isDir: (p: string) => b
   if (first.includes('/') || first === '.' || first === '..' || isDir(first)) return 'dir';
   if (!first.includes('.')) return 'type';
   if (SLUG.test(first) && !first.includes('..')) return 'slug';
-  throw new CliError(`${JSON.stringify(first)} is neither a directory here nor a process slug (APP.NODE); write ./${first} for a directory`, EXIT.usage);
+  throw new CliError(
+    `${JSON.stringify(first)} is neither a directory here nor a process slug (APP.NODE); write ./${first} for a directory`,
+    EXIT.usage,
+  );
 }
 
 /** A remote slug (app.node) rather than a directory or a process type: `drover start SLUG`. */
@@ -94,9 +97,11 @@ export async function start(argv: string[]): Promise<number> {
   const formation = selected.map((type) => ({ type, count: scale[type] ?? 1 })).filter((f) => f.count > 0);
   if (formation.length === 0) throw usageError('nothing to run: every selected type is scaled to 0', 'start');
   const basePort = Number(values.port ?? process.env.PORT ?? 5000);
-  if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65535) throw usageError(`--port must be a port number, got ${JSON.stringify(values.port ?? process.env.PORT)}`, 'start');
+  if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65535)
+    throw usageError(`--port must be a port number, got ${JSON.stringify(values.port ?? process.env.PORT)}`, 'start');
   const graceMs = values['stop-grace-ms'] === undefined ? defaults.stopGraceMs : Number(values['stop-grace-ms']);
-  if (!Number.isInteger(graceMs) || graceMs < 0) throw usageError(`--stop-grace-ms must be a non-negative integer, got ${JSON.stringify(values['stop-grace-ms'])}`, 'start');
+  if (!Number.isInteger(graceMs) || graceMs < 0)
+    throw usageError(`--stop-grace-ms must be a non-negative integer, got ${JSON.stringify(values['stop-grace-ms'])}`, 'start');
   const dotenv = values['env-file'] ? await readEnvFile(values['env-file']) : undefined;
 
   const paint = painter(colorsEnabled(process.stdout));

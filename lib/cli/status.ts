@@ -20,14 +20,17 @@ export function describeStatus(doc: Doc, now: number, paint = painter(false)): s
   if (doc.port != null) lines.push(['port', String(doc.port)]);
   lines.push(['restarts', String(doc.restarts ?? 0)]);
   const { cpu, rss } = usageOf(doc);
-  if (cpu !== null || rss !== null) lines.push(['usage', `${cpu === null ? '-' : `${cpu.toFixed(1)}% CPU`}, ${rss === null ? '-' : bytes(rss)}`]);
+  if (cpu !== null || rss !== null)
+    lines.push(['usage', `${cpu === null ? '-' : `${cpu.toFixed(1)}% CPU`}, ${rss === null ? '-' : bytes(rss)}`]);
   if (doc.last_exit && typeof doc.last_exit === 'object') {
     const e = doc.last_exit;
     lines.push(['last exit', e.signal ? `killed by ${e.signal}` : `code ${e.exit_code ?? e.code ?? '?'}`]);
   }
   if (doc.created_at) lines.push(['created', String(doc.created_at)]);
   if (Array.isArray(doc.env_names)) lines.push(['env', doc.env_names.length ? doc.env_names.join(', ') : '(none)']);
-  const links = Object.entries(doc).filter(([k, v]) => typeof v === 'string' && /^(https?|wss?):\/\//.test(v) && k !== 'details').map(([k]) => k);
+  const links = Object.entries(doc)
+    .filter(([k, v]) => typeof v === 'string' && /^(https?|wss?):\/\//.test(v) && k !== 'details')
+    .map(([k]) => k);
   lines.push(['links', links.join(', ')]);
   const errors = Array.isArray(doc.errors) ? (doc.errors as unknown[]) : [];
   const width = Math.max(...lines.map(([k]) => k.length));
@@ -47,6 +50,8 @@ export async function status(argv: string[]): Promise<number> {
   // The listing's document may be a summary: read the process's own status link.
   const listed = await client.process(positionals[0]);
   const doc = typeof listed.status === 'string' ? await client.json('GET', listed.status) : listed;
-  process.stdout.write(values.json ? `${JSON.stringify(doc, null, 2)}\n` : describeStatus(doc, Date.now(), painter(colorsEnabled(process.stdout))));
+  process.stdout.write(
+    values.json ? `${JSON.stringify(doc, null, 2)}\n` : describeStatus(doc, Date.now(), painter(colorsEnabled(process.stdout))),
+  );
   return 0;
 }

@@ -25,12 +25,19 @@ export function attachStream(client: Client, url: string, onLine: (line: string)
         }
         const status = res.statusCode ?? 0;
         const code = status === 401 || status === 403 ? EXIT.auth : status === 404 ? EXIT.notFound : EXIT.failed;
-        const hint = status === 401 || status === 403 ? (process.env.DROVER_TOKEN ? 'the token in DROVER_TOKEN was refused' : 'the agent requires a token: set DROVER_TOKEN') : 'attach refused';
+        const hint =
+          status === 401 || status === 403
+            ? process.env.DROVER_TOKEN
+              ? 'the token in DROVER_TOKEN was refused'
+              : 'the agent requires a token: set DROVER_TOKEN'
+            : 'attach refused';
         reject(new CliError(`${hint} (HTTP ${status}${detail ? `: ${detail}` : ''})`, code));
       });
     });
     ws.on('error', (err: Error & { code?: string }) => {
-      reject(new CliError(`cannot attach to ${url} (${err.code === 'ECONNREFUSED' ? 'connection refused' : err.message})`, EXIT.unreachable));
+      reject(
+        new CliError(`cannot attach to ${url} (${err.code === 'ECONNREFUSED' ? 'connection refused' : err.message})`, EXIT.unreachable),
+      );
     });
     ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
   });

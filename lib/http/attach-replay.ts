@@ -20,7 +20,8 @@ export function parseReplay(query: URLSearchParams): Replay | null {
   if (since === null && tail === null) return null;
   if (since !== null && tail !== null) throw new Error('tail: cannot be combined with since');
   const n = (v: string, field: string, max: number) => {
-    if (!/^\d{1,15}$/.test(v) || Number(v) > max) throw new Error(`${field}: must be an integer from 0 to ${max}, got ${JSON.stringify(v.slice(0, 40))}`);
+    if (!/^\d{1,15}$/.test(v) || Number(v) > max)
+      throw new Error(`${field}: must be an integer from 0 to ${max}, got ${JSON.stringify(v.slice(0, 40))}`);
     return Number(v);
   };
   return since !== null ? { since: n(since, 'since', Number.MAX_SAFE_INTEGER) } : { tail: n(tail!, 'tail', MAX_TAIL) };
@@ -44,7 +45,8 @@ export async function replayOutput(ws: WebSocket, log: EventLog, replay: Replay,
     }
     frames.flush();
     // Read on only once the socket has taken most of what is queued (or the client is gone).
-    if (ws.bufferedAmount > maxBufferedBytes / 4 && socket.writableNeedDrain && !ac.signal.aborted) await once(socket, 'drain', { signal: ac.signal }).catch(() => {});
+    if (ws.bufferedAmount > maxBufferedBytes / 4 && socket.writableNeedDrain && !ac.signal.aborted)
+      await once(socket, 'drain', { signal: ac.signal }).catch(() => {});
   }
   if (!ac.signal.aborted) ws.close(1000, 'process deleted');
 }

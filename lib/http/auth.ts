@@ -63,7 +63,12 @@ export function createGate(token: string | undefined): Gate {
           socket.on('error', () => {}); // a client vanishing mid-handshake is not the agent's problem
           const verdict = check(req, matches, true);
           if (!verdict.ok) {
-            refuseOnSocket(socket, verdict.status, verdict.detail, verdict.status === 401 ? { 'WWW-Authenticate': challenge(verdict) } : {});
+            refuseOnSocket(
+              socket,
+              verdict.status,
+              verdict.detail,
+              verdict.status === 401 ? { 'WWW-Authenticate': challenge(verdict) } : {},
+            );
             return true;
           }
         }
@@ -96,7 +101,12 @@ function check(req: IncomingMessage, matches: (candidate: string) => boolean, al
   const fromQuery = url.searchParams.getAll('token');
   if (fromQuery.length > 0) {
     if (!allowUrlAndProtocol) {
-      return { ok: false, status: 401, detail: 'a token in the URL is only accepted on WebSocket and event-stream requests; send Authorization: Bearer <token>', invalid: true };
+      return {
+        ok: false,
+        status: 401,
+        detail: 'a token in the URL is only accepted on WebSocket and event-stream requests; send Authorization: Bearer <token>',
+        invalid: true,
+      };
     }
     candidates.push(...fromQuery);
   }
@@ -104,7 +114,10 @@ function check(req: IncomingMessage, matches: (candidate: string) => boolean, al
   let otherProtocols: string[] | null = null;
   const protocolHeader = req.headers['sec-websocket-protocol'];
   if (allowUrlAndProtocol && typeof protocolHeader === 'string') {
-    const offered = protocolHeader.split(',').map((p) => p.trim()).filter((p) => p !== '');
+    const offered = protocolHeader
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== '');
     const tokens = offered.filter((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
     if (tokens.length > 0) {
       for (const p of tokens) candidates.push(Buffer.from(p.slice(TOKEN_SUBPROTOCOL_PREFIX.length), 'base64url').toString('utf8'));
@@ -153,12 +166,21 @@ export async function isLoopback(host: string): Promise<boolean> {
  * acceptable on loopback, unless the operator says so explicitly (and is told loudly).
  * Returns an error message for a refused start, null otherwise.
  */
-export async function checkBinding(host: string, hasToken: boolean, insecure: boolean, log: (line: string) => void): Promise<string | null> {
+export async function checkBinding(
+  host: string,
+  hasToken: boolean,
+  insecure: boolean,
+  log: (line: string) => void,
+): Promise<string | null> {
   if (hasToken || (await isLoopback(host))) return null;
   if (!insecure) {
-    return `refusing to listen on ${host} without a token: anyone who can reach it could run any command on this host. ` +
-      'Set DROVER_TOKEN or --token-file FILE (e.g. from "openssl rand -hex 32"), listen on 127.0.0.1, or pass --insecure to accept the risk';
+    return (
+      `refusing to listen on ${host} without a token: anyone who can reach it could run any command on this host. ` +
+      'Set DROVER_TOKEN or --token-file FILE (e.g. from "openssl rand -hex 32"), listen on 127.0.0.1, or pass --insecure to accept the risk'
+    );
   }
-  log(`drover: WARNING: listening on ${host} WITHOUT A TOKEN (--insecure): anyone who can reach this port can run any command as this user`);
+  log(
+    `drover: WARNING: listening on ${host} WITHOUT A TOKEN (--insecure): anyone who can reach this port can run any command as this user`,
+  );
   return null;
 }

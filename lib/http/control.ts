@@ -50,5 +50,7 @@ export function registerControlRoutes(app: H3, { supervisor, base, findProcess, 
     return status(event, proc);
   });
 
-  app.get('/process-metrics/:slug', (event) => metricsDocument(base(event), processView(findProcess(event)), supervisor.sampler.intervalMs));
+  app.get('/process-metrics/:slug', (event) =>
+    metricsDocument(base(event), processView(findProcess(event)), supervisor.sampler.intervalMs),
+  );
 }

@@ -66,7 +66,13 @@ export function registerDataRoutes(app: H3, { blobs, base }: DataRoutesOptions):
     const info = await find(event);
     const etag = `"${info.id}"`;
     const headers = { etag, 'cache-control': 'public, max-age=31536000, immutable' }; // content-addressed
-    if (event.req.headers.get('if-none-match')?.split(/\s*,\s*/).includes(etag)) return new Response(null, { status: 304, headers });
+    if (
+      event.req.headers
+        .get('if-none-match')
+        ?.split(/\s*,\s*/)
+        .includes(etag)
+    )
+      return new Response(null, { status: 304, headers });
     const stream = createReadStream(blobs.path(info.id));
     return new Response(Readable.toWeb(stream) as ReadableStream, {
       headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(info.size) },
@@ -111,9 +117,7 @@ function putMultipart(body: Readable, type: string, blobs: BlobStore, signal: Ab
       body.destroy();
       // Stop a file still being written, and answer only once its temp file is gone.
       if (file && !file.destroyed) file.destroy();
-      void (upload ?? Promise.resolve())
-        .catch(() => {})
-        .then(() => reject(err));
+      void (upload ?? Promise.resolve()).catch(() => {}).then(() => reject(err));
     };
     bb.on('file', (_field, stream) => {
       file = stream;

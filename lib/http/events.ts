@@ -10,7 +10,8 @@ const KEEPALIVE_MS = 15_000;
 /** A query or header value that must be an event id (a non-negative integer), if present. */
 export function eventId(value: string | null | undefined, field: string): number | undefined {
   if (value === null || value === undefined) return undefined;
-  if (!/^\s*\d{1,15}\s*$/.test(value)) throw new ApiError(400, `${field}: must be an event id (a non-negative integer), got ${JSON.stringify(value.slice(0, 40))}`, field);
+  if (!/^\s*\d{1,15}\s*$/.test(value))
+    throw new ApiError(400, `${field}: must be an event id (a non-negative integer), got ${JSON.stringify(value.slice(0, 40))}`, field);
   return Number(value);
 }
 
@@ -40,7 +41,8 @@ export function eventsRoute(supervisor: Supervisor) {
     if (!log) throw new ApiError(404, `no process "${slug}" (nor a deleted one whose events are still kept)`, 'slug');
     const query = event.url.searchParams;
     const sse = /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(event.req.headers.get('accept') ?? '');
-    const since = (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ?? eventId(query.get('since'), 'since') ?? 0;
+    const since =
+      (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ?? eventId(query.get('since'), 'since') ?? 0;
     const follow = bool(query.get('follow'), 'follow') ?? true;
 
     const ac = new AbortController();

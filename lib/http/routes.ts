@@ -45,7 +45,12 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     },
     onError(error, event) {
       // StoreWriteError: the desired state could not be saved; nothing changed, the caller may retry.
-      const cause = error.cause instanceof ApiError ? error.cause : error.cause instanceof StoreWriteError ? new ApiError(507, error.cause.message) : null;
+      const cause =
+        error.cause instanceof ApiError
+          ? error.cause
+          : error.cause instanceof StoreWriteError
+            ? new ApiError(507, error.cause.message)
+            : null;
       const id = requestId(event);
       const headers: Record<string, string> = { ...(cause?.headers ?? {}), ...(id ? { 'x-request-id': id } : {}) };
       if (cause) return jsonResponse(cause.status, errorBody(cause.status, cause.message, cause.field), headers);
@@ -54,9 +59,11 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
         return jsonResponse(500, errorBody(500, 'internal error'), headers);
       }
       const detail =
-        error.status === 404 ? `no route for ${event.req.method} ${event.url.pathname}`
-        : error.status === 400 && error.message === 'Bad Request' ? 'malformed URL (invalid percent-encoding)' // h3's own check
-        : error.message;
+        error.status === 404
+          ? `no route for ${event.req.method} ${event.url.pathname}`
+          : error.status === 400 && error.message === 'Bad Request'
+            ? 'malformed URL (invalid percent-encoding)' // h3's own check
+            : error.message;
       return jsonResponse(error.status, errorBody(error.status, detail), headers);
     },
   });

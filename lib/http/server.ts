@@ -35,7 +35,12 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   if (refused) throw new StartError(refused);
   let store: Store;
   try {
-    store = await Store.open({ dir: config.stateDir, eventsMaxBytes: config.eventsMaxBytes, eventsRetentionMs: config.eventsRetentionMs, warn: log });
+    store = await Store.open({
+      dir: config.stateDir,
+      eventsMaxBytes: config.eventsMaxBytes,
+      eventsRetentionMs: config.eventsRetentionMs,
+      warn: log,
+    });
     await mkdir(join(config.stateDir, 'releases'), { recursive: true });
   } catch (err) {
     if (err instanceof StoreOpenError) throw new StartError(err.message);
@@ -49,7 +54,13 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       dir: join(config.stateDir, 'blobs'),
       maxBytes: config.blobMaxBytes,
       retentionMs: config.blobRetentionMs,
-      referenced: (): Set<string> => new Set(supervisor.list().map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl)).filter((id): id is string => !!id)),
+      referenced: (): Set<string> =>
+        new Set(
+          supervisor
+            .list()
+            .map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl))
+            .filter((id): id is string => !!id),
+        ),
       log,
     });
     await blobs.init();
@@ -113,7 +124,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     await supervisor.shutdown();
     await store.close();
     const msg = (err as Error).message;
-    if (/Unable to find an available port|EADDRINUSE/.test(msg)) throw new StartError(`port ${config.port} on ${config.host} is already in use`);
+    if (/Unable to find an available port|EADDRINUSE/.test(msg))
+      throw new StartError(`port ${config.port} on ${config.host} is already in use`);
     throw new StartError(`cannot listen on ${config.host}:${config.port}: ${msg}`);
   }
   blobs.startSweeping();
@@ -175,7 +187,9 @@ function runAsUser(config: Config): RunAs | undefined {
   }
   const releases = join(config.stateDir, 'releases');
   if (!canReach(runAs, releases)) {
-    throw new StartError(`--user ${runAs.name} cannot reach ${releases}: every directory above it needs search (x) permission for that user, or choose another --state-dir`);
+    throw new StartError(
+      `--user ${runAs.name} cannot reach ${releases}: every directory above it needs search (x) permission for that user, or choose another --state-dir`,
+    );
   }
   return runAs;
 }

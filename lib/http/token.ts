@@ -30,9 +30,12 @@ export async function loadToken(tokenFile: string, env: NodeJS.ProcessEnv): Prom
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new ConfigError(`token file ${tokenFile} is not a regular file`);
-      if (st.size > MAX_FILE_BYTES) throw new ConfigError(`token file ${tokenFile} is larger than ${MAX_FILE_BYTES} bytes; it should hold only the token`);
+      if (st.size > MAX_FILE_BYTES)
+        throw new ConfigError(`token file ${tokenFile} is larger than ${MAX_FILE_BYTES} bytes; it should hold only the token`);
       if (st.mode & 0o077) {
-        warnings.push(`token file ${tokenFile} can be read by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`);
+        warnings.push(
+          `token file ${tokenFile} can be read by other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`,
+        );
       }
       text = (await fh.readFile()).toString('utf8');
     } finally {
@@ -50,7 +53,9 @@ function checked(token: string, source: string): string {
   // Never quote the token in a message: these end up on stderr and in service logs.
   if (token === '') throw new ConfigError(`the token in ${source} is empty`);
   if (!TOKEN_PATTERN.test(token)) {
-    throw new ConfigError(`the token in ${source} must be printable ASCII without spaces or line breaks (e.g. the output of "openssl rand -hex 32")`);
+    throw new ConfigError(
+      `the token in ${source} must be printable ASCII without spaces or line breaks (e.g. the output of "openssl rand -hex 32")`,
+    );
   }
   if (token.length < MIN_LENGTH) {
     throw new ConfigError(`the token in ${source} is too short: use at least ${MIN_LENGTH} characters (e.g. "openssl rand -hex 32")`);

@@ -54,7 +54,11 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
     bad('source_url', `is not a valid absolute URL: ${JSON.stringify(sourceUrl.slice(0, 200))}`);
   }
   const schemes = opts.allowFileUrls ? ['http:', 'https:', 'file:'] : ['http:', 'https:'];
-  if (!schemes.includes(url.protocol)) bad('source_url', `must use ${schemes.map((s) => s.slice(0, -1)).join(' or ')}, got ${JSON.stringify(url.protocol.slice(0, -1).slice(0, 40))}`);
+  if (!schemes.includes(url.protocol))
+    bad(
+      'source_url',
+      `must use ${schemes.map((s) => s.slice(0, -1)).join(' or ')}, got ${JSON.stringify(url.protocol.slice(0, -1).slice(0, 40))}`,
+    );
   if (url.protocol !== 'file:' && !hostAllowed(url.hostname, opts.sourceHosts)) {
     bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
   }
@@ -120,7 +124,8 @@ function validateEnv(v: unknown): Record<string, string> {
 /** Control requests take few fields: anything else is refused rather than ignored. */
 export function validateFields(b: Record<string, unknown>, allowed: readonly string[]): Record<string, unknown> {
   for (const k of Object.keys(b)) {
-    if (!allowed.includes(k)) bad(k.slice(0, 40), allowed.length ? `is not accepted here; use ${allowed.join(', ')}` : 'is not accepted here; send {}');
+    if (!allowed.includes(k))
+      bad(k.slice(0, 40), allowed.length ? `is not accepted here; use ${allowed.join(', ')}` : 'is not accepted here; send {}');
   }
   return b;
 }

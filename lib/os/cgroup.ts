@@ -39,7 +39,8 @@ export function ownCgroupDirs(host: CgroupHost = {}): { v2: string | null; v1: M
     if (!right) continue;
     const f = left.split(' ');
     const [type, , superOpts] = right.split(' ');
-    if (type === 'cgroup' || type === 'cgroup2') mounts.push({ root: unescape(f[3]), point: unescape(f[4]), type, opts: (superOpts ?? '').split(',') });
+    if (type === 'cgroup' || type === 'cgroup2')
+      mounts.push({ root: unescape(f[3]), point: unescape(f[4]), type, opts: (superOpts ?? '').split(',') });
   }
   const under = (m: { root: string; point: string }, path: string): string | null => {
     let dir: string | null = null;
@@ -145,7 +146,11 @@ export class Cgroups {
     const used = new Set([cpu?.base, memory?.base]);
     for (const b of bases) if (!used.has(b)) tryRmdir(b);
     if (!cpu && !memory) return null;
-    return new Cgroups(cpu, memory, bases.filter((b) => used.has(b)));
+    return new Cgroups(
+      cpu,
+      memory,
+      bases.filter((b) => used.has(b)),
+    );
   }
 
   /** e.g. "cpu from cgroup v2, memory from cgroup v1". */
@@ -320,7 +325,9 @@ function isAlive(pid: number): boolean {
 
 function listDirs(dir: string): string[] {
   try {
-    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
   } catch {
     return [];
   }

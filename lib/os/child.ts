@@ -112,7 +112,13 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
   if (report) return decodeWaitStatus(report.status);
   const code = node?.code ?? null;
   const signal = node?.signal ?? null;
-  if (signal) return { code: null, signal, signum: (constants.signals as Record<string, number>)[signal] ?? null, coreDump: mayDumpCore(signal) ? null : false };
+  if (signal)
+    return {
+      code: null,
+      signal,
+      signum: (constants.signals as Record<string, number>)[signal] ?? null,
+      coreDump: mayDumpCore(signal) ? null : false,
+    };
   return { code, signal: null, signum: null, coreDump: code === null ? null : false };
 }
 

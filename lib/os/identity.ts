@@ -25,7 +25,8 @@ export function resolveUser(name: string): RunAs {
   const fields = pw.split('\n')[0].split(':');
   const uid = Number(fields[2]);
   const gid = Number(fields[3]);
-  if (fields.length < 7 || !Number.isInteger(uid) || !Number.isInteger(gid)) throw new IdentityError(`--user ${name}: unreadable passwd entry`);
+  if (fields.length < 7 || !Number.isInteger(uid) || !Number.isInteger(gid))
+    throw new IdentityError(`--user ${name}: unreadable passwd entry`);
   const ids = run('id', ['-G', '--', fields[0]]);
   const groups = (ids ?? String(gid)).trim().split(/\s+/).map(Number).filter(Number.isInteger);
   const setpriv = findExecutable('setpriv');

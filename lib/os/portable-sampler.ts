@@ -34,7 +34,15 @@ export class PidusageSampler implements GroupSampler {
       try {
         const s = await this.pidusage(pgid);
         // ctime is user + system in ms, not split: counted as user time.
-        if (!stopped) onSample({ at: s.timestamp, cpuPercent: Math.round(s.cpu * 10) / 10, rss: s.memory, processes: 1, utime: s.ctime / 1000, stime: 0 });
+        if (!stopped)
+          onSample({
+            at: s.timestamp,
+            cpuPercent: Math.round(s.cpu * 10) / 10,
+            rss: s.memory,
+            processes: 1,
+            utime: s.ctime / 1000,
+            stime: 0,
+          });
       } catch {
         // gone: its exit is reported elsewhere
       }

@@ -17,7 +17,17 @@ const RTMAX = 64;
 
 /** Signals whose default action dumps core (signal(7)). */
 const CORE_SIGNALS = new Set([
-  'SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGIOT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGSYS', 'SIGXCPU', 'SIGXFSZ',
+  'SIGQUIT',
+  'SIGILL',
+  'SIGTRAP',
+  'SIGABRT',
+  'SIGIOT',
+  'SIGBUS',
+  'SIGFPE',
+  'SIGSEGV',
+  'SIGSYS',
+  'SIGXCPU',
+  'SIGXFSZ',
 ]);
 
 /** The name of signal `n`: Linux's name, SIGRTMIN+k for real-time ones, null for anything else. */

@@ -141,7 +141,14 @@ export class InspectionHub {
     return {
       type: 'snapshot',
       time: new Date(this.now()).toISOString(),
-      processes: records.map((r) => ({ slug: r.slug, state: r.to, since: r.since, pid: r.pid, restarts: r.restarts, last_error: r.last_error })),
+      processes: records.map((r) => ({
+        slug: r.slug,
+        state: r.to,
+        since: r.since,
+        pid: r.pid,
+        restarts: r.restarts,
+        last_error: r.last_error,
+      })),
     };
   }
 

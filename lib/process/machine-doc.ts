@@ -68,7 +68,13 @@ export function describeMachine(machine: AnyStateMachine): MachineDocument {
     for (const tr of node.transitions) {
       // Targetless transitions (actions only) do not move the process: nothing to draw.
       for (const target of tr.target ?? []) {
-        transitions.push({ source: name(node.id), target: name(target), event: tr.eventType, label: label(tr.eventType, tr.delay), guard: guardName(tr.guard) });
+        transitions.push({
+          source: name(node.id),
+          target: name(target),
+          event: tr.eventType,
+          label: label(tr.eventType, tr.delay),
+          guard: guardName(tr.guard),
+        });
       }
     }
     for (const child of Object.values(node.states)) walk(child);

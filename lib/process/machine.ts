@@ -101,9 +101,7 @@ export const processMachine = setup({
   },
   actors: {
     download: fromPromise<unknown, { deps: ProcessDeps }>(({ input, signal }) => input.deps.download(signal)),
-    build: fromPromise<unknown, { deps: ProcessDeps; archive: unknown }>(({ input, signal }) =>
-      input.deps.build(input.archive, signal),
-    ),
+    build: fromPromise<unknown, { deps: ProcessDeps; archive: unknown }>(({ input, signal }) => input.deps.build(input.archive, signal)),
     child: childActor,
   },
   delays: {

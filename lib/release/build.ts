@@ -126,7 +126,8 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
       if (signal?.aborted) reject(abortReason(signal));
       else if (execError) reject(new ReleaseError(`build step "${step.name}" could not start: spawn ${step.command} ${execError}`));
       else if (code === 0) resolve(usage);
-      else if (code !== null) reject(Object.assign(new ReleaseError(`build step "${step.name}" exited with code ${code}`), { exitCode: code }));
+      else if (code !== null)
+        reject(Object.assign(new ReleaseError(`build step "${step.name}" exited with code ${code}`), { exitCode: code }));
       else reject(new ReleaseError(`build step "${step.name}" was killed by ${sig}`));
     });
     function finish(): void {

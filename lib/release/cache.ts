@@ -74,9 +74,12 @@ export class ReleaseCache {
   fetch(url: string, opts: FetchOptions = {}): Promise<Archive> {
     let task = this.downloads.get(url);
     if (!task) {
-      const t = new SharedTask<Archive, [number, number | null]>((signal, notify) => this.doFetch(url, signal, notify), () => {
-        if (this.downloads.get(url) === t) this.downloads.delete(url);
-      });
+      const t = new SharedTask<Archive, [number, number | null]>(
+        (signal, notify) => this.doFetch(url, signal, notify),
+        () => {
+          if (this.downloads.get(url) === t) this.downloads.delete(url);
+        },
+      );
       task = t;
       this.downloads.set(url, t);
     }

@@ -104,7 +104,9 @@ async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions):
   let url = withoutCredentials(start);
   for (let hops = 0; ; hops++) {
     if (!hostAllowed(url.hostname, opts.allowedHosts)) {
-      throw new ReleaseError(`download refused: host ${url.hostname} is not in the allowed source hosts${hops > 0 ? ` (redirected from ${redactUrl(start)})` : ''}`);
+      throw new ReleaseError(
+        `download refused: host ${url.hostname} is not in the allowed source hosts${hops > 0 ? ` (redirected from ${redactUrl(start)})` : ''}`,
+      );
     }
     const headers: Record<string, string> = credentials && url.origin === start.origin ? { authorization: credentials } : {};
     const res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);
@@ -137,14 +139,20 @@ async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions):
 }
 
 /** fetch() that gives up when the response headers take longer than connectTimeoutMs. */
-async function fetchHeaders(url: URL, headers: Record<string, string>, signal: AbortSignal, connectTimeoutMs: number | undefined): Promise<Response> {
+async function fetchHeaders(
+  url: URL,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+  connectTimeoutMs: number | undefined,
+): Promise<Response> {
   if (connectTimeoutMs == null) return fetch(url, { headers, signal, redirect: 'manual' });
   const slow = new AbortController();
   const timer = setTimeout(() => slow.abort(), connectTimeoutMs);
   try {
     return await fetch(url, { headers, signal: AbortSignal.any([signal, slow.signal]), redirect: 'manual' });
   } catch (err) {
-    if (slow.signal.aborted && !signal.aborted) throw new ReleaseError(`download failed: no response within ${connectTimeoutMs} ms from ${redactUrl(url)}`);
+    if (slow.signal.aborted && !signal.aborted)
+      throw new ReleaseError(`download failed: no response within ${connectTimeoutMs} ms from ${redactUrl(url)}`);
     throw err;
   } finally {
     clearTimeout(timer);

@@ -39,10 +39,7 @@ export function agentEnv(env: NodeJS.ProcessEnv): Record<string, string> {
  * regular file, or a symlink: the agent may be able to read files the app
  * can't, so it won't follow a link to them.
  */
-export async function readDotenv(
-  appDir: string,
-  opts: { maxBytes?: number } = {},
-): Promise<Record<string, string>> {
+export async function readDotenv(appDir: string, opts: { maxBytes?: number } = {}): Promise<Record<string, string>> {
   const buf = await readSmallFile(join(appDir, '.env'), opts.maxBytes ?? DEFAULT_DOTENV_MAX_BYTES, '.env');
   if (buf === null) return {};
   if (buf.includes(0)) throw new Error('.env: contains NUL bytes; it must be a text file');

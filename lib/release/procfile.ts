@@ -43,10 +43,7 @@ export class ProcfileError extends Error {
   }
 }
 
-export function parseProcfile(
-  input: string | Buffer,
-  opts: { maxBytes?: number } = {},
-): Map<string, ProcfileEntry> {
+export function parseProcfile(input: string | Buffer, opts: { maxBytes?: number } = {}): Map<string, ProcfileEntry> {
   const text = decode(input, opts.maxBytes ?? DEFAULT_PROCFILE_MAX_BYTES);
   const lines = text.split('\n');
   if (text.endsWith('\n')) lines.pop(); // a final newline ends the last line, it doesn't start another
@@ -63,8 +60,7 @@ export function parseProcfile(
     const entry = parseEntry(logical, line);
     const first = entries.get(entry.type);
     if (first) {
-      throw new ProcfileError(
-        `duplicate process type "${entry.type}" (first defined on line ${first.line})`, line);
+      throw new ProcfileError(`duplicate process type "${entry.type}" (first defined on line ${first.line})`, line);
     }
     entries.set(entry.type, entry);
   }
@@ -124,10 +120,8 @@ function decodeUtf8(buf: Buffer): string {
   }
 }
 
-const bomError = () =>
-  new ProcfileError('starts with a byte order mark (BOM); save it as UTF-8 without BOM', 1);
-const nulError = (line: number) =>
-  new ProcfileError('contains a NUL byte; a Procfile must be plain text, not binary', line);
+const bomError = () => new ProcfileError('starts with a byte order mark (BOM); save it as UTF-8 without BOM', 1);
+const nulError = (line: number) => new ProcfileError('contains a NUL byte; a Procfile must be plain text, not binary', line);
 
 function lineAt(text: string, index: number): number {
   let line = 1;
@@ -222,5 +216,4 @@ function readValue(s: string, i: number, name: string, line: number) {
   return { value, end: i };
 }
 
-const unterminated = (name: string, line: number) =>
-  new ProcfileError(`unterminated quote in the value of ${name}`, line);
+const unterminated = (name: string, line: number) => new ProcfileError(`unterminated quote in the value of ${name}`, line);

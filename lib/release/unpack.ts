@@ -55,7 +55,10 @@ export async function detectFormat(file: string): Promise<ArchiveFormat> {
 
 // Pre-POSIX tars have no magic; a header whose checksum adds up is the best evidence.
 function v7ChecksumOk(block: Buffer): boolean {
-  const field = block.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim();
+  const field = block
+    .toString('latin1', 148, 156)
+    .replace(/[\0 ]+$/, '')
+    .trim();
   if (!/^[0-7]+$/.test(field) || block[0] === 0) return false;
   let sum = 0;
   for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
@@ -72,7 +75,12 @@ export async function unpack(file: string, destDir: string, opts: UnpackOptions 
   const format = await detectFormat(file);
   const dest = path.resolve(destDir);
   const archiveBytes = (await stat(file)).size;
-  const guard = new EntryGuard(opts.maxBytes ?? DEFAULT_MAX_BYTES, opts.maxEntries ?? DEFAULT_MAX_ENTRIES, opts.maxRatio ?? DEFAULT_MAX_RATIO, archiveBytes);
+  const guard = new EntryGuard(
+    opts.maxBytes ?? DEFAULT_MAX_BYTES,
+    opts.maxEntries ?? DEFAULT_MAX_ENTRIES,
+    opts.maxRatio ?? DEFAULT_MAX_RATIO,
+    archiveBytes,
+  );
   await mkdir(dest, { recursive: true });
   try {
     if (format === 'zip') await extractZip(file, dest, guard, opts.signal);
@@ -360,9 +368,14 @@ async function readLinkTarget(zip: yauzl.ZipFile, entry: yauzl.Entry, guard: Ent
   if (entry.uncompressedSize > MAX_LINK_TARGET) throw new ReleaseError(`archive symlink "${entry.fileName}" has an oversized target`);
   const body: Readable = await zip.openReadStreamPromise(entry);
   const chunks: Buffer[] = [];
-  await pipeline(body, byteCounter(guard), async function* (source: AsyncIterable<Buffer>) {
-    for await (const c of source) chunks.push(c);
-  }, { signal });
+  await pipeline(
+    body,
+    byteCounter(guard),
+    async function* (source: AsyncIterable<Buffer>) {
+      for await (const c of source) chunks.push(c);
+    },
+    { signal },
+  );
   return Buffer.concat(chunks).toString('utf8');
 }
 

@@ -127,7 +127,12 @@ export class BlobStore {
     } catch {
       return [];
     }
-    const infos = await Promise.all(names.filter(isBlobId).sort().map((id) => this.get(id)));
+    const infos = await Promise.all(
+      names
+        .filter(isBlobId)
+        .sort()
+        .map((id) => this.get(id)),
+    );
     return infos.filter((i): i is BlobInfo => i !== null);
   }
 

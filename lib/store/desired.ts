@@ -134,7 +134,7 @@ export class DesiredState {
         const fh = await this.journalHandle();
         const buf = Buffer.from(text);
         try {
-          for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+          for (let off = 0; off < buf.length;) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
           await fh.datasync();
         } catch (err) {
           // Leave no partial line behind for the next batch to be glued onto.
@@ -290,7 +290,12 @@ function isRestart(v: unknown): boolean {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
   const ms = (x: unknown) => x === undefined || (Number.isInteger(x) && (x as number) >= 0);
-  return (r.policy === undefined || RESTART_POLICIES.includes(r.policy as RestartPolicy)) && ms(r.delayMs) && ms(r.maxDelayMs) && ms(r.resetAfterMs);
+  return (
+    (r.policy === undefined || RESTART_POLICIES.includes(r.policy as RestartPolicy)) &&
+    ms(r.delayMs) &&
+    ms(r.maxDelayMs) &&
+    ms(r.resetAfterMs)
+  );
 }
 
 /** Replaces DIR/NAME atomically and durably: temp file, fsync, rename, directory fsync. */

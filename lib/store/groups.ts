@@ -78,7 +78,8 @@ export class GroupRecords {
           await rename(tmp, this.file);
           this.failed = false;
         } catch (err) {
-          if (!this.failed) this.warn(`drover: cannot record process groups in ${this.file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+          if (!this.failed)
+            this.warn(`drover: cannot record process groups in ${this.file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
           this.failed = true;
         }
       }

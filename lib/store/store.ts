@@ -58,7 +58,11 @@ export class Store {
       const groupsFile = join(dir, 'groups.json');
       const previousGroups = await GroupRecords.readPrevious(groupsFile, opts.warn);
       const desired = await DesiredState.open(dir, opts.warn);
-      const events = new EventLogs(join(dir, 'events'), { maxBytes: opts.eventsMaxBytes, retentionMs: opts.eventsRetentionMs, warn: opts.warn });
+      const events = new EventLogs(join(dir, 'events'), {
+        maxBytes: opts.eventsMaxBytes,
+        retentionMs: opts.eventsRetentionMs,
+        warn: opts.warn,
+      });
       return new Store(desired, events, new GroupRecords(groupsFile, opts.warn), previousGroups, unlock);
     } catch (err) {
       await unlock();

@@ -51,7 +51,18 @@ function uptime(p) {
 function upsert(slug) {
   let p = procs.get(slug);
   if (!p) {
-    p = { slug, state: 'pending', since: null, pid: null, restarts: 0, last_error: null, doc: null, history: [], goneAt: 0, seenAt: Date.now() };
+    p = {
+      slug,
+      state: 'pending',
+      since: null,
+      pid: null,
+      restarts: 0,
+      last_error: null,
+      doc: null,
+      history: [],
+      goneAt: 0,
+      seenAt: Date.now(),
+    };
     procs.set(slug, p);
     membershipChanged = true;
   }

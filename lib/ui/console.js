@@ -40,7 +40,9 @@ export class ConsoleView {
       if (this.ws !== ws) return;
       this.ws = null;
       this.draw();
-      this.setNote(e.code === 1000 ? `${label} ended (${e.reason || 'closed'})` : `detached from ${label}${e.reason ? `: ${e.reason}` : ''}`);
+      this.setNote(
+        e.code === 1000 ? `${label} ended (${e.reason || 'closed'})` : `detached from ${label}${e.reason ? `: ${e.reason}` : ''}`,
+      );
     };
   }
 

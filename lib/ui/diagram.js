@@ -121,7 +121,11 @@ export class Diagram {
     const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `State machine ${doc.id}` });
     this.svg = svg;
     const defs = el('defs', {}, svg);
-    const marker = el('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, defs);
+    const marker = el(
+      'marker',
+      { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+      defs,
+    );
     el('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#9aa4b2' }, marker);
     const edgeLayer = el('g', { class: 'edges' }, svg);
     const nodeLayer = el('g', { class: 'nodes' }, svg);
@@ -130,7 +134,14 @@ export class Diagram {
     const finalStates = new Set(doc.states.filter((s) => s.type === 'final').map((s) => s.name));
     // Boxes already taken (states, then each label as it is placed), so labels avoid them.
     const taken = [...centers.values(), ...noteCenters.values()].map((c) => ({ x: c.x - W / 2, y: c.y - H / 2, w: W, h: H }));
-    const overlap = (r) => taken.reduce((sum, o) => sum + Math.max(0, Math.min(r.x + r.w, o.x + o.w) - Math.max(r.x, o.x)) * Math.max(0, Math.min(r.y + r.h, o.y + o.h) - Math.max(r.y, o.y)), 0);
+    const overlap = (r) =>
+      taken.reduce(
+        (sum, o) =>
+          sum +
+          Math.max(0, Math.min(r.x + r.w, o.x + o.w) - Math.max(r.x, o.x)) *
+            Math.max(0, Math.min(r.y + r.h, o.y + o.h) - Math.max(r.y, o.y)),
+        0,
+      );
 
     const arrow = (key, a, b, bend, labels, title, { boxA = [W, H], at = 0.5, any = false } = {}) => {
       const { d, ctrl } = curve(a, b, bend, boxA, [W, H], at);
@@ -201,7 +212,10 @@ export class Diagram {
       const b = centers.get(note.target);
       if (!a || !b) continue;
       const from = note.sources.includes('*') ? 'from any state' : `from ${note.sources.join(', ')}`;
-      const edge = arrow(`note:${note.key}`, a, b, 0, [note.label], `${note.label} ${from} → ${note.target}`, { boxA: [from.length * 6.2, 22], any: true });
+      const edge = arrow(`note:${note.key}`, a, b, 0, [note.label], `${note.label} ${from} → ${note.target}`, {
+        boxA: [from.length * 6.2, 22],
+        any: true,
+      });
       this.notes.push({ ...note, ...edge });
       el('text', { class: 'note', x: a.x, y: a.y + 4 }, el('g', { class: 'any-node' }, nodeLayer)).textContent = from;
     }
@@ -240,7 +254,8 @@ export class Diagram {
       node.g.classList.add('pulse');
     }
     if (!from || from === to || this.tokens >= MAX_TOKENS) return;
-    const edge = this.edges.get(`${from}>${to}`) ?? this.notes.find((n) => n.target === to && (n.sources.includes(from) || n.sources.includes('*')));
+    const edge =
+      this.edges.get(`${from}>${to}`) ?? this.notes.find((n) => n.target === to && (n.sources.includes(from) || n.sources.includes('*')));
     // A noted transition travels straight from its state; its note lights up.
     let path = edge && this.edges.get(`${from}>${to}`) ? edge.path : null;
     let temporary = null;

@@ -92,7 +92,8 @@ export class ProcessList {
     const row = document.createElement('div');
     row.className = 'row';
     row.setAttribute('role', 'option');
-    row.innerHTML = '<span class="slug"></span><span><span class="state"></span></span><span class="num"></span><span class="num"></span><span class="num"></span><span class="num"></span><span class="num"></span>';
+    row.innerHTML =
+      '<span class="slug"></span><span><span class="state"></span></span><span class="num"></span><span class="num"></span><span class="num"></span><span class="num"></span><span class="num"></span>';
     this.container.appendChild(row);
     return row;
   }

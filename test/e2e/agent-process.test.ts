@@ -51,7 +51,11 @@ t.test('SIGKILL: the watchdogs kill every child and grandchild', async (t) => {
 });
 
 t.test('a second SIGINT forces: children ignoring SIGTERM are killed at once', async (t) => {
-  const { agent, tree } = await withTree(t, ['--stop-grace-ms', '60000'], `web: trap '' TERM; sleep 600 & sleep 600 & while true; do sleep 0.1; done\n`);
+  const { agent, tree } = await withTree(
+    t,
+    ['--stop-grace-ms', '60000'],
+    `web: trap '' TERM; sleep 600 & sleep 600 & while true; do sleep 0.1; done\n`,
+  );
   agent.proc.kill('SIGINT');
   await waitFor(() => /stopping every process/.test(agent.stderr()), 'first SIGINT seen');
   agent.proc.kill('SIGINT');
@@ -92,7 +96,11 @@ t.test('command line: version, help, bad flags, busy port', async (t) => {
 });
 
 t.test('a YAML config file sets options; flags override it', async (t) => {
-  const dir = t.testdir({ 'drover.yaml': 'port: 1\nhost: 127.0.0.1\nstop_grace_ms: 1234\n', 'bad.yaml': 'port: [1\n', 'typo.yaml': 'prot: 8080\n' });
+  const dir = t.testdir({
+    'drover.yaml': 'port: 1\nhost: 127.0.0.1\nstop_grace_ms: 1234\n',
+    'bad.yaml': 'port: [1\n',
+    'typo.yaml': 'prot: 8080\n',
+  });
   const agent = await spawnAgent(['--config', join(dir, 'drover.yaml')]);
   t.teardown(() => agent.proc.kill('SIGKILL'));
   t.match(agent.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'flag --port 0 overrode the file');

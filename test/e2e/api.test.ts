@@ -26,9 +26,18 @@ t.test('the seed-001 walkthrough, step by step', async (t) => {
   const empty = await api('GET', index.json.list);
   t.same(empty.json, { processes: [] });
 
-  const created = await api('POST', index.json.create, {
-    app: 'myapp', source_url: sourceUrl, process_type: 'web', node: 'web.0', env: { GREETING: 'hi there' },
-  }, { 'x-request-id': 'req-42' });
+  const created = await api(
+    'POST',
+    index.json.create,
+    {
+      app: 'myapp',
+      source_url: sourceUrl,
+      process_type: 'web',
+      node: 'web.0',
+      env: { GREETING: 'hi there' },
+    },
+    { 'x-request-id': 'req-42' },
+  );
   t.equal(created.status, 201);
   t.equal(created.headers.get('x-request-id'), 'req-42', 'request id echoed');
   const proc = created.json;
@@ -51,13 +60,21 @@ t.test('the seed-001 walkthrough, step by step', async (t) => {
   t.same(proc.env_names, ['GREETING']);
 
   const listing = await api('GET', index.json.list);
-  t.same(listing.json.processes.map((p: any) => p.slug), ['myapp.web.0']);
+  t.same(
+    listing.json.processes.map((p: any) => p.slug),
+    ['myapp.web.0'],
+  );
 
   const stream = await attach(proc.attach);
   const running = await waitForState(proc.status, 'running');
   t.type(running.pid, 'number');
   await waitFor(() => stream.lines.some((l) => l.startsWith('listening on port')), 'listening line');
-  const port = Number(stream.lines.find((l) => l.startsWith('listening on port'))!.split(' ').pop());
+  const port = Number(
+    stream.lines
+      .find((l) => l.startsWith('listening on port'))!
+      .split(' ')
+      .pop(),
+  );
   t.equal(port, running.port, 'the app listens on its $PORT');
   const page = await fetch(`http://127.0.0.1:${port}/`);
   t.equal(await page.text(), 'hi there (web.0)\n', 'request env applied, DYNO set');
@@ -129,10 +146,20 @@ t.test('bad requests get 4xx JSON errors naming the field', async (t) => {
   t.equal(noRoute.status, 404);
   t.ok(Array.isArray(noRoute.json.errors));
 
-  const upgrade = await fetch(`${agent.url}/attach-console/nope.web.0`, { headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } }).catch((e) => e);
+  const upgrade = await fetch(`${agent.url}/attach-console/nope.web.0`, {
+    headers: {
+      connection: 'Upgrade',
+      upgrade: 'websocket',
+      'sec-websocket-version': '13',
+      'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+    },
+  }).catch((e) => e);
   // fetch cannot upgrade; use a real WebSocket client for the refusal instead.
   t.ok(upgrade);
-  const refused = await attach(`${agent.url.replace('http', 'ws')}/attach-console/nope.web.0`).then(() => null, (e: Error) => e.message);
+  const refused = await attach(`${agent.url.replace('http', 'ws')}/attach-console/nope.web.0`).then(
+    () => null,
+    (e: Error) => e.message,
+  );
   t.match(refused, /404/);
 
   const del = await api('POST', first.json.delete, {});

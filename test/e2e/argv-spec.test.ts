@@ -8,7 +8,8 @@ t.test('the supervisor runs an argv spec as a real child, once under restart pol
   const { agent, serveApp } = await agentWithArchives(t);
   // The Procfile would fail loudly: the argv, not the entry, must be what runs.
   const sourceUrl = await serveApp('argv', 'job: echo "the Procfile ran"; exit 9\n');
-  const script = 'console.log([process.argv.slice(1).join("|"), require("fs").existsSync("Procfile"), process.env.FROM_SPEC, process.env.FROM_REQUEST].join(" "))';
+  const script =
+    'console.log([process.argv.slice(1).join("|"), require("fs").existsSync("Procfile"), process.env.FROM_SPEC, process.env.FROM_REQUEST].join(" "))';
   const proc = await agent.supervisor.create({
     app: 'argv',
     node: 'job.0',

@@ -12,8 +12,10 @@ async function rawNeverReadingClient(url: string): Promise<Socket> {
   const socket = connect(Number(u.port), u.hostname);
   socket.on('error', () => {});
   await new Promise((r) => socket.once('connect', r));
-  socket.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-    `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  socket.write(
+    `GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
   await new Promise<void>((resolve) => {
     let head = '';
     const onData = (c: Buffer) => {
@@ -40,14 +42,20 @@ async function setup(t: any, procfile: string, overrides = {}) {
 t.test('every line in order, stderr included, final partial line included', async (t) => {
   const gate = join(t.testdir(), 'go');
   // The run ends after a last line without "\n": it must arrive when the output stream ends.
-  const { proc } = await setup(t, `web: while [ ! -e ${gate} ]; do sleep 0.02; done; seq 1 20000; echo to-stderr >&2; printf 'no newline at end'\n`);
+  const { proc } = await setup(
+    t,
+    `web: while [ ! -e ${gate} ]; do sleep 0.02; done; seq 1 20000; echo to-stderr >&2; printf 'no newline at end'\n`,
+  );
   const client = await attach(proc.attach);
   writeFileSync(gate, '');
   await waitFor(() => client.lines.includes('no newline at end'), 'the final partial line');
   const firstRun = client.lines.slice(0, client.lines.indexOf('no newline at end'));
   const numbers = firstRun.filter((l) => /^\d+$/.test(l)).map(Number);
   t.equal(numbers.length, 20000, 'no line lost');
-  t.ok(numbers.every((n, i) => n === i + 1), 'in order');
+  t.ok(
+    numbers.every((n, i) => n === i + 1),
+    'in order',
+  );
   t.ok(firstRun.includes('to-stderr'));
   t.ok(firstRun.indexOf('to-stderr') > firstRun.indexOf('20000'), 'stderr after the stdout it followed');
 });

@@ -86,7 +86,12 @@ t.test('with a token, every HTTP route and unknown path answers 401 JSON without
 t.test('WebSocket upgrades: header, query parameter or subprotocol; refused with 401 JSON otherwise', async (t) => {
   const agent = await testAgent({ token: TOKEN });
   t.teardown(() => agent.close());
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'a', node: 'web.0', process_type: 'web', source_url: 'http://127.0.0.1:9/a.tgz' }, bearer);
+  const created = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    { app: 'a', node: 'web.0', process_type: 'web', source_url: 'http://127.0.0.1:9/a.tgz' },
+    bearer,
+  );
   t.equal(created.status, 201);
   const wsUrl = created.json.attach as string;
 

@@ -13,7 +13,12 @@ const examples = join(import.meta.dirname, '..', '..', 'examples');
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 function store(dir: string, opts: { maxBytes?: number; retentionMs?: number; referenced?: Set<string> } = {}) {
-  return new BlobStore({ dir, maxBytes: opts.maxBytes ?? 1024 * 1024, retentionMs: opts.retentionMs ?? 60_000, referenced: () => opts.referenced ?? new Set() });
+  return new BlobStore({
+    dir,
+    maxBytes: opts.maxBytes ?? 1024 * 1024,
+    retentionMs: opts.retentionMs ?? 60_000,
+    referenced: () => opts.referenced ?? new Set(),
+  });
 }
 
 t.test('store: content-addressed, streamed, capped, nothing half-written left', async (t) => {
@@ -27,7 +32,10 @@ t.test('store: content-addressed, streamed, capped, nothing half-written left', 
   t.equal(b.info.id, a.info.id, 'same bytes, same id');
   t.equal(b.created, false, 'second upload of the same bytes is a reuse');
   t.same(readFileSync(s.path(a.info.id)), bytes);
-  t.same((await s.list()).map((i) => i.id), [a.info.id]);
+  t.same(
+    (await s.list()).map((i) => i.id),
+    [a.info.id],
+  );
 
   await t.rejects(s.put(Readable.from([Buffer.alloc(600), Buffer.alloc(600)])), { name: 'BlobTooLargeError' });
   t.same(readdirSync(dir), [a.info.id], 'the oversized upload left no temp file');
@@ -120,7 +128,10 @@ t.test('HTTP: upload, metadata, download, errors', async (t) => {
   const cached = await fetch(up.json.blob, { headers: { 'if-none-match': `"${sha(bytes)}"` } });
   t.equal(cached.status, 304);
   const listing = await api('GET', index.data);
-  t.same(listing.json.data.map((d: any) => d.id), [up.json.id]);
+  t.same(
+    listing.json.data.map((d: any) => d.id),
+    [up.json.id],
+  );
 
   const missing = await api('GET', `${index.data}/${'0'.repeat(64)}/blob`);
   t.equal(missing.status, 404);
@@ -199,13 +210,18 @@ t.test('HTTP: past the size cap is a 413, declared or streamed, and nothing is k
   t.equal(ok.status, 201, 'the agent still takes uploads afterwards');
 });
 
-t.test('a process whose source_url is the agent\'s own blob URL runs from it', async (t) => {
+t.test("a process whose source_url is the agent's own blob URL runs from it", async (t) => {
   const agent = await testAgent();
   t.teardown(() => agent.close());
   const archive = await pack(join(examples, 'web'), join(t.testdir(), 'web.tgz'));
   const up = await upload(`${agent.url}/data`, readFileSync(archive), { 'content-type': 'application/octet-stream' });
   t.equal(up.status, 201);
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'blob', node: 'web.0', process_type: 'web', source_url: up.json.blob });
+  const created = await api('POST', `${agent.url}/create-process`, {
+    app: 'blob',
+    node: 'web.0',
+    process_type: 'web',
+    source_url: up.json.blob,
+  });
   t.equal(created.status, 201);
   const doc = await waitForState(created.json.status, 'running');
   await waitFor(async () => (await fetch(`http://127.0.0.1:${doc.port}/`)).ok, 'the app answers');
@@ -217,7 +233,12 @@ t.test('agent retention: unreferenced blobs go, blobs a process uses stay', asyn
   t.teardown(() => agent.close());
   const archive = await pack(join(examples, 'worker'), join(t.testdir(), 'worker.tgz'));
   const used = await upload(`${agent.url}/data`, readFileSync(archive), { 'content-type': 'application/octet-stream' });
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'keep', node: 'worker.0', process_type: 'worker', source_url: used.json.blob });
+  const created = await api('POST', `${agent.url}/create-process`, {
+    app: 'keep',
+    node: 'worker.0',
+    process_type: 'worker',
+    source_url: used.json.blob,
+  });
   t.equal(created.status, 201);
   const unused = await upload(`${agent.url}/data`, Buffer.from('nobody wants me'), { 'content-type': 'application/octet-stream' });
   await waitFor(async () => (await api('GET', unused.json.self)).status === 404, 'the unreferenced blob to be removed', 30_000);

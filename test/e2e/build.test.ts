@@ -169,7 +169,7 @@ t.test('a step that cannot start is a ReleaseError', async (t) => {
 for (const [name, script, grace] of [
   ['SIGTERM', '#!/bin/sh\nsleep 1000 &\necho "started $$"\nsleep 1000\n', 60_000],
   // Ignored SIGTERM (inherited by the children too) needs the SIGKILL escalation.
-  ['SIGKILL after the grace period', "#!/bin/sh\ntrap '' TERM\nsleep 1000 &\necho \"started $$\"\nsleep 1000\n", 200],
+  ['SIGKILL after the grace period', '#!/bin/sh\ntrap \'\' TERM\nsleep 1000 &\necho "started $$"\nsleep 1000\n', 200],
 ] as const) {
   t.test(`abort kills the whole process group (${name})`, async (t) => {
     const dir = t.testdir();

@@ -20,10 +20,18 @@ t.test('shellCommand execs simple commands only', async (t) => {
 
 t.test('lines from stdout and stderr, env expanded, final partial line flushed', async (t) => {
   const lines: string[] = [];
-  const c = new Child({ command: 'echo "port $PORT"; echo oops >&2; printf tail', cwd: '/tmp', env: { ...env, PORT: '5123' }, onLine: (s, l) => lines.push(`${s}:${l}`) });
+  const c = new Child({
+    command: 'echo "port $PORT"; echo oops >&2; printf tail',
+    cwd: '/tmp',
+    env: { ...env, PORT: '5123' },
+    onLine: (s, l) => lines.push(`${s}:${l}`),
+  });
   const exit = await c.exited;
   t.equal(exit.code, 0);
-  t.same(lines.filter((l) => l.startsWith('stdout')), ['stdout:port 5123', 'stdout:tail']);
+  t.same(
+    lines.filter((l) => l.startsWith('stdout')),
+    ['stdout:port 5123', 'stdout:tail'],
+  );
   t.ok(lines.includes('stderr:oops'));
   t.same(liveGroupMembers(c.pid!), [], 'group gone after exit (watchdog included)');
 });
@@ -39,7 +47,12 @@ t.test('stop kills grandchildren and the watchdog', async (t) => {
 
 t.test('a child ignoring SIGTERM is killed after the grace', async (t) => {
   const lines: string[] = [];
-  const c = new Child({ command: "trap '' TERM; echo ready; while true; do sleep 0.05; done", cwd: '/tmp', env, onLine: (_s, l) => lines.push(l) });
+  const c = new Child({
+    command: "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+    cwd: '/tmp',
+    env,
+    onLine: (_s, l) => lines.push(l),
+  });
   await waitFor(() => lines.includes('ready'), 'ready line');
   const t0 = Date.now();
   await c.stop(300);

@@ -23,10 +23,12 @@ async function agentFor(t: Test) {
   return agent;
 }
 
-const ps = async (url: string) => (JSON.parse((await runCli(['ps', '--json'], { url })).stdout) as any[]).sort((a, b) => (a.slug < b.slug ? -1 : 1));
+const ps = async (url: string) =>
+  (JSON.parse((await runCli(['ps', '--json'], { url })).stdout) as any[]).sort((a, b) => (a.slug < b.slug ? -1 : 1));
 
 /** What the app on `port` answers, once it listens (`running` means started, not yet listening). */
-const answer = (port: number) => waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`)).text(), `the app on port ${port} to answer`);
+const answer = (port: number) =>
+  waitFor(async () => (await fetch(`http://127.0.0.1:${port}/`)).text(), `the app on port ${port} to answer`);
 
 function oneLineError(t: Test, r: CliResult, code: number, pattern: RegExp) {
   t.equal(r.code, code, `exit code ${code}`);
@@ -67,7 +69,11 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
     parser.on('end', resolve).on('error', reject);
     parser.end(Buffer.from(buf));
   });
-  t.same(entries.sort(), ['.gitignore', 'Procfile', 'package.json', 'server.js'], '.git, node_modules and .gitignore\'d files are not shipped');
+  t.same(
+    entries.sort(),
+    ['.gitignore', 'Procfile', 'package.json', 'server.js'],
+    ".git, node_modules and .gitignore'd files are not shipped",
+  );
 
   const table = await runCli(['ps'], { url: agent.url });
   t.equal(table.code, 0);
@@ -88,12 +94,20 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
   t.equal((await ps(agent.url))[0].pid, doc.pid, 'the process was left alone');
 
   // A changed env replaces the process; --scale adds one; --json summarises.
-  const changed = await runCli(['deploy', app, '--app', 'shop', '--env', 'GREETING=changed', '--scale', 'web=2', '--json'], { url: agent.url });
+  const changed = await runCli(['deploy', app, '--app', 'shop', '--env', 'GREETING=changed', '--scale', 'web=2', '--json'], {
+    url: agent.url,
+  });
   t.equal(changed.code, 0, changed.stderr);
   const summary = JSON.parse(changed.stdout);
   t.same([summary.ok, summary.created, summary.replaced, summary.deleted], [true, ['shop.web.1'], ['shop.web.0'], []]);
   const now = await ps(agent.url);
-  t.same(now.map((d) => [d.slug, d.state]), [['shop.web.0', 'running'], ['shop.web.1', 'running']]);
+  t.same(
+    now.map((d) => [d.slug, d.state]),
+    [
+      ['shop.web.0', 'running'],
+      ['shop.web.1', 'running'],
+    ],
+  );
   t.not(now[0].pid, doc.pid, 'replaced: a new child');
   t.equal(await answer(now[1].port), 'changed (web.1)\n');
 
@@ -130,26 +144,57 @@ t.test('apply: --dry-run changes nothing; apply creates, converges and deletes',
   );
   const dry = await runCli(['apply', manifest, '--dry-run'], { url: agent.url });
   t.equal(dry.code, 0, dry.stderr);
-  t.same(dry.stdout.trim().split('\n').map((l) => l.split(/\s+/)), [['jobs.worker.0', 'create'], ['site.web.0', 'create']]);
+  t.same(
+    dry.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s+/)),
+    [
+      ['jobs.worker.0', 'create'],
+      ['site.web.0', 'create'],
+    ],
+  );
   t.same(await ps(agent.url), [], 'a dry run creates nothing');
   t.same((await api('GET', `${agent.url}/data`)).json.data, [], 'a dry run uploads nothing');
 
   const applied = await runCli(['apply', manifest], { url: agent.url });
   t.equal(applied.code, 0, applied.stderr);
   const before = await ps(agent.url);
-  t.same(before.map((d) => [d.slug, d.state]), [['jobs.worker.0', 'running'], ['site.web.0', 'running']]);
+  t.same(
+    before.map((d) => [d.slug, d.state]),
+    [
+      ['jobs.worker.0', 'running'],
+      ['site.web.0', 'running'],
+    ],
+  );
 
   // Scale site up, drop jobs, add a third app from a URL-less dir; site.web.0 stays as it is.
   writeFileSync(manifest, `apps:\n  site:\n    source: ${join(examples, 'web')}\n    processes: {web: 2}\n    env: {GREETING: yo}\n`);
   const plan = await runCli(['apply', manifest, '--dry-run', '--json'], { url: agent.url });
   t.equal(plan.code, 0, plan.stderr);
-  t.same(JSON.parse(plan.stdout), { dry_run: true, create: ['site.web.1'], replace: [], delete: ['jobs.worker.0'], unchanged: ['site.web.0'] });
-  t.same((await ps(agent.url)).map((d) => d.slug), ['jobs.worker.0', 'site.web.0'], 'still nothing changed');
+  t.same(JSON.parse(plan.stdout), {
+    dry_run: true,
+    create: ['site.web.1'],
+    replace: [],
+    delete: ['jobs.worker.0'],
+    unchanged: ['site.web.0'],
+  });
+  t.same(
+    (await ps(agent.url)).map((d) => d.slug),
+    ['jobs.worker.0', 'site.web.0'],
+    'still nothing changed',
+  );
 
   const converged = await runCli(['apply', manifest], { url: agent.url });
   t.equal(converged.code, 0, converged.stderr);
   const after = await ps(agent.url);
-  t.same(after.map((d) => [d.slug, d.state]), [['site.web.0', 'running'], ['site.web.1', 'running']]);
+  t.same(
+    after.map((d) => [d.slug, d.state]),
+    [
+      ['site.web.0', 'running'],
+      ['site.web.1', 'running'],
+    ],
+  );
   t.equal(after[0].pid, before[1].pid, 'the unchanged process kept running');
   const noop = await runCli(['apply', manifest], { url: agent.url });
   t.match(noop.stdout, /^nothing to change \(2 processes unchanged\)$/m);
@@ -162,7 +207,12 @@ t.test('apply: --dry-run changes nothing; apply creates, converges and deletes',
   writeFileSync(manifest, `apps:\n  site:\n    source: ${join(examples, 'web')}\n    procesess: {web: 1}\n`);
   oneLineError(t, await runCli(['apply', manifest], { url: agent.url }), 2, /drover\.yaml: apps\.site\.procesess: unknown key/);
   writeFileSync(manifest, `apps:\n  site:\n    source: ${join(examples, 'web')}\n    processes: {web: -1}\n`);
-  oneLineError(t, await runCli(['apply', manifest], { url: agent.url }), 2, /apps\.site\.processes\.web: must be an integer from 0 to 1000/);
+  oneLineError(
+    t,
+    await runCli(['apply', manifest], { url: agent.url }),
+    2,
+    /apps\.site\.processes\.web: must be an integer from 0 to 1000/,
+  );
   writeFileSync(manifest, 'apps: [\n');
   oneLineError(t, await runCli(['apply', manifest], { url: agent.url }), 2, /is not valid YAML/);
 });
@@ -171,7 +221,10 @@ t.test('logs -f follows a process until it is deleted', async (t) => {
   const agent = await agentFor(t);
   const deployed = await runCli(['deploy', join(examples, 'worker'), '--app', 'tick'], { url: agent.url });
   t.equal(deployed.code, 0, deployed.stderr);
-  const follow = spawn(process.execPath, [bin, 'logs', '-f', 'tick.worker.0'], { env: { ...process.env, DROVER_URL: agent.url }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const follow = spawn(process.execPath, [bin, 'logs', '-f', 'tick.worker.0'], {
+    env: { ...process.env, DROVER_URL: agent.url },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.teardown(() => follow.kill('SIGKILL'));
   let out = '';
   follow.stdout.on('data', (c) => (out += c));
@@ -189,12 +242,23 @@ t.test('errors are one line with a meaningful exit code', async (t) => {
   await runCli(['deploy', join(examples, 'worker'), '--app', 'tick', '--no-wait'], { url: agent.url });
   // What the agent on this branch does not offer yet is a one-line "does not offer".
   const doc = (await ps(agent.url))[0];
-  for (const [verb, link] of [['stop', 'stop'], ['restart', 'restart'], ['start', 'start']] as const) {
+  for (const [verb, link] of [
+    ['stop', 'stop'],
+    ['restart', 'restart'],
+    ['start', 'start'],
+  ] as const) {
     if (typeof doc[link] === 'string') continue;
-    oneLineError(t, await runCli([verb, 'tick.worker.0'], { url: agent.url }), 5, new RegExp(`does not offer .*no "${link}" link for tick\\.worker\\.0`));
+    oneLineError(
+      t,
+      await runCli([verb, 'tick.worker.0'], { url: agent.url }),
+      5,
+      new RegExp(`does not offer .*no "${link}" link for tick\\.worker\\.0`),
+    );
   }
-  if (typeof doc.signal !== 'string') oneLineError(t, await runCli(['signal', 'tick.worker.0', 'HUP'], { url: agent.url }), 5, /does not offer sending signals/);
-  if (typeof doc.events !== 'string') oneLineError(t, await runCli(['logs', 'tick.worker.0'], { url: agent.url }), 5, /does not offer events/);
+  if (typeof doc.signal !== 'string')
+    oneLineError(t, await runCli(['signal', 'tick.worker.0', 'HUP'], { url: agent.url }), 5, /does not offer sending signals/);
+  if (typeof doc.events !== 'string')
+    oneLineError(t, await runCli(['logs', 'tick.worker.0'], { url: agent.url }), 5, /does not offer events/);
   // Independent of each other: run side by side.
   const cases: [string[], number, RegExp][] = [
     [['status', 'nope.web.0'], 6, /no process "nope\.web\.0"/],
@@ -213,7 +277,13 @@ t.test('errors are one line with a meaningful exit code', async (t) => {
   // A stopped agent: every verb says it cannot reach it.
   agent.proc.kill('SIGINT');
   await agent.exit;
-  const verbs = [['ps'], ['status', 'tick.worker.0'], ['logs', '-f', 'tick.worker.0'], ['deploy', join(examples, 'web'), '--app', 'x'], ['rm', '--app', 'tick']];
+  const verbs = [
+    ['ps'],
+    ['status', 'tick.worker.0'],
+    ['logs', '-f', 'tick.worker.0'],
+    ['deploy', join(examples, 'web'), '--app', 'x'],
+    ['rm', '--app', 'tick'],
+  ];
   for (const r of await Promise.all(verbs.map((args) => runCli(args, { url: agent.url })))) {
     oneLineError(t, r, 3, /cannot reach the agent at http:\/\/127\.0\.0\.1:\d+ \(connection refused\); is it running\?/);
   }
@@ -232,7 +302,10 @@ t.test('with token auth: the right token deploys (own blob URL included), a wron
   const deployed = await runCli(['deploy', join(examples, 'worker'), '--app', 'tick'], { url: agent.url, env: { DROVER_TOKEN: token } });
   t.equal(deployed.code, 0, deployed.stderr);
   t.match(deployed.stdout, /tick\.worker\.0\s+running/);
-  const follow = spawn(process.execPath, [bin, 'attach', 'tick.worker.0'], { env: { ...process.env, DROVER_URL: agent.url, DROVER_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const follow = spawn(process.execPath, [bin, 'attach', 'tick.worker.0'], {
+    env: { ...process.env, DROVER_URL: agent.url, DROVER_TOKEN: token },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.teardown(() => follow.kill('SIGKILL'));
   let out = '';
   follow.stdout.on('data', (c) => (out += c));
@@ -250,7 +323,7 @@ t.test('with token auth: the right token deploys (own blob URL included), a wron
   t.notMatch(wrong[0].stderr, /wrong-token/, 'nor the wrong one');
 });
 
-t.test('client verbs do not load the agent\'s dependencies', async (t) => {
+t.test("client verbs do not load the agent's dependencies", async (t) => {
   const dir = t.testdir();
   const hook = join(dir, 'forbid.mjs');
   writeFileSync(
@@ -266,7 +339,9 @@ t.test('client verbs do not load the agent\'s dependencies', async (t) => {
     verbs.map(
       (verb) =>
         new Promise<{ code: number | null; err: string }>((resolve) => {
-          const c = spawn(process.execPath, ['--import', pathToFileURL(register).href, bin, verb, '--help'], { stdio: ['ignore', 'ignore', 'pipe'] });
+          const c = spawn(process.execPath, ['--import', pathToFileURL(register).href, bin, verb, '--help'], {
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
           let err = '';
           c.stderr.on('data', (d) => (err += d));
           c.on('close', (code) => resolve({ code, err }));

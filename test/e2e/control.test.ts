@@ -56,9 +56,18 @@ async function setup(t: TestBase, files: Record<string, string> = {}) {
     await archives.close();
   });
   const dir = t.testdir();
-  const url = archives.serve('app.tgz', await pack(writeApp(join(dir, 'app'), { Procfile: PROCFILE, 'app.js': APP_JS, ...files }), join(dir, 'app.tgz')));
+  const url = archives.serve(
+    'app.tgz',
+    await pack(writeApp(join(dir, 'app'), { Procfile: PROCFILE, 'app.js': APP_JS, ...files }), join(dir, 'app.tgz')),
+  );
   const create = async (node: string, extra: Record<string, unknown> = {}) => {
-    const r = await api('POST', `${agent.url}/create-process`, { app: 'ctl', node, process_type: node.split('.')[0], source_url: url, ...extra });
+    const r = await api('POST', `${agent.url}/create-process`, {
+      app: 'ctl',
+      node,
+      process_type: node.split('.')[0],
+      source_url: url,
+      ...extra,
+    });
     if (r.status !== 201) throw new Error(`create failed: ${r.status} ${r.text}`);
     return r.json;
   };
@@ -91,7 +100,9 @@ t.test('a signal reaches the grandchild, through the whole process group', async
   const doc = await create('tree.0');
   const out = await attach(doc.attach);
   await waitForState(doc.status, 'running');
-  const grandchild = Number((await waitFor(() => out.lines.find((l) => l.startsWith('grandchild ready')), 'grandchild up')).split(' ').pop());
+  const grandchild = Number(
+    (await waitFor(() => out.lines.find((l) => l.startsWith('grandchild ready')), 'grandchild up')).split(' ').pop(),
+  );
   const r = await api('POST', doc.signal, { signal: 'SIGHUP' });
   t.equal(r.status, 200);
   t.equal(r.json.state, 'running');
@@ -254,7 +265,14 @@ t.test('metrics add up every run, and keep recent samples', async (t) => {
 
 t.test('create validates the restart object, naming the field', async (t) => {
   const { agent } = await setup(t);
-  const create = (restart: unknown) => api('POST', `${agent.url}/create-process`, { app: 'v', node: 'web.0', process_type: 'web', source_url: 'http://127.0.0.1:1/x.tgz', restart });
+  const create = (restart: unknown) =>
+    api('POST', `${agent.url}/create-process`, {
+      app: 'v',
+      node: 'web.0',
+      process_type: 'web',
+      source_url: 'http://127.0.0.1:1/x.tgz',
+      restart,
+    });
   const cases: [unknown, string, RegExp][] = [
     [{ policy: 'sometimes' }, 'restart.policy', /"always", "on-failure", "never"/],
     [{ policy: 3 }, 'restart.policy', /must be one of/],
@@ -272,7 +290,11 @@ t.test('create validates the restart object, naming the field', async (t) => {
     t.equal(r.status, 400, JSON.stringify(restart));
     t.match(r.json.errors[0], { status: 400, field, detail }, JSON.stringify(restart));
   }
-  const proto = await api('POST', `${agent.url}/create-process`, '{"app":"v","node":"web.0","process_type":"web","source_url":"http://127.0.0.1:1/x.tgz","restart":{"__proto__":5}}');
+  const proto = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    '{"app":"v","node":"web.0","process_type":"web","source_url":"http://127.0.0.1:1/x.tgz","restart":{"__proto__":5}}',
+  );
   t.match(proto.json.errors?.[0], { status: 400, field: 'restart.__proto__' }, '"__proto__" is no setting either');
   const ok = await create({ policy: 'never', delay_ms: 50, max_delay_ms: 100, reset_after_ms: 1000 });
   t.equal(ok.status, 201);

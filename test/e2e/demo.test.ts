@@ -24,7 +24,7 @@ t.test('demo: the agent with the example web app deployed, then the next steps',
   t.match(out, /node \S*bin\/drover\.js ps /);
   t.match(out, /node \S*bin\/drover\.js logs -f demo\.web\.0/);
   const appUrl = /curl (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out)?.[1];
-  t.ok(appUrl, 'prints the app\'s URL');
+  t.ok(appUrl, "prints the app's URL");
   t.equal(await (await fetch(appUrl!)).text(), 'hello from the drover demo (web.0)\n', 'the printed URL serves the example app');
 
   const ps = await runCli(['ps'], { url });

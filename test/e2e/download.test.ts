@@ -133,7 +133,11 @@ t.test('HTTP errors name the status', async (t) => {
 t.test('size cap: up front from Content-Length, and while streaming', async (t) => {
   const dir = t.testdir();
   const before = requests.length;
-  await rejectsRelease(t, download(`${base}/archive.tar.gz`, path.join(dir, 'a'), { maxBytes: 1000 }), /download exceeds 1000 bytes \(size 1048699\)/);
+  await rejectsRelease(
+    t,
+    download(`${base}/archive.tar.gz`, path.join(dir, 'a'), { maxBytes: 1000 }),
+    /download exceeds 1000 bytes \(size 1048699\)/,
+  );
   t.equal(requests.length, before + 1);
   t.notOk(existsSync(path.join(dir, 'a')));
 
@@ -146,7 +150,11 @@ t.test('size cap: up front from Content-Length, and while streaming', async (t) 
 
 t.test('timeout covers a server that never answers and one that stalls', async (t) => {
   const dir = t.testdir();
-  await rejectsRelease(t, download(`${base}/hang`, path.join(dir, 'a'), { timeoutMs: 200 }), new RegExp(`^download timed out after 200 ms from ${base}/hang$`));
+  await rejectsRelease(
+    t,
+    download(`${base}/hang`, path.join(dir, 'a'), { timeoutMs: 200 }),
+    new RegExp(`^download timed out after 200 ms from ${base}/hang$`),
+  );
   t.notOk(existsSync(path.join(dir, 'a')));
   clientGone = new Promise((resolve) => (markGone = resolve));
   await rejectsRelease(t, download(`${base}/stall`, path.join(dir, 'b'), { timeoutMs: 300 }), /timed out/);
@@ -216,9 +224,17 @@ t.test('the host allow-list applies to the URL and to every redirect', async (t)
   const dest = path.join(t.testdir(), 'a');
   const allowedHosts = ['127.0.0.1'];
   t.equal((await download(`${base}/r/1`, dest, { allowedHosts })).bytes, payload.length);
-  await rejectsRelease(t, download(`${baseByName}/file`, dest, { allowedHosts }), /^download refused: host localhost is not in the allowed source hosts$/);
+  await rejectsRelease(
+    t,
+    download(`${baseByName}/file`, dest, { allowedHosts }),
+    /^download refused: host localhost is not in the allowed source hosts$/,
+  );
   const before = seen.length;
-  await rejectsRelease(t, download(`${base}/to-localhost`, dest, { allowedHosts }), /host localhost is not in the allowed source hosts \(redirected from http:\/\/127\.0\.0\.1:\d+\/to-localhost\)/);
+  await rejectsRelease(
+    t,
+    download(`${base}/to-localhost`, dest, { allowedHosts }),
+    /host localhost is not in the allowed source hosts \(redirected from http:\/\/127\.0\.0\.1:\d+\/to-localhost\)/,
+  );
   t.equal(seen.length, before + 1, 'the disallowed host was never contacted');
   t.equal((await download(`${base}/to-localhost`, dest, { allowedHosts: ['127.0.0.1', 'localhost'] })).bytes, payload.length);
 });
@@ -241,7 +257,11 @@ t.test('URL credentials become Basic auth for their origin only, and never appea
   const port = new URL(base).port;
   const r = await download(`http://deploy:p%40ss%20word@127.0.0.1:${port}/private`, dest);
   t.equal(r.bytes, payload.length, 'the server got the decoded user and password');
-  await rejectsRelease(t, download(`http://deploy:wrong@127.0.0.1:${port}/private?sig=s3cr3t`, dest), /^download failed: HTTP 401 Unauthorized from http:\/\/127\.0\.0\.1:\d+\/private\?<redacted>$/);
+  await rejectsRelease(
+    t,
+    download(`http://deploy:wrong@127.0.0.1:${port}/private?sig=s3cr3t`, dest),
+    /^download failed: HTTP 401 Unauthorized from http:\/\/127\.0\.0\.1:\d+\/private\?<redacted>$/,
+  );
   seen.length = 0;
   await download(`http://deploy:pw@127.0.0.1:${port}/private-then-away`, dest);
   t.equal(seen.length, 2);
@@ -257,8 +277,16 @@ t.test('URL credentials become Basic auth for their origin only, and never appea
 
 t.test('connect and read timeouts', async (t) => {
   const dest = path.join(t.testdir(), 'a');
-  await rejectsRelease(t, download(`${base}/hang`, dest, { connectTimeoutMs: 300 }), /^download failed: no response within 300 ms from http:\/\/127\.0\.0\.1:\d+\/hang$/);
-  await rejectsRelease(t, download(`${base}/stall`, dest, { connectTimeoutMs: 10_000, readTimeoutMs: 300 }), /^download stalled: no data for 300 ms from http:\/\/127\.0\.0\.1:\d+\/stall$/);
+  await rejectsRelease(
+    t,
+    download(`${base}/hang`, dest, { connectTimeoutMs: 300 }),
+    /^download failed: no response within 300 ms from http:\/\/127\.0\.0\.1:\d+\/hang$/,
+  );
+  await rejectsRelease(
+    t,
+    download(`${base}/stall`, dest, { connectTimeoutMs: 10_000, readTimeoutMs: 300 }),
+    /^download stalled: no data for 300 ms from http:\/\/127\.0\.0\.1:\d+\/stall$/,
+  );
   t.notOk(existsSync(dest), 'the partial file is removed');
   // A caller's abort still wins over the timeouts' own messages.
   const ac = new AbortController();

@@ -20,9 +20,15 @@ async function setup(t: TestBase, overrides = {}) {
     await archives.close();
   });
   const dir = t.testdir();
-  const app = async (name: string, files: Record<string, string>) => archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), files), join(dir, `${name}.tgz`)));
+  const app = async (name: string, files: Record<string, string>) =>
+    archives.serve(`${name}.tgz`, await pack(writeApp(join(dir, name), files), join(dir, `${name}.tgz`)));
   const create = async (node: string, sourceUrl: string) => {
-    const r = await api('POST', `${agent.url}/create-process`, { app: 'ev', node, process_type: node.split('.')[0], source_url: sourceUrl });
+    const r = await api('POST', `${agent.url}/create-process`, {
+      app: 'ev',
+      node,
+      process_type: node.split('.')[0],
+      source_url: sourceUrl,
+    });
     if (r.status !== 201) throw new Error(`create failed: ${r.status} ${r.text}`);
     return r.json;
   };
@@ -40,7 +46,13 @@ t.test('resume with since: exactly the rest, no gap, no duplicate, while the chi
   t.equal(first.status, 200);
   t.match(first.headers.get('content-type'), /^application\/x-ndjson/);
   t.equal(first.headers.get('first-event-id'), '1');
-  t.same(first.events.slice(0, 2).map((e) => [e.id, e.type, e.to]), [[1, 'state', 'pending'], [2, 'state', 'downloading']]);
+  t.same(
+    first.events.slice(0, 2).map((e) => [e.id, e.type, e.to]),
+    [
+      [1, 'state', 'pending'],
+      [2, 'state', 'downloading'],
+    ],
+  );
   t.ok(consecutive(first.events.map((e) => e.id)), 'first read: consecutive ids from 1');
   const last = first.events.at(-1).id;
 
@@ -112,10 +124,19 @@ t.test('follow=false ends at the tail; bad parameters are 400s naming the field;
   t.same(tail.events, [all.events.at(-1)]);
   t.same((await readEvents(`${proc.events}?follow=false&since=${all.events.at(-1).id + 100}`)).events, [], 'nothing after the end');
 
-  const sse = await fetch(`${proc.events}?follow=false`, { headers: { accept: 'text/event-stream', 'last-event-id': String(all.events.at(-3).id) } });
+  const sse = await fetch(`${proc.events}?follow=false`, {
+    headers: { accept: 'text/event-stream', 'last-event-id': String(all.events.at(-3).id) },
+  });
   t.match(sse.headers.get('content-type'), /^text\/event-stream/);
   const text = await sse.text();
-  t.equal(text, `retry: 1000\n\n${all.events.slice(-2).map((e) => `id: ${e.id}\ndata: ${JSON.stringify(e)}\n\n`).join('')}`, 'Last-Event-ID honoured');
+  t.equal(
+    text,
+    `retry: 1000\n\n${all.events
+      .slice(-2)
+      .map((e) => `id: ${e.id}\ndata: ${JSON.stringify(e)}\n\n`)
+      .join('')}`,
+    'Last-Event-ID honoured',
+  );
 
   const bad: [string, Record<string, string>, string, RegExp][] = [
     [`${proc.events}?since=abc`, {}, 'since', /since: must be an event id/],
@@ -153,7 +174,14 @@ t.test('a process that crashed many times: its whole log is readable, also after
   const exits = log.filter((e) => e.type === 'child_exited');
   t.ok(runs.length >= 6, `every run's output is there (${runs.length})`);
   t.ok(exits.length >= 6 && exits.every((e) => e.exit_code === 3 && e.signal === null), 'every exit, with its code');
-  t.same(log.filter((e) => e.type === 'restart_scheduled').map((e) => e.delay_ms).slice(0, 4), [0, 50, 100, 200], 'the backoff is visible');
+  t.same(
+    log
+      .filter((e) => e.type === 'restart_scheduled')
+      .map((e) => e.delay_ms)
+      .slice(0, 4),
+    [0, 50, 100, 200],
+    'the backoff is visible',
+  );
   t.equal(new Set(runs.map((e) => e.text)).size, runs.length, 'a new pid each run');
   t.equal((await api('GET', proc.status)).status, 404, 'the process itself is gone');
 
@@ -167,12 +195,19 @@ t.test('the disk cap: a child printing far past it leaves a log under the cap, r
   const cap = 1024 * 1024;
   const { agent, app, create } = await setup(t, { eventsMaxBytes: cap });
   const lines = 40_000;
-  const proc = await create('web.0', await app('loud', {
-    Procfile: 'web: node loud.js; exec sleep 600\n',
-    'loud.js': `for (let i = 0; i < ${lines}; i++) console.log(i + ' ' + 'x'.repeat(200));\n`,
-  }));
+  const proc = await create(
+    'web.0',
+    await app('loud', {
+      Procfile: 'web: node loud.js; exec sleep 600\n',
+      'loud.js': `for (let i = 0; i < ${lines}; i++) console.log(i + ' ' + 'x'.repeat(200));\n`,
+    }),
+  );
   const last = `${lines - 1} ${'x'.repeat(200)}`;
-  await waitFor(async () => (await readEvents(`${proc.events}?follow=false&since=${lines}`)).events.some((e) => e.text === last), 'the last line logged', 60_000);
+  await waitFor(
+    async () => (await readEvents(`${proc.events}?follow=false&since=${lines}`)).events.some((e) => e.text === last),
+    'the last line logged',
+    60_000,
+  );
   const dir = join(agent.stateDir, 'events', 'ev.web.0');
   const size = readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
   t.ok(size <= cap, `on disk: ${size} bytes, cap ${cap} (the child printed ~${Math.round((lines * 240) / 1e6)} MB)`);
@@ -205,7 +240,10 @@ t.test('attach with ?since and ?tail: history from the log, then live, without g
   t.ok(consecutive(tail.lines.map(lineNumber)), 'tail then live: every line once, in order');
 
   for (const q of ['tail=-1', 'tail=abc', 'since=1&tail=2', 'since=x', 'tail=2000000']) {
-    const err = await attach(`${proc.attach}?${q}`).then(() => 'opened', (e: Error) => e.message);
+    const err = await attach(`${proc.attach}?${q}`).then(
+      () => 'opened',
+      (e: Error) => e.message,
+    );
     t.match(err, /400/, `?${q} refused`);
   }
 });

@@ -31,7 +31,10 @@ t.test('the index links the inspector, the machine and the dashboard; /machine d
   const machine = await api('GET', index.json.machine);
   t.equal(machine.status, 200);
   t.equal(machine.json.initial, 'pending');
-  t.same(machine.json.states.map((s: any) => s.name), [...STATES]);
+  t.same(
+    machine.json.states.map((s: any) => s.name),
+    [...STATES],
+  );
   t.ok(machine.json.transitions.some((tr: any) => tr.source === 'exited' && tr.target === 'restarting'));
   t.equal(machine.json.definition.id, 'process');
 });
@@ -47,18 +50,32 @@ t.test('WebSocket: a snapshot, then every transition of every process, through c
 
   const crashy = await create('web.0', await serveApp('crashy', 'web: echo boom; exit 3\n'));
   const steady = await create('web.1', await serveApp('steady', 'web: sleep 600\n'));
-  await waitFor(() => transitions(frames(), crashy.slug).filter((r) => r.to === 'restarting').length >= 2, 'two restarts of the crashing process');
+  await waitFor(
+    () => transitions(frames(), crashy.slug).filter((r) => r.to === 'restarting').length >= 2,
+    'two restarts of the crashing process',
+  );
   await waitFor(() => transitions(frames(), steady.slug).some((r) => r.to === 'running' && r.pid), 'the steady process running with a pid');
 
   const c = transitions(frames(), crashy.slug);
   const states = c.map((r) => r.to);
-  t.same(states.slice(0, 7), ['pending', 'downloading', 'building', 'running', 'running', 'exited', 'restarting'], 'the first pass, with the pid update and the 0 ms `exited`');
+  t.same(
+    states.slice(0, 7),
+    ['pending', 'downloading', 'building', 'running', 'running', 'exited', 'restarting'],
+    'the first pass, with the pid update and the 0 ms `exited`',
+  );
   t.equal(c[0].from, null);
   for (let i = 1; i < c.length; i++) t.equal(c[i].from, c[i - 1].to, `record ${i} starts where ${i - 1} ended`);
   const exited = c.find((r) => r.to === 'exited')!;
   t.equal(exited.last_error, 'process exited with code 3');
   t.equal(exited.pid, null);
-  t.ok(c.filter((r) => r.to === 'restarting').map((r) => r.restarts).join().startsWith('1,2'), 'restarts count up');
+  t.ok(
+    c
+      .filter((r) => r.to === 'restarting')
+      .map((r) => r.restarts)
+      .join()
+      .startsWith('1,2'),
+    'restarts count up',
+  );
 
   const status = await api('GET', steady.status);
   const last = transitions(frames(), steady.slug).at(-1)!;
@@ -96,14 +113,24 @@ t.test('Server-Sent Events with ?slug: only that process, from before it exists 
   await api('POST', mine.delete, {});
   await waitFor(() => one.events.some((e) => e.data.to === 'deleted'), 'deleted');
   const seen = one.events.slice(1);
-  t.ok(seen.every((e) => e.event === 'transition' && e.data.slug === mine.slug), `only ${mine.slug}`);
-  t.same(seen.map((e) => e.data.to), ['pending', 'downloading', 'building', 'running', 'running', 'deleted']);
+  t.ok(
+    seen.every((e) => e.event === 'transition' && e.data.slug === mine.slug),
+    `only ${mine.slug}`,
+  );
+  t.same(
+    seen.map((e) => e.data.to),
+    ['pending', 'downloading', 'building', 'running', 'running', 'deleted'],
+  );
   t.ok(other.slug);
 
   const all = await sse(`${agent.url}/inspect`);
   t.teardown(() => all.close());
   await waitFor(() => all.events.length >= 1, 'snapshot');
-  t.same(all.events[0].data.processes.map((p: any) => p.slug), [other.slug], 'the deleted process is gone from the snapshot');
+  t.same(
+    all.events[0].data.processes.map((p: any) => p.slug),
+    [other.slug],
+    'the deleted process is gone from the snapshot',
+  );
 });
 
 t.test('bad ?slug is a 400 naming the field, over HTTP and WebSocket', async (t) => {
@@ -113,9 +140,15 @@ t.test('bad ?slug is a 400 naming the field, over HTTP and WebSocket', async (t)
     t.equal(r.status, 400, q);
     t.equal(r.json.errors[0].field, 'slug');
   }
-  const refused = await attach(`${agent.url.replace('http', 'ws')}/inspect?slug=%2F%2F`).then(() => null, (e: Error) => e.message);
+  const refused = await attach(`${agent.url.replace('http', 'ws')}/inspect?slug=%2F%2F`).then(
+    () => null,
+    (e: Error) => e.message,
+  );
   t.match(refused, /400/);
-  const unknown = await attach(`${agent.url.replace('http', 'ws')}/nowhere`).then(() => null, (e: Error) => e.message);
+  const unknown = await attach(`${agent.url.replace('http', 'ws')}/nowhere`).then(
+    () => null,
+    (e: Error) => e.message,
+  );
   t.match(unknown, /404/, 'other paths still go to the attach handler, which refuses them');
 });
 
@@ -138,43 +171,70 @@ t.test('closing the agent ends every inspection stream, and the last records say
   t.equal(r.status, 201);
 });
 
-t.test('with a token: /inspect and /machine need it (header, or ?token= for SSE and WebSocket); only the dashboard files do not', async (t) => {
-  const TOKEN = 'inspect-s3cret';
-  const agent = await testAgent({ token: TOKEN });
-  t.teardown(() => agent.close());
-  const ws = agent.url.replace('http', 'ws');
-  t.equal((await api('GET', `${agent.url}/machine`)).status, 401);
-  t.equal((await api('GET', `${agent.url}/machine`, undefined, { authorization: `Bearer ${TOKEN}` })).status, 200);
-  t.equal((await api('GET', `${agent.url}/inspect`)).status, 401);
-  t.match(await attach(`${ws}/inspect`).then(() => null, (e: Error) => e.message), /401/);
-  t.match(await attach(`${ws}/inspect?token=nope`).then(() => null, (e: Error) => e.message), /401/);
-  const sock = await attach(`${ws}/inspect?token=${TOKEN}`);
-  await waitFor(() => sock.lines.length >= 1, 'snapshot over an authorised WebSocket');
-  t.equal(JSON.parse(sock.lines[0]).type, 'snapshot');
-  sock.ws.close();
-  const events = await sse(`${agent.url}/inspect?token=${TOKEN}`);
-  t.equal(events.res.status, 200, 'EventSource style: token in the query');
-  await waitFor(() => events.events.length >= 1, 'snapshot over SSE');
-  events.close();
+t.test(
+  'with a token: /inspect and /machine need it (header, or ?token= for SSE and WebSocket); only the dashboard files do not',
+  async (t) => {
+    const TOKEN = 'inspect-s3cret';
+    const agent = await testAgent({ token: TOKEN });
+    t.teardown(() => agent.close());
+    const ws = agent.url.replace('http', 'ws');
+    t.equal((await api('GET', `${agent.url}/machine`)).status, 401);
+    t.equal((await api('GET', `${agent.url}/machine`, undefined, { authorization: `Bearer ${TOKEN}` })).status, 200);
+    t.equal((await api('GET', `${agent.url}/inspect`)).status, 401);
+    t.match(
+      await attach(`${ws}/inspect`).then(
+        () => null,
+        (e: Error) => e.message,
+      ),
+      /401/,
+    );
+    t.match(
+      await attach(`${ws}/inspect?token=nope`).then(
+        () => null,
+        (e: Error) => e.message,
+      ),
+      /401/,
+    );
+    const sock = await attach(`${ws}/inspect?token=${TOKEN}`);
+    await waitFor(() => sock.lines.length >= 1, 'snapshot over an authorised WebSocket');
+    t.equal(JSON.parse(sock.lines[0]).type, 'snapshot');
+    sock.ws.close();
+    const events = await sse(`${agent.url}/inspect?token=${TOKEN}`);
+    t.equal(events.res.status, 200, 'EventSource style: token in the query');
+    await waitFor(() => events.events.length >= 1, 'snapshot over SSE');
+    events.close();
 
-  for (const path of ['/ui', '/ui/app.js', '/ui/style.css', '/ui/index.html']) {
-    const r = await fetch(`${agent.url}${path}`);
-    t.equal(r.status, 200, `${path} is public`);
-    await r.arrayBuffer();
-  }
-  // Raw paths, as sent (fetch would normalise the dot segments away before sending).
-  const raw = (path: string) =>
-    new Promise<number>((resolve, reject) => {
-      request(`${agent.url}${path}`, { path }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', reject).end();
-    });
-  for (const path of ['/', '/list-processes', '/ui/../list-processes', '/ui/%2e%2e/list-processes', '/ui/..%2flist-processes', '/ui/app.js/x', '/uix', '/ui/.hidden.js', '//ui/app.js']) {
-    t.equal(await raw(path), 401, `${path} is not`);
-  }
-  t.equal((await fetch(`${agent.url}/ui/nope.js`)).status, 404, 'an unknown dashboard file is a plain 404');
-});
+    for (const path of ['/ui', '/ui/app.js', '/ui/style.css', '/ui/index.html']) {
+      const r = await fetch(`${agent.url}${path}`);
+      t.equal(r.status, 200, `${path} is public`);
+      await r.arrayBuffer();
+    }
+    // Raw paths, as sent (fetch would normalise the dot segments away before sending).
+    const raw = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        request(`${agent.url}${path}`, { path }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
+      });
+    for (const path of [
+      '/',
+      '/list-processes',
+      '/ui/../list-processes',
+      '/ui/%2e%2e/list-processes',
+      '/ui/..%2flist-processes',
+      '/ui/app.js/x',
+      '/uix',
+      '/ui/.hidden.js',
+      '//ui/app.js',
+    ]) {
+      t.equal(await raw(path), 401, `${path} is not`);
+    }
+    t.equal((await fetch(`${agent.url}/ui/nope.js`)).status, 404, 'an unknown dashboard file is a plain 404');
+  },
+);
 
 t.test('the dashboard files: served with their types, nothing else from the directory', async (t) => {
   const agent = await testAgent();

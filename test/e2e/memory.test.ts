@@ -23,13 +23,25 @@ t.test(`${LINES} lines with attached clients that never read: the agent's memory
   const archives = await new ArchiveServer().start();
   t.teardown(() => archives.close());
   const dir = t.testdir();
-  const url = archives.serve('loud.tgz', await pack(writeApp(join(dir, 'loud'), {
-    Procfile: `web: while [ ! -e "$GO" ]; do sleep 0.01; done; seq 1 ${LINES}; exec sleep 600\n`,
-  }), join(dir, 'loud.tgz')));
+  const url = archives.serve(
+    'loud.tgz',
+    await pack(
+      writeApp(join(dir, 'loud'), {
+        Procfile: `web: while [ ! -e "$GO" ]; do sleep 0.01; done; seq 1 ${LINES}; exec sleep 600\n`,
+      }),
+      join(dir, 'loud.tgz'),
+    ),
+  );
   const agent = await spawnAgent();
   t.teardown(() => agent.proc.kill('SIGKILL'));
   const go = join(dir, 'go');
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'mem', node: 'web.0', process_type: 'web', source_url: url, env: { GO: go } });
+  const created = await api('POST', `${agent.url}/create-process`, {
+    app: 'mem',
+    node: 'web.0',
+    process_type: 'web',
+    source_url: url,
+    env: { GO: go },
+  });
   const doc = await waitForState(created.json.status, 'running');
   // One plain attach (pushed to) and one replaying from the log (pulled by): neither reads.
   const live = await stalledClient(doc.attach);
@@ -42,11 +54,15 @@ t.test(`${LINES} lines with attached clients that never read: the agent's memory
   writeFileSync(go, '');
   let peak = 0;
   const lastId = base + LINES;
-  await waitFor(async () => {
-    peak = Math.max(peak, rss(agent.proc.pid!).now);
-    const r = await readEvents(`${doc.events}?follow=false&since=${lastId - 1}`);
-    return r.events.find((e) => e.type === 'output');
-  }, 'the last line in the event log', 240_000).then((last) => {
+  await waitFor(
+    async () => {
+      peak = Math.max(peak, rss(agent.proc.pid!).now);
+      const r = await readEvents(`${doc.events}?follow=false&since=${lastId - 1}`);
+      return r.events.find((e) => e.type === 'output');
+    },
+    'the last line in the event log',
+    240_000,
+  ).then((last) => {
     t.equal(last.id, lastId, 'every line got an id: none was dropped');
     t.equal(last.text, String(LINES));
   });

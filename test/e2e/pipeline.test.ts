@@ -18,7 +18,13 @@ async function setup(t: TestBase, overrides = {}) {
     await archives.close();
   });
   const create = async (node: string, sourceUrl: string, extra: Record<string, unknown> = {}) => {
-    const r = await api('POST', `${agent.url}/create-process`, { app: 'app', node, process_type: node.split('.')[0], source_url: sourceUrl, ...extra });
+    const r = await api('POST', `${agent.url}/create-process`, {
+      app: 'app',
+      node,
+      process_type: node.split('.')[0],
+      source_url: sourceUrl,
+      ...extra,
+    });
     if (r.status !== 201) throw new Error(`create failed: ${r.status} ${r.text}`);
     return r.json;
   };
@@ -55,7 +61,11 @@ t.test('failures show in errors and are retried until deleted', async (t) => {
     ['web.0', `${archives.url}/missing.tgz`, /HTTP 404/],
     ['web.1', archives.serve('junk.bin', join(dir, 'junk.bin')), /not a supported archive/],
     ['web.2', archives.serve('np.tgz', await pack(noProcfile, join(dir, 'np.tgz'))), /no Procfile/],
-    ['clock.0', archives.serve('typed.tgz', await pack(typed, join(dir, 'typed.tgz'))), /unknown process type "clock"; the Procfile has: web, worker/],
+    [
+      'clock.0',
+      archives.serve('typed.tgz', await pack(typed, join(dir, 'typed.tgz'))),
+      /unknown process type "clock"; the Procfile has: web, worker/,
+    ],
     ['web.3', archives.serve('failing.tgz', await pack(failing, join(dir, 'failing.tgz'))), /exited with code 3/],
   ];
   const procs = [];
@@ -105,7 +115,10 @@ t.test('delete works in every state and leaves nothing behind', async (t) => {
     hang.close();
   });
   const hangUrl = `http://127.0.0.1:${(hang.address() as { port: number }).port}/slow.tgz`;
-  const slowBuild = writeApp(join(dir, 'slow'), { Procfile: 'web: sleep 600\n', 'bin/build': '#!/bin/sh\necho build-started\nexec sleep 600\n' });
+  const slowBuild = writeApp(join(dir, 'slow'), {
+    Procfile: 'web: sleep 600\n',
+    'bin/build': '#!/bin/sh\necho build-started\nexec sleep 600\n',
+  });
   const tree = writeApp(join(dir, 'tree'), { Procfile: 'web: sh -c "sleep 600 & sleep 600 & wait"\n' });
   const ignorer = writeApp(join(dir, 'ignorer'), { Procfile: `web: trap '' TERM; echo stubborn; while true; do sleep 0.1; done\n` });
   const crash = writeApp(join(dir, 'crash'), { Procfile: 'web: exit 1\n' });
@@ -130,7 +143,10 @@ t.test('delete works in every state and leaves nothing behind', async (t) => {
     const p = await create('web.12', urls.slow);
     const s = await attach(p.attach);
     await waitFor(() => s.lines.includes('build-started'), 'build running');
-    const builders = await waitFor(() => { const pids = inStateDir(agent.stateDir); return pids.length > 0 ? pids : null; }, 'the build process in the release dir');
+    const builders = await waitFor(() => {
+      const pids = inStateDir(agent.stateDir);
+      return pids.length > 0 ? pids : null;
+    }, 'the build process in the release dir');
     t.equal((await api('POST', p.delete, {})).json.state, 'deleted');
     await waitFor(() => inStateDir(agent.stateDir).length === 0, 'build process gone');
     t.ok(builders.length > 0);

@@ -40,14 +40,30 @@ t.test('a restarted agent restores its processes: same port, cached release, eve
   let archivesUp = true;
   t.teardown(() => archivesUp && archives.close());
   const dir = t.testdir();
-  const url = archives.serve('web.tgz', await pack(writeApp(join(dir, 'web'), {
-    Procfile: 'web: echo "up on $PORT with $GREETING"; exec sleep 600\nworker: echo working; exec sleep 600\n',
-  }), join(dir, 'web.tgz')));
+  const url = archives.serve(
+    'web.tgz',
+    await pack(
+      writeApp(join(dir, 'web'), {
+        Procfile: 'web: echo "up on $PORT with $GREETING"; exec sleep 600\nworker: echo working; exec sleep 600\n',
+      }),
+      join(dir, 'web.tgz'),
+    ),
+  );
   const a = agents(t);
   const first = await a.start();
   const created = [];
-  for (const [node, type] of [['web.0', 'web'], ['worker.0', 'worker'], ['web.1', 'web']]) {
-    const r = await api('POST', `${first.url}/create-process`, { app: 'r', node, process_type: type, source_url: url, env: { GREETING: `hi ${node}` } });
+  for (const [node, type] of [
+    ['web.0', 'web'],
+    ['worker.0', 'worker'],
+    ['web.1', 'web'],
+  ]) {
+    const r = await api('POST', `${first.url}/create-process`, {
+      app: 'r',
+      node,
+      process_type: type,
+      source_url: url,
+      env: { GREETING: `hi ${node}` },
+    });
     t.equal(r.status, 201);
     created.push(r.json);
   }
@@ -62,7 +78,10 @@ t.test('a restarted agent restores its processes: same port, cached release, eve
   await archives.close();
   archivesUp = false;
   const second = await a.start();
-  t.ok(a.logs.some((l) => /^drover: restored 2 process\(es\) from /.test(l)), 'says so on stderr');
+  t.ok(
+    a.logs.some((l) => /^drover: restored 2 process\(es\) from /.test(l)),
+    'says so on stderr',
+  );
   const list = (await api('GET', `${second.url}/list-processes`)).json.processes;
   t.same(list.map((p: any) => p.slug).sort(), ['r.web.0', 'r.worker.0'], 'every created process is back, the deleted one is not');
   for (const p of created.slice(0, 2)) {
@@ -79,10 +98,14 @@ t.test('a restarted agent restores its processes: same port, cached release, eve
     t.ok(consecutive(events.map((e) => e.id)) && events[0].id === 1, `${p.slug}: one log, ids continuing across the restart`);
     const restartAt = events.findIndex((e) => e.type === 'agent_restarted');
     t.ok(events[restartAt].id > lastIds.get(p.slug)!, 'the agent_restarted event comes after everything the old agent logged');
-    t.match(events.slice(restartAt - 2, restartAt), [
-      { type: 'child_exited', signal: 'SIGTERM' },
-      { type: 'state', from: 'running', to: 'deleted', why: 'agent shutting down; the child was killed by SIGTERM' },
-    ], 'the old agent logged how it stopped the process');
+    t.match(
+      events.slice(restartAt - 2, restartAt),
+      [
+        { type: 'child_exited', signal: 'SIGTERM' },
+        { type: 'state', from: 'running', to: 'deleted', why: 'agent shutting down; the child was killed by SIGTERM' },
+      ],
+      'the old agent logged how it stopped the process',
+    );
     t.match(events.slice(restartAt + 1), [
       { type: 'state', from: null, to: 'pending', why: 'restored after an agent restart' },
       { type: 'state', from: 'pending', to: 'downloading' },
@@ -112,12 +135,18 @@ t.test('disk trouble while running: the agent keeps supervising and says so, onc
   const archives = await new ArchiveServer().start();
   t.teardown(() => archives.close());
   const dir = t.testdir();
-  const url = archives.serve('t.tgz', await pack(writeApp(join(dir, 'ticker'), {
-    Procfile: 'web: node ticker.js\n',
-    // ~256-character lines at ~50 KB/s: a 128 KiB segment fills (and the next one fails) within
-    // seconds, and the in-memory window (1024 events, 256 KiB) keeps the error event for ~5 s.
-    'ticker.js': `let i = 0; setInterval(() => { for (let k = 0; k < 4; k++) console.log('line ' + i++ + ' ' + 'x'.repeat(250)); }, 20);\n`,
-  }), join(dir, 't.tgz')));
+  const url = archives.serve(
+    't.tgz',
+    await pack(
+      writeApp(join(dir, 'ticker'), {
+        Procfile: 'web: node ticker.js\n',
+        // ~256-character lines at ~50 KB/s: a 128 KiB segment fills (and the next one fails) within
+        // seconds, and the in-memory window (1024 events, 256 KiB) keeps the error event for ~5 s.
+        'ticker.js': `let i = 0; setInterval(() => { for (let k = 0; k < 4; k++) console.log('line ' + i++ + ' ' + 'x'.repeat(250)); }, 20);\n`,
+      }),
+      join(dir, 't.tgz'),
+    ),
+  );
   const a = agents(t, { eventsMaxBytes: 1024 * 1024 });
   const agent = await a.start();
 
@@ -142,11 +171,20 @@ t.test('disk trouble while running: the agent keeps supervising and says so, onc
   // holds it, and output pushes it out: read it at once, before waiting for anything else.
   const doc = await waitForState(created.json.status, 'running');
   const recent = (await readEvents(`${doc.events}?follow=false`)).events;
-  t.ok(recent.some((e) => e.type === 'error' && /ENOTDIR/.test(e.message)), 'an error event, readable from memory');
+  t.ok(
+    recent.some((e) => e.type === 'error' && /ENOTDIR/.test(e.message)),
+    'an error event, readable from memory',
+  );
   const mark = recent.at(-1)?.id ?? 0;
-  await waitFor(async () => (await readEvents(`${doc.events}?follow=false&since=${mark}`)).events.length > 100, 'still supervised and streaming');
+  await waitFor(
+    async () => (await readEvents(`${doc.events}?follow=false&since=${mark}`)).events.length > 100,
+    'still supervised and streaming',
+  );
   t.equal(a.logs.filter((l) => /cannot write the event log/.test(l)).length, 1, 'one warning for the whole run of failures');
-  t.match(a.logs.find((l) => /cannot write the event log/.test(l)), /d\.web\.0: cannot write the event log \(ENOTDIR\)/);
+  t.match(
+    a.logs.find((l) => /cannot write the event log/.test(l)),
+    /d\.web\.0: cannot write the event log \(ENOTDIR\)/,
+  );
 
   // The disk is back: writes resume, and that is said too.
   rmSync(logDir);
@@ -160,11 +198,20 @@ t.test('stopped processes, and ones finished under their restart policy, come ba
   const archives = await new ArchiveServer().start();
   t.teardown(() => archives.close());
   const dir = t.testdir();
-  const url = archives.serve('s.tgz', await pack(writeApp(join(dir, 's'), { Procfile: 'web: exec sleep 600\njob: echo done\n' }), join(dir, 's.tgz')));
+  const url = archives.serve(
+    's.tgz',
+    await pack(writeApp(join(dir, 's'), { Procfile: 'web: exec sleep 600\njob: echo done\n' }), join(dir, 's.tgz')),
+  );
   const a = agents(t);
   let agent = await a.start();
   const create = async (node: string, extra = {}) => {
-    const r = await api('POST', `${agent.url}/create-process`, { app: 's', node, process_type: node.split('.')[0], source_url: url, ...extra });
+    const r = await api('POST', `${agent.url}/create-process`, {
+      app: 's',
+      node,
+      process_type: node.split('.')[0],
+      source_url: url,
+      ...extra,
+    });
     t.equal(r.status, 201);
     return r.json;
   };
@@ -185,11 +232,17 @@ t.test('stopped processes, and ones finished under their restart policy, come ba
   t.equal(s.stopped, true, 'the stopped process is still stopped');
   const events = (await readEvents(`${at(stopped).replace('/process-status/', '/process-events/')}?follow=false`)).events;
   const after = events.slice(events.findIndex((e) => e.type === 'agent_restarted'));
-  t.match(after.filter((e) => e.type === 'state'), [
-    { from: null, to: 'pending', why: 'restored after an agent restart' },
-    { from: 'pending', to: 'exited', why: 'kept down across the agent restart' },
-  ]);
-  t.notOk(after.some((e) => e.type === 'child_started'), 'it did not run');
+  t.match(
+    after.filter((e) => e.type === 'state'),
+    [
+      { from: null, to: 'pending', why: 'restored after an agent restart' },
+      { from: 'pending', to: 'exited', why: 'kept down across the agent restart' },
+    ],
+  );
+  t.notOk(
+    after.some((e) => e.type === 'child_started'),
+    'it did not run',
+  );
   const j = await waitForState(at(job), (d) => d.state === 'exited');
   t.equal(j.restart_policy.policy, 'never');
   t.equal(j.stopped, true, 'the finished job did not run again');

@@ -19,7 +19,12 @@ t.test('a non-loopback address without a token is refused, with why and how', as
     const r = run(['--host', host, '--state-dir', dir]);
     t.equal(r.status, 1, host);
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    t.match(r.stderr, new RegExp(`^drover: refusing to listen on ${host.replace(/[.]/g, '\\.')} without a token: anyone who can reach it could run any command`));
+    t.match(
+      r.stderr,
+      new RegExp(
+        `^drover: refusing to listen on ${host.replace(/[.]/g, '\\.')} without a token: anyone who can reach it could run any command`,
+      ),
+    );
     t.match(r.stderr, /DROVER_TOKEN/);
     t.match(r.stderr, /--token-file/);
     t.match(r.stderr, /--insecure/);
@@ -50,7 +55,11 @@ t.test('token from a file: required on every request; bad token files are one-li
   t.notMatch(agent.stderr(), /WARNING/, 'a token on a network address is fine');
   const base = `http://127.0.0.1:${new URL(agent.url).port}`;
   t.equal((await api('GET', base)).status, 401);
-  t.equal((await api('GET', base, undefined, { authorization: `Bearer ${TOKEN}` })).status, 200, 'the final newline is not part of the token');
+  t.equal(
+    (await api('GET', base, undefined, { authorization: `Bearer ${TOKEN}` })).status,
+    200,
+    'the final newline is not part of the token',
+  );
   agent.proc.kill('SIGTERM');
   await agent.exit;
   t.notOk(agent.stderr().includes(TOKEN), 'the token is not on stderr');
@@ -96,7 +105,12 @@ t.test('the token reaches no child, build step, log, status document or error', 
   const auth = { authorization: `Bearer ${TOKEN}` };
   const docs: string[] = []; // every response the agent sent
 
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'leak', node: 'web.0', process_type: 'web', source_url: url, env: { APP_SECRET: 'request-env-value' } }, auth);
+  const created = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    { app: 'leak', node: 'web.0', process_type: 'web', source_url: url, env: { APP_SECRET: 'request-env-value' } },
+    auth,
+  );
   t.equal(created.status, 201);
   docs.push(created.text, JSON.stringify([...created.headers]));
   const stream = await attach(`${created.json.attach}?token=${TOKEN}`);
@@ -104,12 +118,23 @@ t.test('the token reaches no child, build step, log, status document or error', 
   const doc = await waitForState(created.json.status, 'running', 60_000, auth);
   const environ = readFileSync(`/proc/${doc.pid}/environ`, 'utf8').split('\0');
   t.ok(environ.includes('APP_SECRET=request-env-value'), 'the request env reached the child');
-  t.notOk(environ.some((v) => v.includes(TOKEN)), 'no token in the child environment');
-  t.notOk(environ.some((v) => v.startsWith('DROVER_TOKEN=') || v.startsWith('DROVER_OTHER_SETTING=')), 'no DROVER_* setting in it');
+  t.notOk(
+    environ.some((v) => v.includes(TOKEN)),
+    'no token in the child environment',
+  );
+  t.notOk(
+    environ.some((v) => v.startsWith('DROVER_TOKEN=') || v.startsWith('DROVER_OTHER_SETTING=')),
+    'no DROVER_* setting in it',
+  );
 
   // A failing process whose URL carries credentials and a signed query.
   const secretUrl = `${archives.url.replace('http://', 'http://deploy:hunter2-password@')}/missing.tgz?X-Signature=sig-abcdef`;
-  const failing = await api('POST', `${agent.url}/create-process`, { app: 'leak', node: 'web.1', process_type: 'web', source_url: secretUrl }, auth);
+  const failing = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    { app: 'leak', node: 'web.1', process_type: 'web', source_url: secretUrl },
+    auth,
+  );
   t.equal(failing.status, 201);
   const failed = await waitForState(failing.json.status, (d) => d.errors.length > 0, 60_000, auth);
   t.match(failed.errors[0], /HTTP 404 Not Found from http:\/\/127\.0\.0\.1:\d+\/missing\.tgz\?<redacted>/);
@@ -119,15 +144,31 @@ t.test('the token reaches no child, build step, log, status document or error', 
     t.equal(r.status, 200);
     docs.push(r.text, JSON.stringify([...r.headers]));
   }
-  const buildEnv = readFileSync(join(agent.stateDir, 'releases', readdirSync(join(agent.stateDir, 'releases')).find((n) => !n.endsWith('.json'))!, 'build-env.txt'), 'utf8');
+  const buildEnv = readFileSync(
+    join(
+      agent.stateDir,
+      'releases',
+      readdirSync(join(agent.stateDir, 'releases')).find((n) => !n.endsWith('.json'))!,
+      'build-env.txt',
+    ),
+    'utf8',
+  );
   t.match(buildEnv, /^PATH=/m, 'the build step wrote its environment');
   t.notOk(buildEnv.includes(TOKEN) || buildEnv.includes('DROVER_TOKEN'), 'no token in the build environment');
   // The child's own `env` goes to attached clients.
-  const rerun = await api('POST', `${agent.url}/create-process`, { app: 'leak', node: 'web.2', process_type: 'web', source_url: url }, auth);
+  const rerun = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    { app: 'leak', node: 'web.2', process_type: 'web', source_url: url },
+    auth,
+  );
   const stream2 = await attach(`${rerun.json.attach}?token=${TOKEN}`);
   await waitFor(() => stream2.lines.includes('envdone'), 'the child printed its environment');
   const lines = [...stream.lines, ...stream2.lines];
-  t.ok(stream2.lines.some((l) => l.startsWith('PATH=')), 'the environment was printed');
+  t.ok(
+    stream2.lines.some((l) => l.startsWith('PATH=')),
+    'the environment was printed',
+  );
   for (const del of ['leak.web.0', 'leak.web.1', 'leak.web.2']) {
     const r = await api('POST', `${agent.url}/delete-process/${del}`, {}, auth);
     t.equal(r.status, 200);
@@ -144,5 +185,9 @@ t.test('the token reaches no child, build step, log, status document or error', 
   t.notOk(everything.includes('sig-abcdef'), 'URL query strings are redacted');
   t.notOk(docs.join('\n').includes('request-env-value'), 'status documents never echo env values');
   t.ok(docs.join('\n').includes('"env_names":["APP_SECRET"]'), 'only the names');
-  t.match(agent.stderr(), /HTTP 404 Not Found from http:\/\/127\.0\.0\.1:\d+\/missing\.tgz\?<redacted>/, 'the logged error is redacted too');
+  t.match(
+    agent.stderr(),
+    /HTTP 404 Not Found from http:\/\/127\.0\.0\.1:\d+\/missing\.tgz\?<redacted>/,
+    'the logged error is redacted too',
+  );
 });

@@ -24,12 +24,17 @@ process.on('SIGTERM', () => { console.log('web got SIGTERM'); process.exit(0); }
 `;
 
 function startRunner(t: any, args: string[], env: Record<string, string> = {}) {
-  const proc = spawn(process.execPath, [bin, 'start', ...args], { env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [bin, 'start', ...args], {
+    env: { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   proc.stdout.on('data', (c) => (out += c));
   proc.stderr.on('data', (c) => (err += c));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on('exit', (code, signal) => r({ code, signal })),
+  );
   t.teardown(() => proc.kill('SIGKILL'));
   return { proc, exit, out: () => out, err: () => err };
 }

@@ -43,17 +43,39 @@ t.test('raw inspection events reach a Stately-style inspector, without the child
     await archives.close();
   });
   const dir = t.testdir();
-  const source = archives.serve('a.tgz', await pack(writeApp(join(dir, 'a'), { Procfile: 'web: sleep 600\n', '.env': 'DOTENV_SECRET=from-dotenv-s3cret\n' }), join(dir, 'a.tgz')));
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'app', node: 'web.0', process_type: 'web', source_url: source, env: { API_KEY: 'hunter2-request-s3cret' } });
+  const source = archives.serve(
+    'a.tgz',
+    await pack(
+      writeApp(join(dir, 'a'), { Procfile: 'web: sleep 600\n', '.env': 'DOTENV_SECRET=from-dotenv-s3cret\n' }),
+      join(dir, 'a.tgz'),
+    ),
+  );
+  const created = await api('POST', `${agent.url}/create-process`, {
+    app: 'app',
+    node: 'web.0',
+    process_type: 'web',
+    source_url: source,
+    env: { API_KEY: 'hunter2-request-s3cret' },
+  });
   t.equal(created.status, 201);
   const running = await waitForState(created.json.status, 'running');
-  await waitFor(() => received.some((e) => e.type === '@xstate.snapshot' && e.snapshot?.value === 'running' && e.snapshot?.context?.pid === running.pid), 'the running snapshot with its pid');
+  await waitFor(
+    () =>
+      received.some((e) => e.type === '@xstate.snapshot' && e.snapshot?.value === 'running' && e.snapshot?.context?.pid === running.pid),
+    'the running snapshot with its pid',
+  );
 
   const actor = received.find((e) => e.type === '@xstate.actor' && e.name === 'app.web.0');
   t.ok(actor, 'the process actor is announced under its slug');
   t.match(actor.definition, /"id":"process"/, 'with the machine definition');
-  t.ok(received.some((e) => e.type === '@xstate.event' && e.event.type === 'START'), 'events are forwarded');
-  t.ok(received.every((e) => typeof e._version === 'string' && typeof e.sessionId === 'string'), 'in the Stately inspector format');
+  t.ok(
+    received.some((e) => e.type === '@xstate.event' && e.event.type === 'START'),
+    'events are forwarded',
+  );
+  t.ok(
+    received.every((e) => typeof e._version === 'string' && typeof e.sessionId === 'string'),
+    'in the Stately inspector format',
+  );
   const text = JSON.stringify(received);
   t.notMatch(text, /hunter2-request-s3cret|from-dotenv-s3cret/, 'no environment value is ever sent');
   t.notMatch(text, /"launch"|"deps"|"archive"/, 'nor the launch, the archive or the code');

@@ -7,7 +7,10 @@ const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 
 t.test('many children stopped at once all stop, grandchildren included', async (t) => {
   // Each group: the shell, a grandchild that ignores SIGTERM, and the watchdog.
-  const kids = Array.from({ length: 40 }, () => new Child({ command: "sh -c \"trap '' TERM; sleep 300\" & echo up; wait", cwd: '/tmp', env, onLine: () => {} }));
+  const kids = Array.from(
+    { length: 40 },
+    () => new Child({ command: 'sh -c "trap \'\' TERM; sleep 300" & echo up; wait', cwd: '/tmp', env, onLine: () => {} }),
+  );
   await waitFor(() => kids.every((c) => liveGroupMembers(c.pid!).length >= 3), 'every tree to be up', 60_000);
   await Promise.all(kids.map((c) => c.stop(200)));
   const all = listProcesses();
@@ -19,7 +22,10 @@ t.test('callers waiting at the same time share one /proc pass', async (t) => {
   const [a, b, c] = await Promise.all([sharedProcessList(), sharedProcessList(), sharedProcessList()]);
   t.equal(a, b);
   t.equal(b, c);
-  t.ok(a.some((p) => p.pid === process.pid), 'the pass sees this process');
+  t.ok(
+    a.some((p) => p.pid === process.pid),
+    'the pass sees this process',
+  );
   const later = await sharedProcessList();
   t.not(later, a, 'a later caller gets a fresh pass');
 });

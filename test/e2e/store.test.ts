@@ -29,12 +29,24 @@ t.test('desired state: changes survive reopening, in order', async (t) => {
   await Promise.all([d.put(proc('a.web.0')), d.put(proc('a.web.1')), d.put(proc('b.web.0', { port: 40001 }))]);
   await d.remove('a.web.1');
   await d.put(proc('b.web.0', { port: 40001, archive: 'ff'.repeat(32) }));
-  t.same(d.all().map((p) => p.slug).sort(), ['a.web.0', 'b.web.0']);
+  t.same(
+    d
+      .all()
+      .map((p) => p.slug)
+      .sort(),
+    ['a.web.0', 'b.web.0'],
+  );
   await d.close();
   t.equal(statSync(join(dir, 'desired.journal')).mode & 0o777, 0o600, 'env values are secrets: owner only');
 
   const again = await DesiredState.open(dir, (w) => warnings.push(w));
-  t.same(again.all().map((p) => p.slug).sort(), ['a.web.0', 'b.web.0']);
+  t.same(
+    again
+      .all()
+      .map((p) => p.slug)
+      .sort(),
+    ['a.web.0', 'b.web.0'],
+  );
   t.same(again.get('b.web.0'), proc('b.web.0', { port: 40001, archive: 'ff'.repeat(32) }));
   t.same(again.get('a.web.0')?.env, { SECRET: 's3cret', EMPTY: '' });
   t.same(warnings, []);
@@ -52,7 +64,11 @@ t.test('desired state: a torn final journal line is cut with one warning; damage
   appendFileSync(journal, '{"op":"put","process":{"slug":"a.web.2","app":"a"');
   const warnings: string[] = [];
   const again = await DesiredState.open(dir, (w) => warnings.push(w));
-  t.same(again.all().map((p) => p.slug), ['a.web.0', 'a.web.1'], 'the torn change was never acknowledged: it is gone');
+  t.same(
+    again.all().map((p) => p.slug),
+    ['a.web.0', 'a.web.1'],
+    'the torn change was never acknowledged: it is gone',
+  );
   t.equal(warnings.length, 1);
   t.match(warnings[0], /cut a torn final line \(\d+ bytes\) from .*desired\.journal/);
   t.equal(readFileSync(journal, 'utf8'), good, 'the journal is repaired in place');
@@ -63,7 +79,10 @@ t.test('desired state: a torn final journal line is cut with one warning; damage
   writeFileSync(journal, good + 'garbage\n' + readFileSync(journal, 'utf8').slice(good.length));
   warnings.length = 0;
   const third = await DesiredState.open(dir, (w) => warnings.push(w));
-  t.same(third.all().map((p) => p.slug), ['a.web.0', 'a.web.1', 'a.web.3']);
+  t.same(
+    third.all().map((p) => p.slug),
+    ['a.web.0', 'a.web.1', 'a.web.3'],
+  );
   t.equal(warnings.length, 1);
   t.match(warnings[0], /skipped 1 unreadable line/);
   await third.close();
@@ -81,7 +100,13 @@ t.test('desired state: the journal is compacted into a snapshot, and a half-writ
   t.ok(statSync(join(dir, 'desired.journal')).size < 64 * 1024, 'journal emptied by compaction');
   writeFileSync(join(dir, 'desired.json.tmp-123-456'), '{"version":1,"proc');
   const again = await DesiredState.open(dir, () => {});
-  t.same(again.all().map((p) => p.slug).sort(), ['a.web.5', 'a.web.6', 'a.web.7', 'a.web.8', 'a.web.9']);
+  t.same(
+    again
+      .all()
+      .map((p) => p.slug)
+      .sort(),
+    ['a.web.5', 'a.web.6', 'a.web.7', 'a.web.8', 'a.web.9'],
+  );
   t.equal(again.get('a.web.9')?.env.BIG.length, 20_000);
   await again.close();
   t.throws(() => statSync(join(dir, 'desired.json.tmp-123-456')), 'leftover temp file removed');
@@ -129,7 +154,10 @@ t.test('sweep: kills recorded groups that are still the same processes, leaves o
   t.ok(isStale(records[0], listProcesses()));
   t.notOk(isStale(records[1], listProcesses()));
   const killed = await sweepStaleGroups(records);
-  t.same(killed.map((g) => g.pgid), [mine]);
+  t.same(
+    killed.map((g) => g.pgid),
+    [mine],
+  );
   t.same(liveGroupMembers(mine), [], 'the whole group is gone');
   t.equal(liveGroupMembers(reused).length, 2, 'the other group is untouched');
 });
@@ -184,7 +212,10 @@ t.test('store: an unusable state directory is a clear error', async (t) => {
   const dir = t.testdir({ 'a-file': 'not a directory' });
   const open = (d: string) => Store.open({ dir: d, eventsMaxBytes: 1 << 20, eventsRetentionMs: 1000, warn: () => {} });
   await t.rejects(open(join(dir, 'a-file')), StoreOpenError);
-  await t.rejects(open(join(dir, 'a-file', 'sub')), /state directory .*a-file\/sub is not usable: a path component is not a directory \(ENOTDIR\)/);
+  await t.rejects(
+    open(join(dir, 'a-file', 'sub')),
+    /state directory .*a-file\/sub is not usable: a path component is not a directory \(ENOTDIR\)/,
+  );
   await t.rejects(open('/proc/drover-state'), /is not usable: /);
   const ok = await open(join(dir, 'state'));
   await t.rejects(open(join(dir, 'state')), /in use by another drover agent/);

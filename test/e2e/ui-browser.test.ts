@@ -13,13 +13,20 @@ const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => e
 
 /** Waits until the detail panel shows `value` for field `label`. */
 function fieldValue(page: Page, label: string) {
-  return page.$$eval('#detail-fields div', (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null, label);
+  return page.$$eval(
+    '#detail-fields div',
+    (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null,
+    label,
+  );
 }
 
 t.test('from the page: create a process, watch it reach running, read its console, restart, stop, start and delete it', async (t) => {
   if (!haveChromium(t)) return;
   const { agent, serveApp } = await agentWithArchives(t);
-  const source = await serveApp('printer', 'web: echo "hello $GREETING"; i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.05; done\n');
+  const source = await serveApp(
+    'printer',
+    'web: echo "hello $GREETING"; i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.05; done\n',
+  );
   const browser = await launch(t);
   const { page, errors } = await openPage(browser, `${agent.url}/ui`);
   await page.locator('#live[data-state="live"]').waitFor();
@@ -48,7 +55,12 @@ t.test('from the page: create a process, watch it reach running, read its consol
   t.equal(await page.textContent('#detail-slug'), 'demo.web.0', 'the new process is selected');
 
   // Every state it passes through, as the inspector reported them.
-  await page.waitForFunction(() => [...document.querySelectorAll('#timeline li')].map((li) => li.textContent).join(' ').startsWith('pending downloading building running'));
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll('#timeline li')]
+      .map((li) => li.textContent)
+      .join(' ')
+      .startsWith('pending downloading building running'),
+  );
   t.same((await texts(page, '#timeline li')).slice(0, 4), ['pending', 'downloading', 'building', 'running']);
   await page.locator('#diagram g.node.current[data-state="running"]').waitFor();
   await waitFor(async () => (await row.locator('.state').textContent()) === 'running', 'the row to show running');
@@ -70,7 +82,10 @@ t.test('from the page: create a process, watch it reach running, read its consol
   await page.click('#btn-restart');
   await waitFor(async () => (await fieldValue(page, 'restarts')) === '1', 'restarts to count the restart');
   await waitFor(async () => (await timeline()).endsWith('running exited restarting running'), 'the restart in the timeline');
-  await waitFor(async () => /^\d+$/.test((await fieldValue(page, 'pid')) ?? '') && (await fieldValue(page, 'pid')) !== String(doc.pid), 'a new pid');
+  await waitFor(
+    async () => /^\d+$/.test((await fieldValue(page, 'pid')) ?? '') && (await fieldValue(page, 'pid')) !== String(doc.pid),
+    'a new pid',
+  );
   const restartedPid = Number(await fieldValue(page, 'pid'));
   t.same(liveGroupMembers(doc.pid), [], 'the old process group is gone');
 
@@ -123,13 +138,20 @@ t.test('with a token: asked once (again when rejected), sent on every request an
   t.same(unauthorized, ['/'], '...and its first API request is refused');
   await page.fill('#token-input', 'wrong');
   await page.click('#token-submit');
-  await page.waitForFunction(() => /rejected/.test(document.getElementById('token-why')!.textContent ?? '') && document.querySelector('#token-dialog[open]'));
+  await page.waitForFunction(
+    () => /rejected/.test(document.getElementById('token-why')!.textContent ?? '') && document.querySelector('#token-dialog[open]'),
+  );
   await page.fill('#token-input', TOKEN);
   await page.click('#token-submit');
   await page.locator('#live[data-state="live"]').waitFor(); // the inspect WebSocket got through the gate
 
   const source = await serveApp('w', 'web: while true; do echo started; sleep 0.2; done\n');
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'tok', node: 'web.0', process_type: 'web', source_url: source }, { authorization: `Bearer ${TOKEN}` });
+  const created = await api(
+    'POST',
+    `${agent.url}/create-process`,
+    { app: 'tok', node: 'web.0', process_type: 'web', source_url: source },
+    { authorization: `Bearer ${TOKEN}` },
+  );
   t.equal(created.status, 201);
   await page.locator('.row[data-slug="tok.web.0"] .state:text("running")').waitFor();
   await page.click('.row[data-slug="tok.web.0"]');
@@ -143,6 +165,10 @@ t.test('with a token: asked once (again when rejected), sent on every request an
   t.equal(unauthorized.length, 2, 'every request after the prompt carried the token');
   t.equal(await page.evaluate(() => sessionStorage.getItem('drover.token')), TOKEN);
   t.equal(errors.filter((e) => /status of 401/.test(e)).length, 2);
-  t.same(errors.filter((e) => !/status of 401/.test(e)), [], 'no other errors');
+  t.same(
+    errors.filter((e) => !/status of 401/.test(e)),
+    [],
+    'no other errors',
+  );
   await api('POST', created.json.delete, {}, { authorization: `Bearer ${TOKEN}` });
 });

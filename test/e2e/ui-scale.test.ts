@@ -11,7 +11,11 @@ t.setTimeout(300_000);
 
 /** Waits until the detail panel shows `value` for field `label`. */
 function fieldValue(page: Page, label: string) {
-  return page.$$eval('#detail-fields div', (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null, label);
+  return page.$$eval(
+    '#detail-fields div',
+    (divs, l) => divs.find((d) => d.querySelector('dt')?.textContent === l)?.querySelector('dd')?.textContent ?? null,
+    label,
+  );
 }
 
 t.test('1000 processes: the list stays virtual, counts and filter stay right', async (t) => {
@@ -23,7 +27,12 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
   for (let i = 0; i < N; i += 50) {
     await Promise.all(
       Array.from({ length: Math.min(50, N - i) }, (_, k) =>
-        api('POST', `${agent.url}/create-process`, { app: 'many', node: `w.${String(i + k).padStart(4, '0')}`, process_type: 'w', source_url: source }),
+        api('POST', `${agent.url}/create-process`, {
+          app: 'many',
+          node: `w.${String(i + k).padStart(4, '0')}`,
+          process_type: 'w',
+          source_url: source,
+        }),
       ),
     );
   }
@@ -33,7 +42,10 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
   await page.waitForFunction((n) => document.getElementById('shown')!.textContent === `${n} processes`, N);
   const rows = await page.locator('.list .row:not([hidden])').count();
   t.ok(rows > 10 && rows < 100, `only the rows in view exist (${rows} of ${N})`);
-  await page.waitForFunction((n) => [...document.querySelectorAll('#diagram .node .count')].reduce((s, c) => s + Number(c.textContent), 0) === n, N);
+  await page.waitForFunction(
+    (n) => [...document.querySelectorAll('#diagram .node .count')].reduce((s, c) => s + Number(c.textContent), 0) === n,
+    N,
+  );
 
   await page.$eval('#list', (el) => (el.scrollTop = el.scrollHeight));
   await page.locator('.row[data-slug="many.w.0999"]').waitFor();
@@ -43,7 +55,10 @@ t.test('1000 processes: the list stays virtual, counts and filter stay right', a
 
   // Clicking a state in the diagram lists the processes in it.
   // After one immediate retry, every process waits (600 s) in `restarting`.
-  await page.waitForFunction((n) => document.querySelector('#diagram g.node[data-state="restarting"] .count')!.textContent === String(n), N);
+  await page.waitForFunction(
+    (n) => document.querySelector('#diagram g.node[data-state="restarting"] .count')!.textContent === String(n),
+    N,
+  );
   await page.click('#diagram g.node[data-state="restarting"]');
   t.equal(await page.inputValue('#filter'), 'restarting');
   await page.waitForFunction(() => document.getElementById('shown')!.textContent === '1000 of 1000');
@@ -58,11 +73,18 @@ t.test('a process printing thousands of lines a second: the console keeps a boun
   if (!haveChromium(t)) return;
   const { agent, serveApp } = await agentWithArchives(t);
   const source = await serveApp('flood', 'web: while true; do seq 1 500; sleep 0.1; done\n');
-  const created = await api('POST', `${agent.url}/create-process`, { app: 'flood', node: 'web.0', process_type: 'web', source_url: source });
+  const created = await api('POST', `${agent.url}/create-process`, {
+    app: 'flood',
+    node: 'web.0',
+    process_type: 'web',
+    source_url: source,
+  });
   const browser = await launch(t);
   const { page, errors } = await openPage(browser, `${agent.url}/ui#flood.web.0`);
   await page.locator('#detail-slug:text("flood.web.0")').waitFor();
-  await page.waitForFunction(() => /last 2000 kept/.test(document.getElementById('console-note')!.textContent ?? ''), undefined, { polling: 250 });
+  await page.waitForFunction(() => /last 2000 kept/.test(document.getElementById('console-note')!.textContent ?? ''), undefined, {
+    polling: 250,
+  });
   const lines = await page.$eval('#console', (el) => (el.textContent ?? '').split('\n').length);
   t.equal(lines, 2000, 'exactly the last 2000 lines are kept');
   t.equal(await page.evaluate(() => document.getElementById('console')!.childNodes.length), 1, 'drawn as one text node');

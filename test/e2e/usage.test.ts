@@ -42,7 +42,12 @@ function run(command: string, extra: Partial<ChildOptions>, cwd = '/tmp') {
 }
 
 /** Runs to the end; with /proc sampling only, first waits until a sample saw `seen`, then stops it. */
-async function totals(t: any, mode: (typeof modes)[number], command: string, seen?: (c: Child, u: { utime: number; rss: number }) => boolean): Promise<ExitInfo> {
+async function totals(
+  t: any,
+  mode: (typeof modes)[number],
+  command: string,
+  seen?: (c: Child, u: { utime: number; rss: number }) => boolean,
+): Promise<ExitInfo> {
   let last = { utime: 0, rss: 0 };
   const extra = mode.spec();
   // Without an exact method the children hold on (--hold) until a sample has seen them.
@@ -142,14 +147,21 @@ t.test('exit detail: code, signal, core dump', async (t) => {
       const dumped = await run(`ulimit -c unlimited; kill -SEGV $$`, { helper: h }, dir).child.exited;
       t.equal(dumped.signal, 'SIGSEGV');
       t.equal(dumped.coreDump, h ? true : null, `core dumped (${label})`);
-      if (h && pattern === 'core') t.ok(readdirSync(dir).some((f) => f.startsWith('core')), 'and the core file is there');
+      if (h && pattern === 'core')
+        t.ok(
+          readdirSync(dir).some((f) => f.startsWith('core')),
+          'and the core file is there',
+        );
     }
   }
 });
 
 t.test('the helper is the group leader and keeps the no-orphans guarantees', { skip: !helper && 'exit helper not built' }, async (t) => {
   const r = run(`sleep 300 & sleep 300 & echo started; wait`, { helper });
-  await waitFor(() => r.lines.includes('started') && liveGroupMembers(r.child.pid!).length >= 5, 'helper, shell, two sleeps and the watchdog');
+  await waitFor(
+    () => r.lines.includes('started') && liveGroupMembers(r.child.pid!).length >= 5,
+    'helper, shell, two sleeps and the watchdog',
+  );
   await r.child.stop(5000);
   t.same(liveGroupMembers(r.child.pid!), []);
   const exit = await r.child.exited;
@@ -211,22 +223,34 @@ t.test('build steps: measured from their first instruction, and a failed exec is
   await waitFor(() => liveGroupMembers(pgid).length === 0, 'the group to be gone');
 });
 
-t.test('a --user child: the helper joins its cgroup as root, then it runs as the user', { skip: process.getuid?.() !== 0 ? 'needs root' : !helper || !cgroups ? 'needs the exit helper and cgroups' : false }, async (t) => {
-  const { resolveUser } = await import('../../lib/os/identity.js');
-  const runAs = resolveUser('nobody');
-  // A shell loop, not node: tap instruments node children, which then cannot write as nobody.
-  const r = run(`sh -c 'while :; do :; done'`, { helper, cgroup: cgroups!.create(), runAs });
-  await waitFor(() => liveGroupMembers(r.child.pid!).length >= 3, 'helper, command and watchdog');
-  const status = (pid: number) => readFileSync(`/proc/${pid}/status`, 'utf8');
-  const members = liveGroupMembers(r.child.pid!);
-  t.same(members.map((p) => status(p).match(/^Uid:\s*(\d+)/m)![1]), members.map(() => String(runAs.uid)), "every process of the group is the user's, the leader included");
-  t.match(readFileSync(`/proc/${r.child.pid}/cgroup`, 'utf8'), /drover-\d+-\d+\/run-\d+/, 'and in the run cgroup');
-  // 0.3 s of CPU, as /proc counts it (10 ms ticks), then stop: the totals come from the cgroup.
-  const ticks = () => liveGroupMembers(r.child.pid!).reduce((n, p) => n + Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ')[11] ?? 0), 0);
-  await waitFor(() => ticks() >= 30, 'the loop to burn 0.3 s');
-  await r.child.stop(5000);
-  const exit = await r.child.exited;
-  t.match(exit.usage?.method, { cpu: /^cgroup-v[12]$/, maxrss: /^cgroup-v[12]$/ });
-  t.ok(exit.usage!.utime! >= 0.25, `utime ${exit.usage!.utime}`);
-  t.match(exit, { signal: 'SIGTERM', coreDump: false }, 'the helper, as the user, still reported the exact status');
-});
+t.test(
+  'a --user child: the helper joins its cgroup as root, then it runs as the user',
+  { skip: process.getuid?.() !== 0 ? 'needs root' : !helper || !cgroups ? 'needs the exit helper and cgroups' : false },
+  async (t) => {
+    const { resolveUser } = await import('../../lib/os/identity.js');
+    const runAs = resolveUser('nobody');
+    // A shell loop, not node: tap instruments node children, which then cannot write as nobody.
+    const r = run(`sh -c 'while :; do :; done'`, { helper, cgroup: cgroups!.create(), runAs });
+    await waitFor(() => liveGroupMembers(r.child.pid!).length >= 3, 'helper, command and watchdog');
+    const status = (pid: number) => readFileSync(`/proc/${pid}/status`, 'utf8');
+    const members = liveGroupMembers(r.child.pid!);
+    t.same(
+      members.map((p) => status(p).match(/^Uid:\s*(\d+)/m)![1]),
+      members.map(() => String(runAs.uid)),
+      "every process of the group is the user's, the leader included",
+    );
+    t.match(readFileSync(`/proc/${r.child.pid}/cgroup`, 'utf8'), /drover-\d+-\d+\/run-\d+/, 'and in the run cgroup');
+    // 0.3 s of CPU, as /proc counts it (10 ms ticks), then stop: the totals come from the cgroup.
+    const ticks = () =>
+      liveGroupMembers(r.child.pid!).reduce(
+        (n, p) => n + Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.split(' ')[11] ?? 0),
+        0,
+      );
+    await waitFor(() => ticks() >= 30, 'the loop to burn 0.3 s');
+    await r.child.stop(5000);
+    const exit = await r.child.exited;
+    t.match(exit.usage?.method, { cpu: /^cgroup-v[12]$/, maxrss: /^cgroup-v[12]$/ });
+    t.ok(exit.usage!.utime! >= 0.25, `utime ${exit.usage!.utime}`);
+    t.match(exit, { signal: 'SIGTERM', coreDump: false }, 'the helper, as the user, still reported the exact status');
+  },
+);

@@ -8,9 +8,21 @@ import { waitFor } from './wait.js';
 export const bin = join(import.meta.dirname, '..', '..', 'bin', 'drover.js');
 
 /** The agent as its own OS process (the compiled CLI), on an ephemeral port. */
-export async function spawnAgent(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stateDir?: string } = {}): Promise<{ proc: ChildProcess; url: string; stateDir: string; stderr: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
+export async function spawnAgent(
+  args: string[] = [],
+  opts: { env?: NodeJS.ProcessEnv; stateDir?: string } = {},
+): Promise<{
+  proc: ChildProcess;
+  url: string;
+  stateDir: string;
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}> {
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'drover-agent-'));
-  const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--state-dir', stateDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--state-dir', stateDir, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+  });
   let err = '';
   proc.stderr!.on('data', (c) => (err += c));
   proc.stdout!.resume();

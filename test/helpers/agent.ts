@@ -60,12 +60,21 @@ export async function api(method: string, url: string, body?: unknown, headers: 
 }
 
 /** Polls the status URL until the process is in `state`. */
-export async function waitForState(statusUrl: string, state: string | ((doc: any) => boolean), timeoutMs = 60_000, headers: Record<string, string> = {}) {
+export async function waitForState(
+  statusUrl: string,
+  state: string | ((doc: any) => boolean),
+  timeoutMs = 60_000,
+  headers: Record<string, string> = {},
+) {
   const ok = typeof state === 'string' ? (d: any) => d.state === state : state;
-  return waitFor(async () => {
-    const r = await api('GET', statusUrl, undefined, headers);
-    return r.status === 200 && ok(r.json) ? r.json : null;
-  }, `process at ${statusUrl} to reach ${typeof state === 'string' ? state : 'the expected state'}`, timeoutMs);
+  return waitFor(
+    async () => {
+      const r = await api('GET', statusUrl, undefined, headers);
+      return r.status === 200 && ok(r.json) ? r.json : null;
+    },
+    `process at ${statusUrl} to reach ${typeof state === 'string' ? state : 'the expected state'}`,
+    timeoutMs,
+  );
 }
 
 /** A WebSocket client that records every frame it receives. */
@@ -73,7 +82,9 @@ export async function attach(url: string): Promise<{ ws: WebSocket; lines: strin
   const ws = new WebSocket(url);
   const lines: string[] = [];
   ws.on('message', (data) => lines.push(data.toString()));
-  const closed = new Promise<{ code: number; reason: string }>((r) => ws.on('close', (code, reason) => r({ code, reason: reason.toString() })));
+  const closed = new Promise<{ code: number; reason: string }>((r) =>
+    ws.on('close', (code, reason) => r({ code, reason: reason.toString() })),
+  );
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);

@@ -9,11 +9,24 @@ export interface CliResult {
 }
 
 /** Runs the compiled `drover` command as its own process against `url`. */
-export function runCli(args: string[], opts: { url?: string; env?: Record<string, string | undefined>; cwd?: string } = {}): Promise<CliResult> {
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, DROVER_TOKEN: undefined, ...opts.env };
+export function runCli(
+  args: string[],
+  opts: { url?: string; env?: Record<string, string | undefined>; cwd?: string } = {},
+): Promise<CliResult> {
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    NO_COLOR: undefined,
+    FORCE_COLOR: undefined,
+    DROVER_TOKEN: undefined,
+    ...opts.env,
+  };
   if (opts.url) env.DROVER_URL = opts.url;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: env as NodeJS.ProcessEnv, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: env as NodeJS.ProcessEnv,
+      cwd: opts.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));

@@ -5,7 +5,8 @@ import yazl from 'yazl';
 
 export interface TarEntry {
   path: string;
-  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'CharacterDevice' | 'BlockDevice' | 'FIFO' | 'ExtendedHeader' | 'GlobalExtendedHeader';
+  type?:
+    'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'CharacterDevice' | 'BlockDevice' | 'FIFO' | 'ExtendedHeader' | 'GlobalExtendedHeader';
   body?: string | Buffer;
   linkpath?: string;
   mode?: number;

@@ -61,7 +61,10 @@ t.test('the root document links every entry point from the base', async (t) => {
 });
 
 t.test('the status document of a running process', async (t) => {
-  const doc = statusDocument(base, view({ metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] } }));
+  const doc = statusDocument(
+    base,
+    view({ metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] } }),
+  );
   const s = 'shop.web%2F0'; // the slug is encoded once in every link
   t.strictSame(doc, {
     app: 'shop',
@@ -104,7 +107,15 @@ t.test('the status document of an exited process shows how it ended and no start
       state: 'exited',
       pid: null,
       stopped: true,
-      lastExit: { code: null, signal: 'SIGSEGV', signum: 11, coreDump: true, startedAt: T0, endedAt: T0 + 1500, usage: run(1 / 3, 1e6 + 0.4) },
+      lastExit: {
+        code: null,
+        signal: 'SIGSEGV',
+        signum: 11,
+        coreDump: true,
+        startedAt: T0,
+        endedAt: T0 + 1500,
+        usage: run(1 / 3, 1e6 + 0.4),
+      },
     }),
   );
   t.equal(doc.started_at, null, 'started_at only while running');
@@ -170,6 +181,8 @@ t.test('the blob document links itself and its bytes', async (t) => {
 });
 
 t.test('the error document names the field only when there is one', async (t) => {
-  t.strictSame(errorBody(409, 'process "a.b" already exists', 'node'), { errors: [{ status: 409, detail: 'process "a.b" already exists', field: 'node' }] });
+  t.strictSame(errorBody(409, 'process "a.b" already exists', 'node'), {
+    errors: [{ status: 409, detail: 'process "a.b" already exists', field: 'node' }],
+  });
   t.strictSame(errorBody(500, 'internal error'), { errors: [{ status: 500, detail: 'internal error' }] });
 });

@@ -16,12 +16,23 @@ import { envDigest, sourceDigest } from '../../lib/api/digest.js';
 
 const current = (slug: string, type: string, sourceUrl: string, env: Record<string, string>) => {
   const [app, ...node] = slug.split('.');
-  return { slug, app, node: node.join('.'), process_type: type, source_digest: sourceDigest(sourceUrl), env_digest: envDigest(env), delete: `http://a/delete-process/${slug}` };
+  return {
+    slug,
+    app,
+    node: node.join('.'),
+    process_type: type,
+    source_digest: sourceDigest(sourceUrl),
+    env_digest: envDigest(env),
+    delete: `http://a/delete-process/${slug}`,
+  };
 };
 
 t.test('expand and plan: create what is missing, replace what changed, delete what is extra, keep the rest', async (t) => {
   const want = expand('shop', { worker: 1, web: 2 }, 'http://a/data/x/blob', { A: '1' });
-  t.same(want.map((w) => `${w.app}.${w.node}:${w.processType}`), ['shop.web.0:web', 'shop.web.1:web', 'shop.worker.0:worker']);
+  t.same(
+    want.map((w) => `${w.app}.${w.node}:${w.processType}`),
+    ['shop.web.0:web', 'shop.web.1:web', 'shop.worker.0:worker'],
+  );
   const now = [
     current('shop.web.0', 'web', 'http://a/data/x/blob', { A: '1' }),
     current('shop.worker.0', 'worker', 'http://a/data/x/blob', { A: '2' }),
@@ -29,15 +40,37 @@ t.test('expand and plan: create what is missing, replace what changed, delete wh
     current('other.web.0', 'web', 'http://b', {}),
   ];
   const p = plan(want, now, (d) => d.app === 'shop');
-  t.same(p.create.map((w) => w.node), ['web.1']);
-  t.same(p.replace.map((r) => [r.current.slug, r.why]), [['shop.worker.0', 'env changed']]);
-  t.same(p.remove.map((d) => d.slug), ['shop.web.5'], 'only managed processes are removed');
-  t.same(p.keep.map((d) => d.slug), ['shop.web.0']);
+  t.same(
+    p.create.map((w) => w.node),
+    ['web.1'],
+  );
+  t.same(
+    p.replace.map((r) => [r.current.slug, r.why]),
+    [['shop.worker.0', 'env changed']],
+  );
+  t.same(
+    p.remove.map((d) => d.slug),
+    ['shop.web.5'],
+    'only managed processes are removed',
+  );
+  t.same(
+    p.keep.map((d) => d.slug),
+    ['shop.web.0'],
+  );
   t.notOk(isEmpty(p));
-  t.same(describePlan(p), ['shop.web.0     unchanged', 'shop.web.1     create', 'shop.web.5     delete', 'shop.worker.0  replace (env changed)']);
+  t.same(describePlan(p), [
+    'shop.web.0     unchanged',
+    'shop.web.1     create',
+    'shop.web.5     delete',
+    'shop.worker.0  replace (env changed)',
+  ]);
 
   const everything = plan(want, now, () => true);
-  t.same(everything.remove.map((d) => d.slug), ['shop.web.5', 'other.web.0'], 'apply manages every process');
+  t.same(
+    everything.remove.map((d) => d.slug),
+    ['shop.web.5', 'other.web.0'],
+    'apply manages every process',
+  );
   t.ok(isEmpty(plan([], [], () => true)));
 });
 
@@ -49,7 +82,11 @@ t.test('difference: what makes a process different', async (t) => {
   t.equal(difference(current('a.web.0', 'web', 'http://s/1', {}), w), 'env changed', 'a removed variable counts');
   t.equal(difference(current('a.web.0', 'worker', 'http://s/1', { K: 'v' }), w), 'type worker → web');
   t.equal(difference({ slug: 'a.web.0', process_type: 'web' }, w), 'the agent does not report digests to compare');
-  t.equal(difference(current('a.web.0', 'web', 'http://s/1', { K: 'v' }), { ...w, sourceUrl: null }), 'source changed', 'a source not uploaded yet is a change');
+  t.equal(
+    difference(current('a.web.0', 'web', 'http://s/1', { K: 'v' }), { ...w, sourceUrl: null }),
+    'source changed',
+    'a source not uploaded yet is a change',
+  );
   t.equal(envDigest({ B: '2', A: '1' }), envDigest({ A: '1', B: '2' }), 'env digests ignore order');
   t.not(envDigest({ A: '1=2' }), envDigest({ 'A=1': '2' } as Record<string, string>), 'and cannot be confused by "="');
 });
@@ -65,7 +102,7 @@ t.test('--scale and --env parsing', async (t) => {
   for (const bad of ['A', '1A=2', 'A-B=1', '=x']) t.throws(() => parseEnvPairs([bad]), usageErr, bad);
 });
 
-t.test('packing: .git, node_modules and .gitignore\'d paths are left out; the archive is reproducible', async (t) => {
+t.test("packing: .git, node_modules and .gitignore'd paths are left out; the archive is reproducible", async (t) => {
   const dir = t.testdir({
     Procfile: 'web: node s.js\n',
     '.gitignore': 'logs/\n*.log\n!keep.log\nsecret.txt\n',
@@ -85,7 +122,20 @@ t.test('packing: .git, node_modules and .gitignore\'d paths are left out; the ar
   const entries = await listEntries(dir);
   t.same(
     entries.map((e) => e.path + (e.dir ? '/' : '')),
-    ['.gitignore', 'Procfile', 'empty/', 'keep.log', 'link.js', 'src/', 'src/.gitignore', 'src/index.js', 'sub/', 'sub/.gitignore', 'sub/deep/', 'sub/deep/d.log'],
+    [
+      '.gitignore',
+      'Procfile',
+      'empty/',
+      'keep.log',
+      'link.js',
+      'src/',
+      'src/.gitignore',
+      'src/index.js',
+      'sub/',
+      'sub/.gitignore',
+      'sub/deep/',
+      'sub/deep/d.log',
+    ],
     'a deeper .gitignore can re-include what a shallower one excludes, as in git',
   );
   const out = mkdtempSync(join(tmpdir(), 'drover-pack-test-'));
@@ -111,7 +161,17 @@ t.test('formatting', async (t) => {
   t.equal(bytes(512), '512 B');
   t.equal(bytes(1536), '1.5 KiB');
   t.equal(bytes(200 * 1024 * 1024), '200 MiB');
-  t.equal(table(['A', 'LONG'], [['xxx', 'y'], ['\x1b[32mz\x1b[0m', 'w']]), 'A    LONG\nxxx  y\n\x1b[32mz\x1b[0m    w\n', 'color codes do not count toward widths');
+  t.equal(
+    table(
+      ['A', 'LONG'],
+      [
+        ['xxx', 'y'],
+        ['\x1b[32mz\x1b[0m', 'w'],
+      ],
+    ),
+    'A    LONG\nxxx  y\n\x1b[32mz\x1b[0m    w\n',
+    'color codes do not count toward widths',
+  );
   t.equal(colorsEnabled({ write() {}, isTTY: true }, {}), true);
   t.equal(colorsEnabled({ write() {}, isTTY: false }, {}), false);
   t.equal(colorsEnabled({ write() {}, isTTY: true }, { NO_COLOR: '1' }), false);
@@ -122,7 +182,15 @@ t.test('formatting', async (t) => {
   const now = Date.parse('2024-01-01T00:10:00Z');
   const rows = psRows(
     [
-      { slug: 'b.web.0', state: 'running', pid: 12, port: 5000, restarts: 3, started_at: '2024-01-01T00:05:00Z', usage: { cpu_percent: 12.345, rss_bytes: 50 * 1024 * 1024 } },
+      {
+        slug: 'b.web.0',
+        state: 'running',
+        pid: 12,
+        port: 5000,
+        restarts: 3,
+        started_at: '2024-01-01T00:05:00Z',
+        usage: { cpu_percent: 12.345, rss_bytes: 50 * 1024 * 1024 },
+      },
       { slug: 'a.web.0', state: 'restarting', pid: null, port: 5001, restarts: 1, started_at: null },
     ],
     now,
@@ -135,7 +203,8 @@ t.test('formatting', async (t) => {
 
 t.test('the manifest: checked, with errors that name the key', async (t) => {
   const dir = t.testdir({
-    'ok.yaml': 'apps:\n  shop:\n    source: ./app\n    processes: {web: 2, worker: 0}\n    env: {A: 1, B: true, C: x}\n    env_file: shop.env\n  remote:\n    source: https://example.com/a.tgz\n    processes: {web: 1}\n',
+    'ok.yaml':
+      'apps:\n  shop:\n    source: ./app\n    processes: {web: 2, worker: 0}\n    env: {A: 1, B: true, C: x}\n    env_file: shop.env\n  remote:\n    source: https://example.com/a.tgz\n    processes: {web: 1}\n',
     'shop.env': 'A=from-file\nD=file-only\n',
     'empty.yaml': 'apps: {}\n',
     'nothing.yaml': '',
@@ -146,7 +215,11 @@ t.test('the manifest: checked, with errors that name the key', async (t) => {
     { name: 'remote', source: 'https://example.com/a.tgz', processes: { web: 1 }, env: {} },
   ]);
   t.same(await readManifest(join(dir, 'empty.yaml')), []);
-  await t.rejects(readManifest(join(dir, 'nothing.yaml')), { message: /the manifest is empty \(write "apps: \{\}" to delete every process\)/ }, 'an empty file is a mistake, not "delete everything"');
+  await t.rejects(
+    readManifest(join(dir, 'nothing.yaml')),
+    { message: /the manifest is empty \(write "apps: \{\}" to delete every process\)/ },
+    'an empty file is a mistake, not "delete everything"',
+  );
   const bad: [string, RegExp][] = [
     ['apps: [1]\n', /apps: must be a mapping/],
     ['app: {}\n', /app: unknown key \(expected "apps"\)/],
@@ -168,20 +241,43 @@ t.test('the manifest: checked, with errors that name the key', async (t) => {
 });
 
 t.test('event streams: NDJSON split anywhere, output lines picked out', async (t) => {
-  const events = [{ id: 1, type: 'state', to: 'running' }, { id: 2, type: 'output', stream: 'stdout', text: 'hello ünïcode' }, { id: 3, type: 'output', stream: 'stderr', text: '' }];
+  const events = [
+    { id: 1, type: 'state', to: 'running' },
+    { id: 2, type: 'output', stream: 'stdout', text: 'hello ünïcode' },
+    { id: 3, type: 'output', stream: 'stderr', text: '' },
+  ];
   const bytes = Buffer.from(events.map((e) => JSON.stringify(e)).join('\n') + '\n');
   // Split in the middle of a multi-byte character and of lines.
   const chunks = [bytes.subarray(0, 7), bytes.subarray(7, bytes.indexOf(0xc3) + 1), bytes.subarray(bytes.indexOf(0xc3) + 1)];
   const seen: unknown[] = [];
-  await readEvents(new Response(new ReadableStream({ start(c) { chunks.forEach((x) => c.enqueue(x)); c.close(); } })), (ev) => seen.push(ev));
+  await readEvents(
+    new Response(
+      new ReadableStream({
+        start(c) {
+          chunks.forEach((x) => c.enqueue(x));
+          c.close();
+        },
+      }),
+    ),
+    (ev) => seen.push(ev),
+  );
   t.same(seen, events);
-  t.same(seen.map((e) => outputLine(e as Record<string, unknown>)), [null, 'hello ünïcode', '']);
-  await t.rejects(readEvents(new Response('{"id":1}\nnot json\n'), () => {}), /not JSON/);
+  t.same(
+    seen.map((e) => outputLine(e as Record<string, unknown>)),
+    [null, 'hello ünïcode', ''],
+  );
+  await t.rejects(
+    readEvents(new Response('{"id":1}\nnot json\n'), () => {}),
+    /not JSON/,
+  );
 });
 
 t.test('links and credentials', async (t) => {
   t.equal(linkOf({ stop: 'http://a/stop' }, 'stop'), 'http://a/stop');
-  t.throws(() => linkOf({ slug: 'a.web.0' }, 'stop', 'stopping processes'), { message: 'the agent does not offer stopping processes (no "stop" link for a.web.0)', exitCode: EXIT.unsupported });
+  t.throws(() => linkOf({ slug: 'a.web.0' }, 'stop', 'stopping processes'), {
+    message: 'the agent does not offer stopping processes (no "stop" link for a.web.0)',
+    exitCode: EXIT.unsupported,
+  });
   const c = new Client('http://127.0.0.1:8080', 's3cret');
   t.same(c.authHeaders('http://127.0.0.1:8080/list-processes'), { authorization: 'Bearer s3cret' });
   t.same(c.authHeaders('ws://127.0.0.1:8080/attach-console/x'.replace(/^ws/, 'http')), { authorization: 'Bearer s3cret' });
@@ -217,6 +313,10 @@ t.test('drover start: the first argument is read by one explicit rule', async (t
   t.equal(kind('worker'), 'type');
   t.equal(kind('shop.web.0'), 'slug');
   for (const odd of ['.hidden', 'a..b', 'web.', 'a.b c']) {
-    t.throws(() => kind(odd), { message: /is neither a directory here nor a process slug \(APP\.NODE\); write \.\/.* for a directory/ }, odd);
+    t.throws(
+      () => kind(odd),
+      { message: /is neither a directory here nor a process slug \(APP\.NODE\); write \.\/.* for a directory/ },
+      odd,
+    );
   }
 });

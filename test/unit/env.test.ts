@@ -1,13 +1,7 @@
 import t from 'tap';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  DEFAULT_DOTENV_MAX_BYTES,
-  agentEnv,
-  childEnv,
-  readDotenv,
-  type EnvLayers,
-} from '../../lib/release/env.js';
+import { DEFAULT_DOTENV_MAX_BYTES, agentEnv, childEnv, readDotenv, type EnvLayers } from '../../lib/release/env.js';
 import { parseProcfile } from '../../lib/release/procfile.js';
 
 const identity = { app: 'shop', node: 'web.0', slug: 'shop-v42', processType: 'web' };
@@ -90,7 +84,9 @@ t.test('childEnv filters the agent layer even when given process.env as is', asy
   t.equal(env.PATH, '/bin');
   t.equal(env.DROVER_APP, 'shop', 'identity, not the agent value');
   t.strictSame(
-    Object.keys(env).filter((k) => k.startsWith('DROVER_')).sort(),
+    Object.keys(env)
+      .filter((k) => k.startsWith('DROVER_'))
+      .sort(),
     ['DROVER_APP', 'DROVER_PROCESS_TYPE', 'DROVER_SLUG'],
   );
 });

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { cursorAt, eventLine, lineId, outputLine, segmentName, type Cursor } from '../../lib/store/event-log/line.js';
 import { Segments, type SegmentsOptions } from '../../lib/store/event-log/segments.js';
 
-const open = (dir: string, extra: Partial<SegmentsOptions> = {}) => Segments.open({ dir, maxBytes: 64 * 1024 * 1024, segmentBytes: 16 * 1024, ...extra });
+const open = (dir: string, extra: Partial<SegmentsOptions> = {}) =>
+  Segments.open({ dir, maxBytes: 64 * 1024 * 1024, segmentBytes: 16 * 1024, ...extra });
 
 /** Writes events from..from+n-1 as one batch; returns their lines. */
 async function write(segs: Segments, from: number, n: number, text = 'x'): Promise<string[]> {
@@ -56,13 +57,20 @@ t.test('a new segment starts once the active one reaches the segment size', asyn
   t.ok(files.length > 1, `${files.length} segments`);
   let expect = 1;
   for (const f of files) {
-    const ids = readFileSync(join(dir, f), 'utf8').trimEnd().split('\n').map((l) => lineId(l));
+    const ids = readFileSync(join(dir, f), 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((l) => lineId(l));
     t.equal(f, segmentName(ids[0]), 'named by its first id');
     t.equal(ids[0], expect, 'continues where the previous one ended');
     expect = ids.at(-1)! + 1;
   }
   t.equal(expect, 601);
-  t.same((await readAll(segs, 1, 600)).map((l) => lineId(l)), Array.from({ length: 600 }, (_, i) => i + 1), 'read across segments');
+  t.same(
+    (await readAll(segs, 1, 600)).map((l) => lineId(l)),
+    Array.from({ length: 600 }, (_, i) => i + 1),
+    'read across segments',
+  );
 });
 
 t.test('the disk cap drops the oldest segments, never the active one', async (t) => {
@@ -112,7 +120,10 @@ t.test('opening repairs a torn tail, drops empty newer segments, and keeps an em
   t.equal(statSync(join(dir2, segmentName(42))).size, 0);
   await write(third, 42, 2);
   await third.close();
-  t.same((await readAll(third, 1, 43)).map((l) => lineId(l)), [42, 43]);
+  t.same(
+    (await readAll(third, 1, 43)).map((l) => lineId(l)),
+    [42, 43],
+  );
 });
 
 t.test('a torn tail after a line longer than the first look-back window is still found', async (t) => {
@@ -174,7 +185,11 @@ t.test('a write failure is reported once, loses only its batch, and recovery is 
   await write(segs, 1, 2);
   t.equal(reports.length, 1, 'reported');
   t.match(reports[0], /^cannot write the event log \(ENOSPC\)/);
-  t.same(warnings, reports.map((m) => `drover: x.web.0: ${m}`), 'and warned, with the name');
+  t.same(
+    warnings,
+    reports.map((m) => `drover: x.web.0: ${m}`),
+    'and warned, with the name',
+  );
   // /dev/full cannot be truncated back: the next write starts a fresh segment, which works.
   await write(segs, 3, 1);
   t.equal(reports.length, 2);
@@ -183,7 +198,11 @@ t.test('a write failure is reported once, loses only its batch, and recovery is 
   await write(segs, 4, 1);
   t.equal(reports.length, 2, 'nothing more to report');
   await segs.close();
-  t.same((await readAll(segs, 1, 4)).map((l) => lineId(l)), [3, 4], 'only the failed batch is lost');
+  t.same(
+    (await readAll(segs, 1, 4)).map((l) => lineId(l)),
+    [3, 4],
+    'only the failed batch is lost',
+  );
 });
 
 t.test('lastOfType finds the first of the last n events of a type on disk, newest segments first', async (t) => {

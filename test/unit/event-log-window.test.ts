@@ -4,7 +4,8 @@ import { RecentWindow } from '../../lib/store/event-log/window.js';
 
 /** Pushes events next..next+count-1 (outputs, with every third a state event). */
 function fill(w: RecentWindow, from: number, count: number, text = 'x'): void {
-  for (let id = from; id < from + count; id++) w.push(id % 3 === 0 ? eventLine(id, 'state', { to: 'running' }) : outputLine(id, 'stdout', `${text}${id}`));
+  for (let id = from; id < from + count; id++)
+    w.push(id % 3 === 0 ? eventLine(id, 'state', { to: 'running' }) : outputLine(id, 'stdout', `${text}${id}`));
 }
 
 t.test('an empty window starts at the next id', async (t) => {
@@ -36,10 +37,17 @@ t.test('reads go up to the given id and stop after about maxChars', async (t) =>
   const w = new RecentWindow(1);
   fill(w, 1, 50);
   const all = w.read(1, 50, Infinity);
-  t.same(all.lines.map((l) => lineId(l)), Array.from({ length: 50 }, (_, i) => i + 1));
+  t.same(
+    all.lines.map((l) => lineId(l)),
+    Array.from({ length: 50 }, (_, i) => i + 1),
+  );
   t.same(all.next, { id: 51, seg: -1, pos: 0 });
   const upTo = w.read(10, 20, Infinity);
-  t.same(upTo.lines.map((l) => lineId(l)), Array.from({ length: 11 }, (_, i) => i + 10), 'not past upTo (unwritten events)');
+  t.same(
+    upTo.lines.map((l) => lineId(l)),
+    Array.from({ length: 11 }, (_, i) => i + 10),
+    'not past upTo (unwritten events)',
+  );
   const small = w.read(1, 50, 1);
   t.equal(small.lines.length, 1, 'at least one line');
   t.equal(small.next.id, 2);
@@ -52,7 +60,10 @@ t.test('lines stay addressable by id across compaction of dropped slots', async 
   const w = new RecentWindow(1, { maxEvents: 100 });
   fill(w, 1, 20_000);
   t.equal(w.firstId, 19_901);
-  t.same(w.read(19_901, 20_000, Infinity).lines.map((l) => lineId(l)), Array.from({ length: 100 }, (_, i) => 19_901 + i));
+  t.same(
+    w.read(19_901, 20_000, Infinity).lines.map((l) => lineId(l)),
+    Array.from({ length: 100 }, (_, i) => 19_901 + i),
+  );
 });
 
 t.test('lastOfType finds the first of the last n events of a type held, up to an id', async (t) => {

@@ -38,7 +38,8 @@ function sink(opts: Partial<WriteQueueOptions> = {}): Sink {
   return s;
 }
 
-const lines = (from: number, n: number, text = 'x') => Array.from({ length: n }, (_, i) => outputLine(from + i, 'stdout', `${text}${from + i}`));
+const lines = (from: number, n: number, text = 'x') =>
+  Array.from({ length: n }, (_, i) => outputLine(from + i, 'stdout', `${text}${from + i}`));
 
 t.test('lines are written in order, in one write per turn of the event loop, and flush waits for it', async (t) => {
   const s = sink();
@@ -78,7 +79,10 @@ t.test('one write at a time: what arrives meanwhile goes in the next batch', asy
   open();
   await s.queue.flush();
   t.equal(s.maxInFlight, 1);
-  t.same(s.batches.map((b) => b.count), [10, 10]);
+  t.same(
+    s.batches.map((b) => b.count),
+    [10, 10],
+  );
   t.equal(s.batches.map((b) => b.text).join(''), all.join(''));
   t.equal(s.written, 20);
 });
@@ -99,7 +103,10 @@ t.test('many lines are batched up to the batch size, never more than one oversiz
   for (const l of all) s.queue.push(l);
   await s.queue.flush();
   t.ok(s.batches.length > 1, `${s.batches.length} batches`);
-  t.ok(s.batches.every((b) => b.bytes <= 16 * 1024), 'each batch within its size');
+  t.ok(
+    s.batches.every((b) => b.bytes <= 16 * 1024),
+    'each batch within its size',
+  );
   t.equal(s.batches.map((b) => b.text).join(''), all.join(''));
   t.equal(s.written, 5000);
 });

@@ -31,7 +31,10 @@ t.test('events are numbered, written in batches, and read back from memory and d
   t.equal(log.writtenId, 1002);
   const files = readdirSync(dir);
   t.same(files, [segmentName(1)]);
-  const onDisk = readFileSync(join(dir, files[0]), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
+  const onDisk = readFileSync(join(dir, files[0]), 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.equal(onDisk.length, 1002);
   t.match(onDisk[0], { id: 1, type: 'state', from: null, to: 'pending', why: 'created' });
   t.match(onDisk[0].time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
@@ -40,9 +43,15 @@ t.test('events are numbered, written in batches, and read back from memory and d
 
   // From disk (older than the 10-event window), across into memory, and from an arbitrary id.
   const all = await readAll(log);
-  t.same(all.map((e) => e.id), Array.from({ length: 1002 }, (_, i) => i + 1));
+  t.same(
+    all.map((e) => e.id),
+    Array.from({ length: 1002 }, (_, i) => i + 1),
+  );
   const rest = await readAll(log, 995);
-  t.same(rest.map((e) => e.id), [996, 997, 998, 999, 1000, 1001, 1002]);
+  t.same(
+    rest.map((e) => e.id),
+    [996, 997, 998, 999, 1000, 1001, 1002],
+  );
   const mid = await readAll(log, 500);
   t.equal(mid[0].id, 501);
   t.equal(mid.length, 502);
@@ -96,7 +105,11 @@ t.test('the disk cap drops the oldest segments; readers are told where the log s
   const all = await readAll(log);
   t.equal(all[0].id, log.firstId, 'reading from 0 starts at the first kept event');
   t.equal(all.at(-1).id, 20_000);
-  t.same(all.map((e) => e.id), Array.from({ length: all.length }, (_, i) => log.firstId + i), 'no gap after the first kept id');
+  t.same(
+    all.map((e) => e.id),
+    Array.from({ length: all.length }, (_, i) => log.firstId + i),
+    'no gap after the first kept id',
+  );
   t.equal(all.at(-1).text, `19999 ${text}`);
 
   const reopened = await open(dir, { maxBytes: cap });
@@ -140,13 +153,16 @@ t.test('a follower gets every event exactly once while the producer keeps going'
   })();
   let produced = 0;
   for (let round = 0; round < 50; round++) {
-    for (let i = 0; i < 500; i++) log.output('stdout', `r${round} l${i}`), produced++;
+    for (let i = 0; i < 500; i++) (log.output('stdout', `r${round} l${i}`), produced++);
     await new Promise((r) => setImmediate(r));
   }
   await log.close();
   await reader;
   t.equal(seen.length, produced);
-  t.ok(seen.every((id, i) => id === i + 1), 'in order, no gap, no duplicate');
+  t.ok(
+    seen.every((id, i) => id === i + 1),
+    'in order, no gap, no duplicate',
+  );
 });
 
 t.test('a write failure (disk full) is reported, loses only that batch, and the log goes on', async (t) => {
@@ -173,7 +189,11 @@ t.test('a write failure (disk full) is reported, loses only that batch, and the 
   t.equal(log.writtenId, log.lastId, 'readers are not left waiting for lost events');
   await log.close();
   const reopened = await open(dir);
-  t.same((await readAll(reopened)).map((e) => e.id), [2, 3, 4], 'on disk: everything but the lost batch');
+  t.same(
+    (await readAll(reopened)).map((e) => e.id),
+    [2, 3, 4],
+    'on disk: everything but the lost batch',
+  );
   await reopened.close();
 });
 
@@ -208,7 +228,10 @@ t.test('reading from a cursor continues where the previous read stopped', async 
     ids.push(...r.lines.map((l) => lineId(l)));
     cursor = r.next;
   }
-  t.same(ids, Array.from({ length: 100 }, (_, i) => i + 1));
+  t.same(
+    ids,
+    Array.from({ length: 100 }, (_, i) => i + 1),
+  );
   writeFileSync(join(dir, 'unrelated.txt'), 'ignored');
   await log.close();
   t.equal((await open(dir)).lastId, 100, 'other files in the directory are ignored');

@@ -27,13 +27,64 @@ const ITERATIONS = 4000;
 t.test('Procfile parser: well-formed result or ProcfileError, for random input', async (t) => {
   const r = prng(0x5eed1);
   const fragments = [
-    'web', 'worker', 'clock', 'w_1', '-bad', 'a.b', 'x'.repeat(63), 'y'.repeat(64), 'é', ':', ': ', ' :', '::', ' ', '\t',
-    'node server.js', 'echo $PORT', 'A=1 ', 'B="two words" ', "C='x' ", 'D=$HOME ', 'E=\\ ', 'F="a\\"b" ', '"', "'", '\\', '\\\\',
-    '\\\n', '\n', '\r\n', '\r', '#', '# comment\n', '\0', '\x01', '\x7f', '\x1b[0m', '\u2028', '\ufeff', '\ud800', '😀', '=', '$', '`', ';', '|', '&&',
+    'web',
+    'worker',
+    'clock',
+    'w_1',
+    '-bad',
+    'a.b',
+    'x'.repeat(63),
+    'y'.repeat(64),
+    'é',
+    ':',
+    ': ',
+    ' :',
+    '::',
+    ' ',
+    '\t',
+    'node server.js',
+    'echo $PORT',
+    'A=1 ',
+    'B="two words" ',
+    "C='x' ",
+    'D=$HOME ',
+    'E=\\ ',
+    'F="a\\"b" ',
+    '"',
+    "'",
+    '\\',
+    '\\\\',
+    '\\\n',
+    '\n',
+    '\r\n',
+    '\r',
+    '#',
+    '# comment\n',
+    '\0',
+    '\x01',
+    '\x7f',
+    '\x1b[0m',
+    '\u2028',
+    '\ufeff',
+    '\ud800',
+    '😀',
+    '=',
+    '$',
+    '`',
+    ';',
+    '|',
+    '&&',
   ];
   const types = ['web', 'worker', 'clock', 'w_1', 'release-2', 'web'];
   const assignments = ['A=1 ', 'B="two words" ', "C='x y' ", 'D=a\\ b ', 'E= ', 'F="$HOME" '];
-  const commands = ['node server.js', 'bundle exec puma -p $PORT', 'sh -c "echo hi; sleep 1"', 'exec ./bin/run', "python -c 'print(1)'", 'a | b && c'];
+  const commands = [
+    'node server.js',
+    'bundle exec puma -p $PORT',
+    'sh -c "echo hi; sleep 1"',
+    'exec ./bin/run',
+    "python -c 'print(1)'",
+    'a | b && c',
+  ];
   let ok = 0;
   let errors = 0;
   for (let i = 0; i < ITERATIONS; i++) {
@@ -156,17 +207,41 @@ t.test('create-request validator agrees with an independent oracle on random req
     return base.slice(0, at) + r.pick(chars) + base.slice(at);
   };
   const randomValue = (): unknown =>
-    r.pick([() => randomString(12), () => r.int(100), () => null, () => true, () => ['web'], () => ({ a: 1 }), () => 'x'.repeat(60 + r.int(10)), () => undefined])();
+    r.pick([
+      () => randomString(12),
+      () => r.int(100),
+      () => null,
+      () => true,
+      () => ['web'],
+      () => ({ a: 1 }),
+      () => 'x'.repeat(60 + r.int(10)),
+      () => undefined,
+    ])();
   const urls = [
-    'http://127.0.0.1/a.tgz', 'https://codeload.example.com/x/tar.gz/main', 'http://localhost/a.tgz', 'file:///tmp/a.tgz', 'ftp://127.0.0.1/a',
-    'javascript:alert(1)', '/relative.tgz', 'http://[::1', 'http://user:pw@127.0.0.1/a.tgz', 'http://127.0.0.1@evil.example/', '', `http://127.0.0.1/${'a'.repeat(8200)}`,
+    'http://127.0.0.1/a.tgz',
+    'https://codeload.example.com/x/tar.gz/main',
+    'http://localhost/a.tgz',
+    'file:///tmp/a.tgz',
+    'ftp://127.0.0.1/a',
+    'javascript:alert(1)',
+    '/relative.tgz',
+    'http://[::1',
+    'http://user:pw@127.0.0.1/a.tgz',
+    'http://127.0.0.1@evil.example/',
+    '',
+    `http://127.0.0.1/${'a'.repeat(8200)}`,
   ];
   const randomEnv = (): unknown => {
     if (r.chance(0.1)) return randomValue();
     const env: Record<string, unknown> = {};
     const good = ['A', 'PATH', '_x', 'x1', '__proto__', 'constructor'];
     const bad = ['1x', 'A-B', 'A=B', '', 'É', 'a b'];
-    for (let i = r.int(5); i > 0; i--) env[r.chance(0.9) ? r.pick(good) : r.pick(bad)] = r.chance(0.9) ? randomString(8).replaceAll('\0', '') : r.chance(0.5) ? 'a\0b' : randomValue();
+    for (let i = r.int(5); i > 0; i--)
+      env[r.chance(0.9) ? r.pick(good) : r.pick(bad)] = r.chance(0.9)
+        ? randomString(8).replaceAll('\0', '')
+        : r.chance(0.5)
+          ? 'a\0b'
+          : randomValue();
     if (r.chance(0.02)) for (let i = 0; i < 1001; i++) env[`V${i}`] = '';
     if (r.chance(0.02)) env.BIG = 'x'.repeat(300_000);
     return env;
@@ -193,13 +268,19 @@ t.test('create-request validator agrees with an independent oracle on random req
 
     const b = body as Record<string, unknown>;
     const expected =
-      typeof body !== 'object' || body === null || Array.isArray(body) ? 'body'
-      : !okName(b.app) ? 'app'
-      : !okName(b.node) ? 'node'
-      : !okType(b.process_type) ? 'process_type'
-      : !okUrl(b.source_url, allowFileUrls, sourceHosts) ? 'source_url'
-      : !okEnv(b.env) ? 'env'
-      : null;
+      typeof body !== 'object' || body === null || Array.isArray(body)
+        ? 'body'
+        : !okName(b.app)
+          ? 'app'
+          : !okName(b.node)
+            ? 'node'
+            : !okType(b.process_type)
+              ? 'process_type'
+              : !okUrl(b.source_url, allowFileUrls, sourceHosts)
+                ? 'source_url'
+                : !okEnv(b.env)
+                  ? 'env'
+                  : null;
 
     let got: ReturnType<typeof validateCreate> | undefined;
     let err: unknown;
@@ -215,7 +296,8 @@ t.test('create-request validator agrees with an independent oracle on random req
       }
       const field = err.field ?? 'body';
       refusedBy.set(field, (refusedBy.get(field) ?? 0) + 1);
-      if (field !== expected) t.fail(`case ${i}: refused on ${field}, oracle says ${expected}: ${err.message} for ${JSON.stringify(body).slice(0, 300)}`);
+      if (field !== expected)
+        t.fail(`case ${i}: refused on ${field}, oracle says ${expected}: ${err.message} for ${JSON.stringify(body).slice(0, 300)}`);
       if (err.field && !err.message.startsWith(`${err.field}: `)) t.fail(`case ${i}: message does not name the field: ${err.message}`);
       continue;
     }
@@ -226,7 +308,8 @@ t.test('create-request validator agrees with an independent oracle on random req
     }
     // What is accepted is safe to use as file names and to spawn with.
     for (const name of [got!.app, got!.node]) {
-      if (path.join('/state', name) !== `/state/${name}` || path.dirname(path.join('/state', name)) !== '/state') t.fail(`case ${i}: ${name} escapes`);
+      if (path.join('/state', name) !== `/state/${name}` || path.dirname(path.join('/state', name)) !== '/state')
+        t.fail(`case ${i}: ${name} escapes`);
     }
     const env = got!.env;
     if (Object.keys(env).length !== Object.keys((b.env as object | undefined) ?? {}).length) t.fail(`case ${i}: env variables lost`);

@@ -40,7 +40,14 @@ t.test('every state of a crash-and-restart cycle becomes a record, with pid, res
   const children: FakeChild[] = [];
   const records: TransitionRecord[] = [];
   let clock = 1_700_000_000_000;
-  const actor = createActor(processMachine, { input: { deps: fakeDeps(children) }, inspect: createTranslator('app.web.0', (r) => records.push(r), () => clock++) });
+  const actor = createActor(processMachine, {
+    input: { deps: fakeDeps(children) },
+    inspect: createTranslator(
+      'app.web.0',
+      (r) => records.push(r),
+      () => clock++,
+    ),
+  });
   actor.start();
   t.same(path(records), ['∅→pending'], 'the initial state is the first record');
   t.equal(records[0].event, 'xstate.init');
@@ -75,7 +82,10 @@ t.test('every state of a crash-and-restart cycle becomes a record, with pid, res
   t.match(restarting.event, /^xstate\.after\./);
   t.equal(records.at(-1)!.slug, 'app.web.0');
   for (const r of records) t.match(r, { type: 'transition', slug: 'app.web.0', time: String, since: String });
-  t.ok(records.every((r, i) => i === 0 || r.time > records[i - 1].time), 'times increase');
+  t.ok(
+    records.every((r, i) => i === 0 || r.time > records[i - 1].time),
+    'times increase',
+  );
 });
 
 t.test('a state entered and left in the same macrostep still appears', async (t) => {
@@ -119,21 +129,38 @@ t.test('hub: a watcher starts with a snapshot of every live process, then gets r
   const onlyB: InspectionRecord[] = [];
   hub.subscribe({ send: (r) => (all.push(r), 0), overflow: () => t.fail('no overflow') });
   hub.subscribe({ slug: 'b.web.0', send: (r) => (onlyB.push(r), 0), overflow: () => t.fail('no overflow') });
-  t.same(all[0], {
+  t.same(
+    all[0],
+    {
+      type: 'snapshot',
+      time: new Date(0).toISOString(),
+      processes: [
+        { slug: 'a.web.0', state: 'running', since: 't', pid: null, restarts: 0, last_error: null },
+        { slug: 'b.web.0', state: 'pending', since: 't', pid: null, restarts: 0, last_error: null },
+      ],
+    },
+    'deleted processes are not in the snapshot',
+  );
+  t.same(onlyB[0], {
     type: 'snapshot',
     time: new Date(0).toISOString(),
-    processes: [
-      { slug: 'a.web.0', state: 'running', since: 't', pid: null, restarts: 0, last_error: null },
-      { slug: 'b.web.0', state: 'pending', since: 't', pid: null, restarts: 0, last_error: null },
-    ],
-  }, 'deleted processes are not in the snapshot');
-  t.same(onlyB[0], { type: 'snapshot', time: new Date(0).toISOString(), processes: [{ slug: 'b.web.0', state: 'pending', since: 't', pid: null, restarts: 0, last_error: null }] });
+    processes: [{ slug: 'b.web.0', state: 'pending', since: 't', pid: null, restarts: 0, last_error: null }],
+  });
   hub.publish(record('a.web.0', 'exited', 'running'));
   hub.publish(record('b.web.0', 'downloading', 'pending'));
-  t.same(all.slice(1).map((r) => (r as TransitionRecord).to), ['exited', 'downloading']);
-  t.same(onlyB.slice(1).map((r) => (r as TransitionRecord).to), ['downloading']);
+  t.same(
+    all.slice(1).map((r) => (r as TransitionRecord).to),
+    ['exited', 'downloading'],
+  );
+  t.same(
+    onlyB.slice(1).map((r) => (r as TransitionRecord).to),
+    ['downloading'],
+  );
   hub.publish(record('b.web.0', 'deleted', 'downloading'));
-  t.same(hub.snapshot().processes.map((p) => p.slug), ['a.web.0']);
+  t.same(
+    hub.snapshot().processes.map((p) => p.slug),
+    ['a.web.0'],
+  );
   t.same(hub.snapshot('nope.web.0').processes, [], 'an unknown slug gives an empty snapshot');
 });
 
@@ -153,7 +180,13 @@ t.test('hub: a watcher that falls behind is dropped, the others keep receiving',
   t.equal(fast.length, 11);
 
   let broken = 0;
-  hub.subscribe({ send: (r) => { if (r.type === 'transition') throw new Error('stream gone'); return 0; }, overflow: () => broken++ });
+  hub.subscribe({
+    send: (r) => {
+      if (r.type === 'transition') throw new Error('stream gone');
+      return 0;
+    },
+    overflow: () => broken++,
+  });
   hub.publish(record('p.web.99', 'pending'));
   t.equal(broken, 1, 'a client whose send throws is dropped like a slow one');
   t.equal(fast.length, 12, 'and the others still get the record');
@@ -179,7 +212,10 @@ t.test('hub: observer() translates an actor and forwards raw events to extra ins
   actor.send({ type: 'START' });
   await waitFor(() => got.some((r) => r.type === 'transition' && r.to === 'running'), 'running');
   t.ok(raw.includes('@xstate.actor') && raw.includes('@xstate.snapshot') && raw.includes('@xstate.event'), 'raw events forwarded');
-  t.same(hub.snapshot().processes.map((p) => p.state), ['running']);
+  t.same(
+    hub.snapshot().processes.map((p) => p.state),
+    ['running'],
+  );
   stop();
   const before = raw.length;
   actor.send({ type: 'DELETE' });
@@ -192,7 +228,10 @@ t.test('the machine document lists every state and every arrow, without code', a
   const doc = describeMachine(processMachine);
   t.equal(doc.id, 'process');
   t.equal(doc.initial, 'pending');
-  t.same(doc.states.map((s) => s.name), [...STATES]);
+  t.same(
+    doc.states.map((s) => s.name),
+    [...STATES],
+  );
   t.equal(doc.states.find((s) => s.name === 'deleted')!.type, 'final');
   t.same(doc.states.find((s) => s.name === 'downloading')!.invokes, ['download']);
   const arrows = doc.transitions.map((tr) => `${tr.source}→${tr.target} ${tr.label}${tr.guard ? ` [${tr.guard}]` : ''}`);

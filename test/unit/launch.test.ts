@@ -6,16 +6,36 @@ import { readProcfile, resolveLaunch, type LaunchInput } from '../../lib/release
 const identity = { app: 'shop', node: 'web.0', slug: 'shop.web.0', processType: 'web' };
 
 function input(dir: string, over: Partial<LaunchInput> = {}): LaunchInput {
-  return { dir, spec: { kind: 'procfile', processType: 'web' }, agentEnv: { PATH: '/usr/bin', FROM_AGENT: 'agent', DROVER_TOKEN: 'secret' }, env: {}, port: 5000, identity, ...over };
+  return {
+    dir,
+    spec: { kind: 'procfile', processType: 'web' },
+    agentEnv: { PATH: '/usr/bin', FROM_AGENT: 'agent', DROVER_TOKEN: 'secret' },
+    env: {},
+    port: 5000,
+    identity,
+    ...over,
+  };
 }
 
 t.test('a Procfile entry: its command, the app dir, env layered agent < .env < Procfile < request', async (t) => {
-  const dir = t.testdir({ Procfile: 'web: A=procfile B=procfile node server.js\n', '.env': 'A=dotenv\nC=dotenv\n', 'node_modules': { '.bin': {} } });
+  const dir = t.testdir({
+    Procfile: 'web: A=procfile B=procfile node server.js\n',
+    '.env': 'A=dotenv\nC=dotenv\n',
+    node_modules: { '.bin': {} },
+  });
   const l = await resolveLaunch(input(dir, { env: { B: 'request' } }));
   t.equal(l.command, 'node server.js');
   t.equal(l.argv, undefined);
   t.equal(l.cwd, dir);
-  t.match(l.env, { A: 'procfile', B: 'request', C: 'dotenv', FROM_AGENT: 'agent', PORT: '5000', DYNO: 'web.0', DROVER_PROCESS_TYPE: 'web' });
+  t.match(l.env, {
+    A: 'procfile',
+    B: 'request',
+    C: 'dotenv',
+    FROM_AGENT: 'agent',
+    PORT: '5000',
+    DYNO: 'web.0',
+    DROVER_PROCESS_TYPE: 'web',
+  });
   t.equal(l.env.DROVER_TOKEN, undefined, "the agent's DROVER_* variables never reach the app");
   t.equal(l.env.PATH, `${join(dir, 'node_modules', '.bin')}:/usr/bin`, "the app's binaries first");
 });
@@ -23,13 +43,19 @@ t.test('a Procfile entry: its command, the app dir, env layered agent < .env < P
 t.test('an argv: executed as given, cwd relative to the app dir, its env where the Procfile entry would be', async (t) => {
   const dir = t.testdir({ '.env': 'A=dotenv\nB=dotenv\n', sub: {} });
   const argv = ['printf', '%s\n', '$HOME; `x`'];
-  const l = await resolveLaunch(input(dir, { spec: { kind: 'argv', argv, cwd: 'sub', env: { B: 'spec', C: 'spec' } }, env: { C: 'request' } }));
+  const l = await resolveLaunch(
+    input(dir, { spec: { kind: 'argv', argv, cwd: 'sub', env: { B: 'spec', C: 'spec' } }, env: { C: 'request' } }),
+  );
   t.same(l.argv, argv);
   t.not(l.argv, argv, 'a copy: the spec cannot change a launch after the fact');
   t.equal(l.command, undefined);
   t.equal(l.cwd, join(dir, 'sub'));
   t.match(l.env, { A: 'dotenv', B: 'spec', C: 'request', PORT: '5000' });
-  t.equal((await resolveLaunch(input(dir, { spec: { kind: 'argv', argv: ['true'], cwd: '/tmp' } }))).cwd, '/tmp', 'an absolute cwd as it is');
+  t.equal(
+    (await resolveLaunch(input(dir, { spec: { kind: 'argv', argv: ['true'], cwd: '/tmp' } }))).cwd,
+    '/tmp',
+    'an absolute cwd as it is',
+  );
   t.equal((await resolveLaunch(input(dir, { spec: { kind: 'argv', argv: ['true'] } }))).cwd, dir, 'the app dir by default');
   await t.rejects(resolveLaunch(input(dir, { spec: { kind: 'argv', argv: [] } })), /argv needs a program to run/);
   await t.rejects(resolveLaunch(input(dir, { spec: { kind: 'argv', argv: [''] } })), /argv needs a program to run/);
@@ -44,7 +70,12 @@ t.test('--env-file replaces .env; a Procfile read once is used as given', async 
 });
 
 t.test('the Procfile is read through the safe read: missing, unknown type, symlink, too large', async (t) => {
-  const dir = t.testdir({ empty: {}, typed: { Procfile: 'worker: x\n' }, big: { Procfile: `web: ${'x'.repeat(70 * 1024)}\n` }, real: { Procfile: 'web: x\n' } });
+  const dir = t.testdir({
+    empty: {},
+    typed: { Procfile: 'worker: x\n' },
+    big: { Procfile: `web: ${'x'.repeat(70 * 1024)}\n` },
+    real: { Procfile: 'web: x\n' },
+  });
   mkdirSync(join(dir, 'linked'));
   symlinkSync(join(dir, 'real', 'Procfile'), join(dir, 'linked', 'Procfile'));
   t.equal(await readProcfile(join(dir, 'empty')), null);

@@ -26,12 +26,15 @@ const layerOf = (file: string) => relative(lib, file).split(sep)[0];
 const rank = (layer: string) => (LAYERS as readonly string[]).indexOf(layer);
 
 t.test('importsOf finds static, type-only, side-effect and dynamic imports', async (t) => {
-  const src = "import a from './a.js';\nimport type { B } from '../b.js';\nimport './c.js';\nexport { d } from '../d/d.js';\nconst e = await import('../e.js');\nimport x from 'node:fs';\n";
+  const src =
+    "import a from './a.js';\nimport type { B } from '../b.js';\nimport './c.js';\nexport { d } from '../d/d.js';\nconst e = await import('../e.js');\nimport x from 'node:fs';\n";
   t.same(importsOf(src), ['./a.js', '../b.js', './c.js', '../d/d.js', '../e.js']);
 });
 
 t.test('every file of lib/ sits in a known layer', async (t) => {
-  const stray = tsFiles(lib).filter((f) => rank(layerOf(f)) < 0).map((f) => relative(lib, f));
+  const stray = tsFiles(lib)
+    .filter((f) => rank(layerOf(f)) < 0)
+    .map((f) => relative(lib, f));
   t.same(stray, [], `files outside the layers ${LAYERS.join(', ')}`);
 });
 
@@ -42,7 +45,8 @@ t.test('no module imports from a layer above its own', async (t) => {
     for (const spec of importsOf(readFileSync(file, 'utf8'))) {
       const target = resolve(dirname(file), spec);
       const to = layerOf(target);
-      if (!relative(lib, target).startsWith('..') && rank(to) > rank(from)) upward.push(`${relative(lib, file)} -> ${relative(lib, target)} (${from} imports ${to})`);
+      if (!relative(lib, target).startsWith('..') && rank(to) > rank(from))
+        upward.push(`${relative(lib, file)} -> ${relative(lib, target)} (${from} imports ${to})`);
       if (relative(lib, target).startsWith('..')) upward.push(`${relative(lib, file)} -> ${spec} (outside lib/)`);
     }
   }

@@ -27,7 +27,11 @@ class FakeChild implements ChildHandle {
 }
 
 function harness(
-  opts: { download?: (s: AbortSignal) => Promise<unknown>; build?: (a: unknown, s: AbortSignal) => Promise<unknown>; policy?: RestartPolicy } = {},
+  opts: {
+    download?: (s: AbortSignal) => Promise<unknown>;
+    build?: (a: unknown, s: AbortSignal) => Promise<unknown>;
+    policy?: RestartPolicy;
+  } = {},
 ) {
   const clock = new SimulatedClock();
   const children: FakeChild[] = [];
@@ -58,7 +62,10 @@ async function until(cond: () => boolean) {
 }
 
 t.test('backoff: first restart at once, then doubling to the cap, reset after a healthy run', async (t) => {
-  t.same([0, 1, 2, 3, 4, 5, 6, 7].map((a) => backoffDelay(a, policy)), [0, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+  t.same(
+    [0, 1, 2, 3, 4, 5, 6, 7].map((a) => backoffDelay(a, policy)),
+    [0, 1000, 2000, 4000, 8000, 16000, 30000, 30000],
+  );
   t.equal(effectiveAttempt(5, 60_000, policy), 0);
   t.equal(effectiveAttempt(5, 59_999, policy), 5);
   t.equal(effectiveAttempt(5, null, policy), 5);
@@ -146,7 +153,11 @@ t.test('download failures are recorded and retried with backoff', async (t) => {
 
 t.test('errors are bounded, newest last', async (t) => {
   let n = 0;
-  const h = harness({ build: async () => { throw new Error(`build error ${++n}`); } });
+  const h = harness({
+    build: async () => {
+      throw new Error(`build error ${++n}`);
+    },
+  });
   h.actor.send({ type: 'START' });
   for (let i = 0; i < 25; i++) {
     await until(() => h.actor.getSnapshot().value === 'restarting');
@@ -164,7 +175,13 @@ t.test('errors are bounded, newest last', async (t) => {
 for (const state of ['pending', 'downloading', 'building', 'exited', 'restarting'] as const) {
   t.test(`delete while ${state} ends in deleted and cancels work in flight`, async (t) => {
     let aborted = false;
-    const hang = (s: AbortSignal) => new Promise<unknown>((_r, reject) => s.addEventListener('abort', () => { aborted = true; reject(new Error('aborted')); }));
+    const hang = (s: AbortSignal) =>
+      new Promise<unknown>((_r, reject) =>
+        s.addEventListener('abort', () => {
+          aborted = true;
+          reject(new Error('aborted'));
+        }),
+      );
     const h = harness({
       download: state === 'downloading' ? hang : undefined,
       build: state === 'building' ? (_a, s) => hang(s) : undefined,
@@ -354,7 +371,12 @@ t.test('stop while downloading aborts it; start downloads again', async (t) => {
     download: (s) => {
       calls++;
       if (calls > 1) return Promise.resolve('archive');
-      return new Promise((_r, reject) => s.addEventListener('abort', () => { aborted++; reject(new Error('aborted')); }));
+      return new Promise((_r, reject) =>
+        s.addEventListener('abort', () => {
+          aborted++;
+          reject(new Error('aborted'));
+        }),
+      );
     },
   });
   h.actor.send({ type: 'START' });

@@ -27,10 +27,13 @@ t.test('the pidusage sampler reports each answer as a live sample until unwatche
   await waitFor(() => samples.length >= 2, 'two samples');
   unwatch();
   t.same(samples[0], { at: 1001, cpuPercent: 12.3, rss: 5 * 1024 * 1024, processes: 1, utime: 1.5, stime: 0 });
-  t.ok(asked.every((p) => p === 4242), 'the group leader is asked');
+  t.ok(
+    asked.every((p) => p === 4242),
+    'the group leader is asked',
+  );
 });
 
-t.test('drover start words a run\'s usage only when the sampler caught it', async (t) => {
+t.test("drover start words a run's usage only when the sampler caught it", async (t) => {
   const exit = { code: 0, signal: null, startedAt: 0, endedAt: 1 };
   t.equal(usageNotice(null), null);
   t.equal(usageNotice({ ...exit, usage: null }), null);

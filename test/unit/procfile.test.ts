@@ -1,13 +1,7 @@
 import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import {
-  DEFAULT_PROCFILE_MAX_BYTES,
-  ProcfileError,
-  describeTypes,
-  parseProcfile,
-  type ProcfileEntry,
-} from '../../lib/release/procfile.js';
+import { DEFAULT_PROCFILE_MAX_BYTES, ProcfileError, describeTypes, parseProcfile, type ProcfileEntry } from '../../lib/release/procfile.js';
 
 const corpus = fileURLToPath(new URL('../../procfiles/', import.meta.url));
 
@@ -52,7 +46,11 @@ t.test('corpus: valid', async (t) => {
       const expected = JSON.parse(readFileSync(`${corpus}valid/${name}.json`, 'utf8')) as ProcfileEntry[];
       const got = parseProcfile(bytes);
       t.strictSame([...got.values()], expected, 'entries, in order');
-      t.strictSame([...got.keys()], expected.map((e) => e.type), 'map keys are the types');
+      t.strictSame(
+        [...got.keys()],
+        expected.map((e) => e.type),
+        'map keys are the types',
+      );
       t.strictSame([...parseProcfile(bytes.toString('utf8')).values()], expected, 'same from a string');
     });
   }
@@ -83,10 +81,7 @@ t.test('corpus: invalid', async (t) => {
 });
 
 t.test('messages read as documented', async (t) => {
-  t.equal(
-    thrown(() => parseProcfile('# x\nweb: a\nworker b\n')).message,
-    'Procfile line 3: expected "<type>: <command>"',
-  );
+  t.equal(thrown(() => parseProcfile('# x\nweb: a\nworker b\n')).message, 'Procfile line 3: expected "<type>: <command>"');
   t.equal(
     thrown(() => parseProcfile('\nweb: a\n\n\n\nworker: b\nweb: c\n')).message,
     'Procfile line 7: duplicate process type "web" (first defined on line 2)',

@@ -74,7 +74,11 @@ t.test('a start, a crash and a restart, with the reason for every transition', a
     { type: 'child_started', pid: h.children[1].pid, port: 4242 },
   ]);
   t.equal(h.entries.length, 12, 'nothing else');
-  t.match(h.entries[5], { started_at: '1970-01-01T00:00:00.000Z', ended_at: '1970-01-01T00:00:00.010Z' }, 'the exit detail of the status document');
+  t.match(
+    h.entries[5],
+    { started_at: '1970-01-01T00:00:00.000Z', ended_at: '1970-01-01T00:00:00.010Z' },
+    'the exit detail of the status document',
+  );
 });
 
 t.test('stop, start and restart on request say so', async (t) => {
@@ -93,7 +97,10 @@ t.test('stop, start and restart on request say so', async (t) => {
   await until(() => h.actor.getSnapshot().value === 'restarting');
   h.clock.increment(0);
   await until(() => h.children.length === 3);
-  const states = h.entries.slice(from).filter((e) => e.type === 'state').map((e) => [e.from, e.to, e.why]);
+  const states = h.entries
+    .slice(from)
+    .filter((e) => e.type === 'state')
+    .map((e) => [e.from, e.to, e.why]);
   t.same(states, [
     ['running', 'exited', 'stop requested; the child was killed by SIGTERM'],
     ['exited', 'running', 'start requested'],
@@ -101,7 +108,10 @@ t.test('stop, start and restart on request say so', async (t) => {
     ['exited', 'restarting', 'restart requested'],
     ['restarting', 'running', 'backoff of 0 ms elapsed'],
   ]);
-  t.notOk(h.entries.slice(from).some((e) => e.type === 'error'), 'a requested stop is no error');
+  t.notOk(
+    h.entries.slice(from).some((e) => e.type === 'error'),
+    'a requested stop is no error',
+  );
 });
 
 t.test('a failed download, the backoff, and a second download', async (t) => {

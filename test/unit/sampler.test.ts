@@ -72,7 +72,18 @@ t.test('the timer runs only while something is watched', async (t) => {
 
 t.test('/proc stat parsing and a real pass over this process group', async (t) => {
   const line = '4242 (we ird) name)) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 25 3 4 20 0 1 0 987654 123456789 2560 18446744073709551615';
-  t.match(parseStat(line), { pid: 4242, state: 'S', ppid: 1, pgid: 4242, utime: 150, stime: 25, cutime: 3, cstime: 4, starttime: 987654, rss: 2560 });
+  t.match(parseStat(line), {
+    pid: 4242,
+    state: 'S',
+    ppid: 1,
+    pgid: 4242,
+    utime: 150,
+    stime: 25,
+    cutime: 3,
+    cstime: 4,
+    starttime: 987654,
+    rss: 2560,
+  });
   const me = parseStat(`${process.pid} (node) R 1 ${process.pid} 0 0`)!;
   t.equal(me.pgid, process.pid);
   const own = scanGroups(new Set([process.pid]));
@@ -82,7 +93,12 @@ t.test('/proc stat parsing and a real pass over this process group', async (t) =
   t.same(scanGroups(new Set()), new Map(), 'nothing watched, nothing read');
 });
 
-const u = (utime: number, stime: number, maxrss: number, m: RunUsage['method']['cpu'] = 'wait4'): RunUsage => ({ utime, stime, maxrss, method: { cpu: m, maxrss: m } });
+const u = (utime: number, stime: number, maxrss: number, m: RunUsage['method']['cpu'] = 'wait4'): RunUsage => ({
+  utime,
+  stime,
+  maxrss,
+  method: { cpu: m, maxrss: m },
+});
 
 t.test('totals: CPU adds up, memory peaks do not, the least exact method names the sum', async (t) => {
   t.same(addUsage(null, null), null);
@@ -94,7 +110,11 @@ t.test('totals: CPU adds up, memory peaks do not, the least exact method names t
 
   const m = new ProcessMetrics(3);
   for (let i = 0; i < 5; i++) m.sample({ at: i, cpuPercent: i, rss: i, processes: 1, utime: 0, stime: 0 });
-  t.same(m.samples.map((s) => s.at), [2, 3, 4], 'a bounded window, newest last');
+  t.same(
+    m.samples.map((s) => s.at),
+    [2, 3, 4],
+    'a bounded window, newest last',
+  );
   t.equal(m.live?.at, 4);
   m.runEnded(u(1, 0, 10));
   m.runEnded(null);

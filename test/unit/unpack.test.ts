@@ -126,7 +126,13 @@ t.test('GitHub-style archive: single top-level dir (after a pax global header) i
 
   // A single directory next to a Procfile is not a wrapper.
   const file2 = path.join(dir, 'two.tar');
-  writeFileSync(file2, rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'web/', type: 'Directory' }]));
+  writeFileSync(
+    file2,
+    rawTar([
+      { path: 'Procfile', body: 'web: x\n' },
+      { path: 'web/', type: 'Directory' },
+    ]),
+  );
   t.equal(await unpack(file2, path.join(dir, 'out2')), path.join(dir, 'out2'));
 });
 
@@ -181,10 +187,21 @@ t.test('tar: special files skipped, setuid dropped, safe links kept', async (t) 
 
 t.test('tar entries that escape are rejected and nothing is left behind', async (t) => {
   const cases: Array<[string, TarEntry[], RegExp]> = [
-    ['dot-dot path', [{ path: 'ok', body: '1' }, { path: '../evil', body: 'x' }], /^archive entry "\.\.\/evil" escapes the release directory$/],
+    [
+      'dot-dot path',
+      [
+        { path: 'ok', body: '1' },
+        { path: '../evil', body: 'x' },
+      ],
+      /^archive entry "\.\.\/evil" escapes the release directory$/,
+    ],
     ['nested dot-dot', [{ path: 'a/../../evil', body: 'x' }], /escapes the release directory/],
     ['absolute path', [{ path: '/tmp/drover-evil', body: 'x' }], /^archive entry "\/tmp\/drover-evil" has an absolute path$/],
-    ['symlink out', [{ path: 'link', type: 'SymbolicLink', linkpath: '../../evil' }], /^archive symlink "link" -> "\.\.\/\.\.\/evil" escapes/],
+    [
+      'symlink out',
+      [{ path: 'link', type: 'SymbolicLink', linkpath: '../../evil' }],
+      /^archive symlink "link" -> "\.\.\/\.\.\/evil" escapes/,
+    ],
     ['absolute symlink', [{ path: 'etc', type: 'SymbolicLink', linkpath: '/etc' }], /symlink "etc" -> "\/etc" escapes/],
     ['hard link out', [{ path: 'h', type: 'Link', linkpath: '../evil' }], /hard link "h" -> "\.\.\/evil" escapes/],
     ['hard link to /etc/passwd', [{ path: 'h', type: 'Link', linkpath: '/etc/passwd' }], /hard link "h" -> "\/etc\/passwd" escapes/],
@@ -232,9 +249,21 @@ t.test('tar entries that escape are rejected and nothing is left behind', async 
 
 t.test('zip entries that escape are rejected', async (t) => {
   const cases: Array<[string, () => Promise<Buffer>, RegExp]> = [
-    ['dot-dot name', async () => renameInZip(await zipOf([{ name: 'AA/evil', body: 'x' }]), 'AA/evil', '../evil'), /^archive entry "\.\.\/evil" escapes the release directory$/],
-    ['absolute name', async () => renameInZip(await zipOf([{ name: 'Xtmp/evil', body: 'x' }]), 'Xtmp/evil', '/tmp/evil'), /archive entry "\/tmp\/evil" escapes/],
-    ['symlink out', () => zipOf([{ name: 'link', body: '../../etc', mode: 0o120777 }]), /^archive symlink "link" -> "\.\.\/\.\.\/etc" escapes/],
+    [
+      'dot-dot name',
+      async () => renameInZip(await zipOf([{ name: 'AA/evil', body: 'x' }]), 'AA/evil', '../evil'),
+      /^archive entry "\.\.\/evil" escapes the release directory$/,
+    ],
+    [
+      'absolute name',
+      async () => renameInZip(await zipOf([{ name: 'Xtmp/evil', body: 'x' }]), 'Xtmp/evil', '/tmp/evil'),
+      /archive entry "\/tmp\/evil" escapes/,
+    ],
+    [
+      'symlink out',
+      () => zipOf([{ name: 'link', body: '../../etc', mode: 0o120777 }]),
+      /^archive symlink "link" -> "\.\.\/\.\.\/etc" escapes/,
+    ],
     ['absolute symlink', () => zipOf([{ name: 'link', body: '/etc', mode: 0o120777 }]), /symlink "link" -> "\/etc" escapes/],
     [
       'write through a symlink',
@@ -280,7 +309,15 @@ t.test('uncompressed size cap (a small, highly compressible bomb)', async (t) =>
   const dir = t.testdir();
   const big = Buffer.alloc(200_000, 'a');
   const tarFile = path.join(dir, 'bomb.tar.gz');
-  writeFileSync(tarFile, gzipSync(rawTar([{ path: 'a', body: 'x' }, { path: 'big', body: big }])));
+  writeFileSync(
+    tarFile,
+    gzipSync(
+      rawTar([
+        { path: 'a', body: 'x' },
+        { path: 'big', body: big },
+      ]),
+    ),
+  );
   t.ok(statSync(tarFile).size < 10_000, 'fixture compresses well');
   await rejectsRelease(t, unpack(tarFile, path.join(dir, 'o1'), { maxBytes: 100_000 }), /^archive exceeds 100000 bytes uncompressed$/);
   t.notOk(existsSync(path.join(dir, 'o1')));
@@ -288,7 +325,13 @@ t.test('uncompressed size cap (a small, highly compressible bomb)', async (t) =>
   t.equal(statSync(path.join(dir, 'o2/big')).size, 200_000);
 
   const zipFile = path.join(dir, 'bomb.zip');
-  writeFileSync(zipFile, await zipOf([{ name: 'a', body: 'x' }, { name: 'big', body: big.toString() }]));
+  writeFileSync(
+    zipFile,
+    await zipOf([
+      { name: 'a', body: 'x' },
+      { name: 'big', body: big.toString() },
+    ]),
+  );
   await rejectsRelease(t, unpack(zipFile, path.join(dir, 'o3'), { maxBytes: 100_000 }), /^archive exceeds 100000 bytes uncompressed$/);
   t.notOk(existsSync(path.join(dir, 'o3')));
 });
@@ -372,16 +415,34 @@ t.test('a decompression bomb is refused by the ratio check and nothing is left',
   const dir = t.testdir();
   const zeros = Buffer.alloc(RATIO_FLOOR + 4 * MiB); // just past the floor: the ratio decides, not the size cap
   const tarBomb = path.join(dir, 'bomb.tar.gz');
-  writeFileSync(tarBomb, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'zeros', body: zeros }]), { level: 9 }));
+  writeFileSync(
+    tarBomb,
+    gzipSync(
+      rawTar([
+        { path: 'Procfile', body: 'web: x\n' },
+        { path: 'zeros', body: zeros },
+      ]),
+      { level: 9 },
+    ),
+  );
   const zipBomb = path.join(dir, 'bomb.zip');
-  writeFileSync(zipBomb, await zipOf([{ name: 'Procfile', body: 'web: x\n' }, { name: 'zeros', body: zeros }]));
+  writeFileSync(
+    zipBomb,
+    await zipOf([
+      { name: 'Procfile', body: 'web: x\n' },
+      { name: 'zeros', body: zeros },
+    ]),
+  );
   for (const file of [tarBomb, zipBomb]) {
     const size = statSync(file).size;
     t.ok(size * 100 < zeros.length, `the fixture compresses better than 100:1 (${size} bytes)`);
     const dest = path.join(dir, `out-${path.basename(file)}`);
     const err = await rejection(unpack(file, dest));
     t.type(err, ReleaseError);
-    t.match(err.message, new RegExp(`^archive expands to more than 100 times its size \\(\\d+ bytes from ${size}\\): refusing a likely decompression bomb$`));
+    t.match(
+      err.message,
+      new RegExp(`^archive expands to more than 100 times its size \\(\\d+ bytes from ${size}\\): refusing a likely decompression bomb$`),
+    );
     t.notOk(existsSync(dest), 'nothing is left behind');
   }
   // The same archive is fine for an operator who raised the ratio.
@@ -404,7 +465,16 @@ t.test('the ratio counts the whole archive: many small entries add up', async (t
 t.test('below the floor, small archives may compress as well as they like', async (t) => {
   const dir = t.testdir();
   const file = path.join(dir, 'small.tar.gz');
-  writeFileSync(file, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'zeros', body: Buffer.alloc(4 * MiB) }]), { level: 9 }));
+  writeFileSync(
+    file,
+    gzipSync(
+      rawTar([
+        { path: 'Procfile', body: 'web: x\n' },
+        { path: 'zeros', body: Buffer.alloc(4 * MiB) },
+      ]),
+      { level: 9 },
+    ),
+  );
   t.ok(statSync(file).size * 500 < 4 * MiB, 'ratio well over 500');
   await unpack(file, path.join(dir, 'out'));
   t.equal(statSync(path.join(dir, 'out', 'zeros')).size, 4 * MiB);
@@ -415,7 +485,15 @@ t.test('an ordinary archive past the floor passes at the default ratio, and fail
   // Hex text compresses about 2:1, like source code does a little worse.
   const text = Buffer.from(randomBytes(RATIO_FLOOR / 2 + MiB).toString('hex'));
   const file = path.join(dir, 'text.tar.gz');
-  writeFileSync(file, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }, { path: 'data.hex', body: text }])));
+  writeFileSync(
+    file,
+    gzipSync(
+      rawTar([
+        { path: 'Procfile', body: 'web: x\n' },
+        { path: 'data.hex', body: text },
+      ]),
+    ),
+  );
   await unpack(file, path.join(dir, 'out'));
   t.equal(statSync(path.join(dir, 'out', 'data.hex')).size, text.length);
   const err = await rejection(unpack(file, path.join(dir, 'strict'), { maxRatio: 1 }));
@@ -435,14 +513,17 @@ t.test('no group or world write, no setuid, setgid or sticky bits from an archiv
   const file = path.join(dir, 'modes.tar');
   writeFileSync(file, rawTar(entries));
   const zipFile = path.join(dir, 'modes.zip');
-  writeFileSync(zipFile, await zipOf([
-    { name: 'open/', dir: true, mode: 0o40777 },
-    { name: 'open/all', body: 'x', mode: 0o100777 },
-    { name: 'open/rw', body: 'x', mode: 0o100666 },
-    { name: 'suid', body: 'x', mode: 0o104775 },
-    { name: 'sticky/', dir: true, mode: 0o41777 },
-    { name: 'implied/dir/file', body: 'x', mode: 0o100600 },
-  ]));
+  writeFileSync(
+    zipFile,
+    await zipOf([
+      { name: 'open/', dir: true, mode: 0o40777 },
+      { name: 'open/all', body: 'x', mode: 0o100777 },
+      { name: 'open/rw', body: 'x', mode: 0o100666 },
+      { name: 'suid', body: 'x', mode: 0o104775 },
+      { name: 'sticky/', dir: true, mode: 0o41777 },
+      { name: 'implied/dir/file', body: 'x', mode: 0o100600 },
+    ]),
+  );
   for (const f of [file, zipFile]) {
     const out = path.join(dir, `out-${path.extname(f)}`);
     await unpack(f, out);

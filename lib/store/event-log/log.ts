@@ -69,7 +69,14 @@ export class EventLog {
     const report = (message: string) => {
       if (log && !log.closed) log.append('error', { message });
     };
-    const segments = await Segments.open({ dir: opts.dir, maxBytes: opts.maxBytes, segmentBytes, warn: opts.warn, name: opts.name, report });
+    const segments = await Segments.open({
+      dir: opts.dir,
+      maxBytes: opts.maxBytes,
+      segmentBytes,
+      warn: opts.warn,
+      name: opts.name,
+      report,
+    });
     log = new EventLog(opts, segments, segmentBytes);
     return log;
   }

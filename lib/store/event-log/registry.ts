@@ -45,9 +45,9 @@ export class EventLogs {
     if (!log) return;
     await log.close();
     const deletedAt = Date.now();
-    await writeFile(join(this.root, slug, MARKER), JSON.stringify({ deleted_at: new Date(deletedAt).toISOString() }), { mode: 0o600 }).catch(
-      (err) => this.opts.warn(`drover: ${slug}: cannot mark its event log deleted: ${(err as NodeJS.ErrnoException).code ?? err}`),
-    );
+    await writeFile(join(this.root, slug, MARKER), JSON.stringify({ deleted_at: new Date(deletedAt).toISOString() }), {
+      mode: 0o600,
+    }).catch((err) => this.opts.warn(`drover: ${slug}: cannot mark its event log deleted: ${(err as NodeJS.ErrnoException).code ?? err}`));
     this.scheduleExpiry(slug, deletedAt + this.opts.retentionMs);
   }
 
@@ -80,7 +80,9 @@ export class EventLogs {
         const t = Date.parse((JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as { deleted_at?: string }).deleted_at ?? '');
         if (Number.isFinite(t)) deletedAt = t;
       } catch {
-        await writeFile(join(dir, MARKER), JSON.stringify({ deleted_at: new Date(deletedAt).toISOString() }), { mode: 0o600 }).catch(() => {});
+        await writeFile(join(dir, MARKER), JSON.stringify({ deleted_at: new Date(deletedAt).toISOString() }), { mode: 0o600 }).catch(
+          () => {},
+        );
       }
       if (deletedAt + this.opts.retentionMs <= Date.now()) {
         await rm(dir, { recursive: true, force: true });
@@ -106,14 +108,17 @@ export class EventLogs {
 
   private scheduleExpiry(slug: string, at: number): void {
     this.cancelExpiry(slug);
-    const timer = setTimeout(() => {
-      this.expiry.delete(slug);
-      if (Date.now() < at) return this.scheduleExpiry(slug, at); // beyond one timer's reach
-      const log = this.logs.get(slug);
-      if (!log || !log.isClosed) return;
-      this.logs.delete(slug);
-      void log.remove().catch((err) => this.opts.warn(`drover: ${slug}: cannot remove its event log: ${(err as Error).message}`));
-    }, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
+    const timer = setTimeout(
+      () => {
+        this.expiry.delete(slug);
+        if (Date.now() < at) return this.scheduleExpiry(slug, at); // beyond one timer's reach
+        const log = this.logs.get(slug);
+        if (!log || !log.isClosed) return;
+        this.logs.delete(slug);
+        void log.remove().catch((err) => this.opts.warn(`drover: ${slug}: cannot remove its event log: ${(err as Error).message}`));
+      },
+      Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS),
+    );
     timer.unref();
     this.expiry.set(slug, timer);
   }

@@ -124,7 +124,10 @@ export class Segments {
       } else if (this.fh) {
         // Cut a partial write so the next batch starts on a line boundary; failing that,
         // start a fresh segment next time.
-        const cut = await this.fh.truncate(active.bytes).then(() => true, () => false);
+        const cut = await this.fh.truncate(active.bytes).then(
+          () => true,
+          () => false,
+        );
         if (!cut) this.forceRoll = true;
       }
       if (!this.failing) {
