@@ -11,7 +11,11 @@
  *   exit STATUS UTIME_US STIME_US MAXRSS_KB
  *
  * STATUS is the raw wait status (exit code, signal, core-dump flag); the usage is
- * RUSAGE_CHILDREN: the command plus every descendant that was waited for. As a child
+ * RUSAGE_CHILDREN: the command plus every descendant that was waited for. Right after the
+ * fork it writes `pid PID`, the command's own pid (this helper leads the process group, so
+ * the agent shows and signals the command's pid, not its own).
+ *
+ * The usage is As a child
  * subreaper it also reaps orphaned descendants, so a double-forked worker that ended before
  * the command still counts. It then exits the way the command did (by the same signal, but
  * without dumping core itself), so a caller that misses the line still sees the right status.
@@ -97,6 +101,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "drover-wait: cannot run %s: %s\n", argv[1], strerror(errno));
     _exit(127);
   }
+  dprintf(3, "pid %d\n", (int)child);
 
   int status = 0;
   for (;;) {

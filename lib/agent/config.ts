@@ -53,6 +53,8 @@ export interface Config {
   cgroups: boolean;
   /** ws:// or wss:// URL of a Stately-style inspector to forward raw inspection events to; '' for none. */
   inspectUrl: string;
+  /** A run shorter than this is an entry in `errors` even when it exits 0: a loop of clean exits is a crash loop. */
+  minUptimeMs: number;
   /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
@@ -91,6 +93,7 @@ export const defaults: Config = {
   inspectUrl: '',
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
+  minUptimeMs: 1_000,
 };
 
 export class ConfigError extends Error {}
@@ -127,6 +130,7 @@ const fileKeys: Record<string, keyof Config> = {
   inspect_url: 'inspectUrl',
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
+  min_uptime_ms: 'minUptimeMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

@@ -33,10 +33,10 @@ function until(proc: ManagedProcess, ok: (s: Snapshot) => boolean): Promise<void
 /** Sends a signal to the running child's whole process group. */
 export function signalProcess(proc: ManagedProcess, signal: SignalId): void {
   const snap = snapshot(proc);
-  const pid = snap.context.pid;
-  if (snap.value !== 'running' || pid === null)
+  const pgid = snap.context.pgid;
+  if (snap.value !== 'running' || pgid === null)
     throw new ConflictError(`process "${proc.slug}" has no running child (state ${snap.value})`);
-  if (!signalGroup(pid, signal.number)) throw new ConflictError(`process "${proc.slug}" has no running child (it just exited)`);
+  if (!signalGroup(pgid, signal.number)) throw new ConflictError(`process "${proc.slug}" has no running child (it just exited)`);
 }
 
 /** Stops gracefully and keeps the process in `exited` until start; resolves once the child is gone. */
@@ -66,6 +66,8 @@ export async function restartProcess(proc: ManagedProcess, opts: StopOptions): P
     throw new ConflictError(`process "${proc.slug}" has not started yet (state ${snap.value}); nothing to restart`);
   }
   const restarts = snap.context.restarts;
+  // A restart asks for a fresh attempt: a build remembered as failing runs once more.
+  if (snap.context.launch === null) proc.forceRebuild = true;
   proc.actor.send({ type: 'RESTART', ...opts });
   // Counted on entering `restarting` (or already, when it was there): wait for what follows.
   await until(

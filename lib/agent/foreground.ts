@@ -98,8 +98,8 @@ export class ForegroundRunner {
   /** SIGKILLs every child's group at once (a second Ctrl-C). */
   kill(): void {
     for (const p of this.processes) {
-      const pid = p.actor.getSnapshot().context.pid;
-      if (pid) signalGroup(pid, 'SIGKILL');
+      const pgid = p.actor.getSnapshot().context.pgid;
+      if (pgid) signalGroup(pgid, 'SIGKILL');
     }
   }
 

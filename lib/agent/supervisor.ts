@@ -1,12 +1,12 @@
 import { slugOf } from '../process/slug.js';
 import { createActor, type Actor } from 'xstate';
 import type { Config } from './config.js';
-import { ReleaseCache, type Archive } from '../release/cache.js';
+import { ReleaseCache, RememberedBuildFailure, type Archive } from '../release/cache.js';
 import { specOf, type DesiredProcess, type RestartRequest } from '../store/desired.js';
 import type { EventLog } from '../store/event-log/log.js';
 import type { Store } from '../store/store.js';
 import { agentEnv } from '../release/env.js';
-import { resolveLaunch, type Launch } from '../release/launch.js';
+import { checkSpec, resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
 import { Child } from '../os/child.js';
 import { userEnv, type RunAs } from '../os/identity.js';
@@ -49,6 +49,28 @@ export class ManagedProcess {
   startedAt?: Date;
   /** The save of the record's last `stopped` change; see saved(). */
   saving: Promise<void> = Promise.resolve();
+  /** The X-Request-Id of the create: sent with its downloads, recorded in the events it caused. */
+  requestId?: string;
+  /** Set by a restart request: the next build runs even when this release's build is known to fail. */
+  forceRebuild = false;
+  /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts). */
+  private appPidKnown: Promise<unknown> = Promise.resolve();
+
+  /** Called by the supervisor for each child it starts. */
+  childStarted(appPid: Promise<unknown>): void {
+    // One turn later, so the actor has taken in the pid (its own handler runs in the same turn).
+    this.appPidKnown = appPid.then(() => new Promise((r) => setImmediate(r)));
+  }
+
+  /**
+   * Resolves once a child just started has its pid in the status, bounded by `ms`: a document
+   * rendered after it shows `running` with the app's pid, never null for want of a moment.
+   */
+  async pidSettled(ms = 2000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.appPidKnown, new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+  }
 
   constructor(
     readonly record: DesiredProcess,
@@ -159,7 +181,7 @@ export class Supervisor {
    * Registers the process in `pending` and starts it on the next turn, so its creator sees
    * `pending`. It is durable (restored by the next agent) once this resolves.
    */
-  async create(req: CreateRequest): Promise<ManagedProcess> {
+  async create(req: CreateRequest, opts: { requestId?: string } = {}): Promise<ManagedProcess> {
     const slug = slugOf(req.app, req.node);
     if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
     this.reserved.add(slug); // before awaiting, so a concurrent twin gets 409
@@ -181,7 +203,7 @@ export class Supervisor {
         createdAt: new Date().toISOString(),
       };
       await this.store.desired.put(record);
-      return this.launch(record, events, false);
+      return this.launch(record, events, false, opts.requestId);
     } catch (err) {
       if (port) this.ports.release(port);
       if (events) await this.store.events.abandon(slug);
@@ -218,7 +240,7 @@ export class Supervisor {
   }
 
   /** Creates the actor of a saved record, registers it and starts it on the next turn. */
-  private launch(record: DesiredProcess, events: EventLog, restored: boolean): ManagedProcess {
+  private launch(record: DesiredProcess, events: EventLog, restored: boolean, requestId?: string): ManagedProcess {
     const { slug, port } = record;
     // The log numbers each line before any client sees it.
     const output = new OutputHub((stream, line) => events.output(stream, line));
@@ -235,8 +257,9 @@ export class Supervisor {
         },
       }),
     );
+    proc.requestId = requestId;
     this.procs.set(slug, proc);
-    recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created');
+    recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created', requestId ? { request_id: requestId } : {});
     this.watch(proc);
     proc.actor.start();
     if (!this.closing) {
@@ -308,8 +331,8 @@ export class Supervisor {
   /** Last resort: SIGKILL every child's group at once, without waiting. */
   killAll(): void {
     for (const p of this.procs.values()) {
-      const pid = p.actor.getSnapshot().context.pid;
-      if (pid) signalGroup(pid, 'SIGKILL');
+      const pgid = p.actor.getSnapshot().context.pgid;
+      if (pgid) signalGroup(pgid, 'SIGKILL');
     }
   }
 
@@ -343,15 +366,18 @@ export class Supervisor {
       start: (launch) => this.startChild(proc, launch),
       backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
+      minUptimeMs: this.config.minUptimeMs,
     };
   }
 
   /** Fetches the source; a new archive is saved in the record, for the next restore. */
   private async download(proc: ManagedProcess, signal: AbortSignal): Promise<Archive> {
-    const { record, slug, events } = proc;
+    const { record, slug, events, requestId } = proc;
+    const traced = requestId ? { request_id: requestId } : {};
     const archive = await this.releases.fetch(record.sourceUrl, {
       signal,
-      onProgress: (bytes, total) => events.append('download', { bytes, total }),
+      requestId,
+      onProgress: (bytes, total) => events.append('download', { bytes, total, ...traced }),
     });
     if (record.archive !== archive.sha256 && !this.deletions.has(slug) && this.procs.has(slug)) {
       record.archive = archive.sha256;
@@ -363,7 +389,11 @@ export class Supervisor {
   /** Builds the release (or finds it built) and resolves what the process runs in it. */
   private async build(proc: ManagedProcess, archive: Archive, signal: AbortSignal): Promise<Launch> {
     const { record, events } = proc;
-    events.append('build_started', { sha256: archive.sha256 });
+    const traced = proc.requestId ? { request_id: proc.requestId } : {};
+    const spec = specOf(record);
+    const force = proc.forceRebuild;
+    proc.forceRebuild = false;
+    events.append('build_started', { sha256: archive.sha256, ...traced, ...(force ? { forced: true } : {}) });
     let release;
     try {
       release = await this.releases.build(archive, {
@@ -371,16 +401,25 @@ export class Supervisor {
         env: { ...this.baseEnv, ...record.env },
         onLine: (line) => proc.output.publish('build', line),
         meter: this.buildMeter,
+        // Right after unpacking, before any build step: a release this process cannot run is not built for it.
+        check: (root) => checkSpec(root, spec),
+        force,
       });
     } catch (err) {
-      events.append('build_finished', { exit_code: (err as { exitCode?: number }).exitCode ?? null, error: message(err) });
+      const remembered = err instanceof RememberedBuildFailure ? { remembered: true, failed_at: err.failedAt, log: err.log } : {};
+      events.append('build_finished', {
+        exit_code: (err as { exitCode?: number }).exitCode ?? null,
+        error: message(err),
+        ...remembered,
+        ...traced,
+      });
       throw err;
     }
-    events.append('build_finished', { exit_code: 0 });
+    events.append('build_finished', { exit_code: 0, ...traced });
     proc.metrics.releaseBuilt(release.id, release.usage);
     return resolveLaunch({
       dir: release.root,
-      spec: specOf(record),
+      spec,
       agentEnv: this.baseEnv,
       env: record.env,
       port: record.port,
@@ -403,6 +442,7 @@ export class Supervisor {
       onSample: (u) => metrics.sample(u),
     });
     proc.startedAt = new Date(child.startedAt);
+    proc.childStarted(child.appPid);
     const pid = child.pid;
     if (pid) this.store.groups.add(pid, slug, 'child');
     // When the log's queue is high (disk slower than the child), stop reading the child.

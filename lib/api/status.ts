@@ -25,7 +25,9 @@ export interface ProcessView {
   startedAt?: Date;
   restart: RestartSettings;
   state: ProcessState;
+  /** The app's pid; `pgid` is its process group (led by the exit helper when there is one). */
   pid: number | null;
+  pgid: number | null;
   restarts: number;
   errors: readonly string[];
   stopped: boolean;
@@ -49,6 +51,7 @@ export function processView(proc: ManagedProcess): ProcessView {
     restart: proc.restartSettings,
     state: snap.value,
     pid: ctx.pid,
+    pgid: ctx.pgid,
     restarts: ctx.restarts,
     errors: ctx.errors,
     stopped: ctx.stopped,
@@ -78,6 +81,7 @@ export function statusDocument(base: Base, p: ProcessView) {
     ...controlLinks(base, slug),
     events: `${base.http}/process-events/${slug}`,
     pid: p.pid,
+    pgid: p.pgid,
     port: p.port,
     restarts: p.restarts,
     created_at: p.createdAt.toISOString(),

@@ -1,14 +1,2 @@
-import { readFileSync } from 'node:fs';
-
-/** The package version, read once from package.json next to lib/ (or dist/lib/). */
-export function version(): string {
-  for (const rel of ['../../package.json', '../../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8'));
-      if (pkg.name === 'drover') return pkg.version;
-    } catch {
-      // try the next layout
-    }
-  }
-  return 'unknown';
-}
+// One reader of the package version; the release cache keys remembered build failures by it too.
+export { version } from '../release/version.js';

@@ -1,8 +1,10 @@
 import type { H3Event } from 'h3';
 import { ApiError } from './errors.js';
 
-// text/plain is accepted because seed 001's own walkthrough client (aiohttp with a string body) sends it.
-const jsonTypes = /^(application\/json|application\/[\w.+-]+\+json|text\/plain)\s*(;|$)/i;
+// The smartmob-agent reference parses the body whatever its Content-Type, and its clients (aiohttp
+// with a string body) send application/octet-stream or text/plain. Only types that clearly are
+// something else are refused: a form is never the JSON document, and parsing it would hide the mistake.
+const notJsonTypes = /^(multipart\/form-data|application\/x-www-form-urlencoded)\s*(;|$)/i;
 
 const notAnObject = () => new ApiError(400, 'request body must be a JSON object');
 
@@ -18,10 +20,10 @@ export async function readObject(event: H3Event, maxBytes: number, opts: { optio
   return body === undefined ? {} : asObject(body);
 }
 
-/** Reads a JSON request body, bounded in size, with 413/415/400 for what is not acceptable. */
+/** Reads a JSON request body (any Content-Type but a form), bounded in size, with 413/415/400 for what is not acceptable. */
 export async function readJson(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
   const type = event.req.headers.get('content-type');
-  if (type && !jsonTypes.test(type)) throw new ApiError(415, `request body must be application/json, got ${type.split(';')[0]}`);
+  if (type && notJsonTypes.test(type.trim())) throw new ApiError(415, `request body must be application/json, got ${type.split(';')[0]}`);
   const declared = Number(event.req.headers.get('content-length') ?? 0);
   if (declared > maxBytes) throw new ApiError(413, `request body is larger than ${maxBytes} bytes`);
   const body = event.req.body;

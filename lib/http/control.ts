@@ -18,11 +18,16 @@ export interface ControlRoutesOptions {
 }
 
 export function registerControlRoutes(app: H3, { supervisor, base, findProcess, maxBody }: ControlRoutesOptions): void {
-  const status = (event: H3Event, proc: ManagedProcess) => statusDocument(base(event), processView(proc));
+  // Once the child's own pid is known, so `pid` is never the exit helper's.
+  const status = async (event: H3Event, proc: ManagedProcess) => {
+    await proc.pidSettled();
+    return statusDocument(base(event), processView(proc));
+  };
 
   app.post('/signal-process/:slug', async (event) => {
     const proc = findProcess(event);
     const sig = validateSignal(await readObject(event, maxBody));
+    await proc.pidSettled(); // a child started a moment ago has its group in the actor
     await conflictsAs409('slug', () => signalProcess(proc, sig));
     return status(event, proc);
   });

@@ -14,6 +14,7 @@ import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
 import { validateCreate } from './validate.js';
+import { MAX_REQUEST_ID } from './request-id.js';
 import { registerUi } from './ui.js';
 
 export interface RoutesOptions {
@@ -25,10 +26,23 @@ export interface RoutesOptions {
 
 const MAX_BODY = 1024 * 1024;
 
-/** The seed-001 hypermedia API. */
+/** Whether a Prefer header (RFC 7240: comma-separated preferences, each with optional parameters) asks for return=representation. */
+export function prefersRepresentation(header: string | null): boolean {
+  if (!header) return false;
+  return header.split(',').some((pref) => {
+    const [name, value] = pref
+      .split(';')[0]
+      .split('=')
+      .map((s) => s.trim().replace(/^"(.*)"$/, '$1'));
+    return name.toLowerCase() === 'return' && value?.toLowerCase() === 'representation';
+  });
+}
+
+/** The smartmob-agent hypermedia API. */
 export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions): H3 {
   const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
-  const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, 200);
+  // Set on every request by withRequestIds (request-id.ts); read here for the create and the errors.
+  const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, MAX_REQUEST_ID);
   const findProcess = (event: H3Event) => {
     const slug = decodeURIComponent(getRouterParam(event, 'slug') ?? '');
     const proc = supervisor.get(slug);
@@ -72,21 +86,28 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   registerInspect(app, supervisor.inspection);
   registerUi(app);
 
-  app.get('/list-processes', (event) => {
+  app.get('/list-processes', async (event) => {
     const b = base(event);
-    return { processes: supervisor.list().map((p) => status(b, p)) };
+    const procs = supervisor.list();
+    await Promise.all(procs.map((p) => p.pidSettled()));
+    return { processes: procs.map((p) => status(b, p)) };
   });
 
   app.post('/create-process', async (event) => {
     const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
-    const proc = await conflictsAs409('node', () => supervisor.create(req));
+    const proc = await conflictsAs409('node', () => supervisor.create(req, { requestId: requestId(event) }));
     const b = base(event);
+    await proc.pidSettled();
     event.res.status = 201;
     event.res.headers.set('location', statusUrl(b, proc.slug));
     return status(b, proc);
   });
 
-  app.get('/process-status/:slug', (event) => status(base(event), findProcess(event)));
+  app.get('/process-status/:slug', async (event) => {
+    const proc = findProcess(event);
+    await proc.pidSettled();
+    return status(base(event), proc);
+  });
 
   app.get('/process-events/:slug', eventsRoute(supervisor));
 
@@ -95,6 +116,10 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     // The delete request document is empty for now; an absent body is fine, a malformed one is not.
     await readObject(event, MAX_BODY, { optional: true });
     await supervisor.delete(proc.slug);
+    event.res.headers.set('vary', 'Prefer');
+    // The reference answers `{}`; the final status document only when asked for (RFC 7240).
+    if (!prefersRepresentation(event.req.headers.get('prefer'))) return {};
+    event.res.headers.set('preference-applied', 'return=representation');
     return status(base(event), proc);
   });
 

@@ -9,6 +9,7 @@ import { checkBinding, createGate } from './auth.js';
 import { answerClientError } from './errors.js';
 import { createInspectUpgrade, INSPECT_PATH } from './inspect.js';
 import { createRoutes } from './routes.js';
+import { withRequestIds } from './request-id.js';
 import { dispatchUpgrades } from './upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity.js';
 import { forwardToStately } from '../agent/stately.js';
@@ -91,6 +92,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         return () => store.groups.remove(pgid);
       },
     });
+    await releases.init();
     supervisor = new Supervisor(config, releases, store, log, runAs);
     const desired = store.desired.all();
     for (const record of desired) {
@@ -109,7 +111,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
 
   let listener;
   try {
-    listener = await listen(gate.http(toNodeHandler(app)), {
+    listener = await listen(withRequestIds(gate.http(toNodeHandler(app))), {
       hostname: config.host,
       // No fallback port: a busy port must be an error, not a silent move elsewhere.
       port: { port: config.port, random: config.port === 0, ports: [], portRange: [], alternativePortRange: [], verbose: false } as never,

@@ -8,7 +8,7 @@ import type { WatchOptions } from './sampler.js';
 import { decodeWaitStatus, mayDumpCore } from './signals.js';
 import { combineFigures, SampleTracker } from './meter.js';
 import type { LiveUsage, RunUsage } from './usage.js';
-import { parseHelperLine, type HelperReport } from './wait-helper.js';
+import { parseHelperLine, parsePidLine, type HelperReport } from './wait-helper.js';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -146,7 +146,11 @@ function commandLine(spec: ChildSpec, helper: string | null): [string, string[]]
 
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
 export class Child {
+  /** The process group: its leader's pid (the exit helper's, when there is one). */
   readonly pid: number | undefined;
+  /** The command's own pid: the leader's, or the one the exit helper reports after forking it; null if it never ran. */
+  readonly appPid: Promise<number | null>;
+  private reportPid: (pid: number | null) => void = () => {};
   readonly startedAt = Date.now();
   readonly exited: Promise<ExitInfo>;
   private readonly proc: ChildProcess;
@@ -171,7 +175,11 @@ export class Child {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
     this.pid = this.proc.pid;
+    this.appPid =
+      this.helper && this.pid !== undefined ? new Promise((resolve) => (this.reportPid = resolve)) : Promise.resolve(this.pid ?? null);
     this.leaderExit = new Promise((resolve) => this.proc.once('exit', () => resolve()));
+    // A helper that dies before reporting (or could not fork) leaves the pid unknown.
+    void this.leaderExit.then(() => this.reportPid(null));
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
@@ -323,6 +331,7 @@ export class Child {
     if (word === 'watchdog') this.watchdogPid = Number.parseInt(rest, 10) || this.watchdogPid;
     else if (word === 'cgroup-failed') this.cgroupFailed = true;
     else if (word === 'exit') this.report = parseHelperLine(line) ?? this.report;
+    else if (word === 'pid') this.reportPid(parsePidLine(line));
   }
 
   /** The run's totals, each figure from the best method that has it (see usage.ts). */

@@ -38,9 +38,21 @@ export function findWaitHelper(): string | null {
     return found;
   }
   const r = spawnSync(path, ['/bin/sh', '-c', 'exit 7'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], timeout: 10_000 });
-  const report = parseHelperLine(String(r.output?.[3] ?? '').trim());
-  if (r.status === 7 && report?.status === 7 << 8) found = path;
+  // `pid N` first (the command's pid), then the exit report. A helper built from an older
+  // source lacks the first; `npm ci` / `npm run build` rebuild it.
+  const lines = String(r.output?.[3] ?? '')
+    .trim()
+    .split('\n');
+  const report = parseHelperLine(lines.at(-1) ?? '');
+  const pid = parsePidLine(lines[0] ?? '');
+  if (r.status === 7 && report?.status === 7 << 8 && pid !== null && pid > 0) found = path;
   return found;
+}
+
+/** Parses `pid N` (the command's pid, reported right after the fork); null for anything else. */
+export function parsePidLine(line: string): number | null {
+  const m = /^pid (\d+)$/.exec(line);
+  return m ? Number(m[1]) : null;
 }
 
 /** Parses `exit STATUS UTIME_US STIME_US MAXRSS_KB`; null for anything else. */

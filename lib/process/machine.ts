@@ -17,10 +17,15 @@ export interface ProcessDeps<Archive = unknown, Launch = unknown> {
   start(launch: Launch): ChildHandle;
   backoff: BackoffPolicy;
   stopGraceMs: number;
+  /** A run shorter than this is an error even with exit code 0 (when the policy restarts it); 0 or absent: off. */
+  minUptimeMs?: number;
 }
 
 export interface ChildHandle {
+  /** The process group (its leader's pid). */
   readonly pid: number | undefined;
+  /** The app's own pid when it differs from the group leader (an exit helper leads the group); resolves once known. */
+  readonly appPid?: Promise<number | null>;
   readonly exited: Promise<ExitInfo>;
   stop(graceMs: number, signal?: NodeJS.Signals | number): Promise<void>;
 }
@@ -35,7 +40,10 @@ export interface ProcessContext {
   deps: ProcessDeps;
   archive: unknown;
   launch: unknown;
+  /** The app's pid (what `kill PID` should reach). */
   pid: number | null;
+  /** The child's process group: what drover signals. */
+  pgid: number | null;
   /** Number of times the process was restarted (every pass through `restarting`). */
   restarts: number;
   /** Consecutive failures, for the backoff. */
@@ -64,7 +72,7 @@ export type ProcessEvent =
   | ({ type: 'STOP'; reason?: string } & StopOptions)
   | ({ type: 'RESTART' } & StopOptions)
   | { type: 'DELETE'; reason?: string }
-  | { type: 'CHILD.STARTED'; pid: number | null }
+  | { type: 'CHILD.STARTED'; pid: number | null; pgid: number | null }
   | { type: 'CHILD.EXITED'; exit: ExitInfo };
 
 export const STATES = ['pending', 'downloading', 'building', 'running', 'exited', 'restarting', 'deleted'] as const;
@@ -82,8 +90,13 @@ function addError(ctx: ProcessContext, error: string | null): string[] {
 const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessDeps; launch: unknown }>(({ input, sendBack, receive }) => {
   const child = input.deps.start(input.launch);
   let done = false;
-  sendBack({ type: 'CHILD.STARTED', pid: child.pid ?? null });
-  child.exited.then((exit) => {
+  const pgid = child.pid ?? null;
+  // With an exit helper leading the group, the app's own pid comes a moment later: `pid` is
+  // only ever the app's. STARTED always precedes EXITED.
+  const started = child.appPid
+    ? child.appPid.then((pid) => sendBack({ type: 'CHILD.STARTED', pid: pid ?? pgid, pgid }))
+    : Promise.resolve(sendBack({ type: 'CHILD.STARTED', pid: pgid, pgid }));
+  void Promise.all([started, child.exited]).then(([, exit]) => {
     done = true;
     sendBack({ type: 'CHILD.EXITED', exit });
   });
@@ -128,6 +141,7 @@ export const processMachine = setup({
     archive: null,
     launch: null,
     pid: null,
+    pgid: null,
     restarts: 0,
     attempt: 0,
     restartDelayMs: 0,
@@ -180,17 +194,22 @@ export const processMachine = setup({
         input: ({ context }) => ({ deps: context.deps, launch: context.launch }),
       },
       on: {
-        'CHILD.STARTED': { actions: assign({ pid: ({ event }) => event.pid }) },
+        'CHILD.STARTED': { actions: assign({ pid: ({ event }) => event.pid, pgid: ({ event }) => event.pgid }) },
         'CHILD.EXITED': [
-          { guard: 'deleting', target: 'deleted', actions: assign({ pid: null, lastExit: ({ event }) => event.exit }) },
+          { guard: 'deleting', target: 'deleted', actions: assign({ pid: null, pgid: null, lastExit: ({ event }) => event.exit }) },
           {
             target: 'exited',
             actions: assign({
               pid: null,
+              pgid: null,
               lastExit: ({ event }) => event.exit,
               lastRunMs: ({ event }) => event.exit.endedAt - event.exit.startedAt,
-              // An exit we asked for (stop, restart) is no error; last_exit still has its detail.
-              errors: ({ context, event }) => (context.stopping ? context.errors : addError(context, exitError(event.exit))),
+              // An exit we asked for (stop, restart) is no error; last_exit still has its detail. A
+              // clean exit is one when it came too soon and the policy restarts it: a crash loop.
+              errors: ({ context, event }) =>
+                context.stopping
+                  ? context.errors
+                  : addError(context, exitError(event.exit, context.policy === 'always' ? (context.deps.minUptimeMs ?? 0) : 0)),
               stopping: false,
             }),
           },

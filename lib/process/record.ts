@@ -57,7 +57,7 @@ export function why(from: string, to: string, event: AnyEventObject, prev: StepV
 /** The log entries for one machine step (one event processed), in the order they happened. */
 export function describeStep(prev: StepView, event: AnyEventObject, next: StepView, port: number, deleteReason: string): LogEntry[] {
   const out: LogEntry[] = [];
-  if (event.type === 'CHILD.STARTED') out.push({ type: 'child_started', fields: { pid: event.pid, port } });
+  if (event.type === 'CHILD.STARTED') out.push({ type: 'child_started', fields: { pid: event.pid, pgid: event.pgid ?? event.pid, port } });
   if (event.type === 'CHILD.EXITED') out.push({ type: 'child_exited', fields: exitDetail(event.exit as ExitInfo) ?? {} });
   const changed = diffSnapshots(prev, next);
   if (changed.newError !== null) out.push({ type: 'error', fields: { message: changed.newError } });
@@ -90,11 +90,12 @@ export class ProcessRecorder {
     private readonly port: number,
   ) {}
 
-  begin(actor: AnyActorRef, why: string): void {
+  /** `fields` go into the first entry (the create's request id). */
+  begin(actor: AnyActorRef, why: string, fields: Record<string, unknown> = {}): void {
     this.root = actor;
     const snap = actor.getSnapshot() as StepView;
     this.prev = { value: snap.value, context: snap.context };
-    this.log.append('state', { from: null, to: snap.value, why });
+    this.log.append('state', { from: null, to: snap.value, why, ...fields });
   }
 
   readonly inspect = (ev: InspectionEvent): void => {

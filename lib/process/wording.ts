@@ -18,11 +18,21 @@ export function exitText(exit: ExitInfo): string {
   return exit.signal ? `was ${ending(exit)}` : ending(exit);
 }
 
-/** An exit as an entry of the process's error list; null for a clean exit (code 0). */
-export function exitError(exit: ExitInfo): string | null {
+/** Seconds, two significant digits: "0.041 s", "0.5 s". */
+export function seconds(ms: number): string {
+  return `${Number((Math.max(0, ms) / 1000).toPrecision(2))} s`;
+}
+
+/**
+ * An exit as an entry of the process's error list; null for a clean exit (code 0), unless the
+ * run lasted less than `minUptimeMs`: "process exited after 0.04 s (code 0)".
+ */
+export function exitError(exit: ExitInfo, minUptimeMs = 0): string | null {
   if (exit.error) return exit.error;
   if (exit.signal) return `process was ${ending(exit)}`;
   if (exit.code) return `process ${ending(exit)}`;
+  const ran = exit.endedAt - exit.startedAt;
+  if (exit.code === 0 && ran < minUptimeMs) return `process exited after ${seconds(ran)} (code ${exit.code})`;
   return null;
 }
 

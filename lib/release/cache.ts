@@ -1,11 +1,15 @@
 // Release cache under the agent's state dir. N processes created from one
 // source_url share one download and one build:
-//   dir/archives/<sha>.archive   downloaded archives (written to a temp name, then renamed)
-//   dir/releases/<sha>/          unpacked + built app
-//   dir/releases/<sha>.json      completion marker, written last; a release dir
-//                                without it is a crash leftover and is rebuilt
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+//   dir/archives/<sha>.archive          downloaded archives (written to a temp name, then renamed)
+//   dir/releases/<sha>/                 unpacked + built app
+//   dir/release-meta/<sha>.json         completion marker, written last; a release dir
+//                                       without it is a crash leftover and is rebuilt
+//   dir/release-meta/<sha>.failed-<k>.json  a failed build of these bytes with build inputs k
+// Nothing of ours sits beside a release directory: Node resolves `node .` in releases/<sha>
+// to releases/<sha>.json (or .js, .node) before the directory's own package.json, so a marker
+// there would be run instead of the app. Markers of older agents are moved on init().
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RunAs } from '../os/identity.js';
 import { pathToFileURL } from 'node:url';
@@ -13,9 +17,32 @@ import type { GroupMeter } from '../os/meter.js';
 import type { RunUsage } from '../os/usage.js';
 import { runBuild } from './build.js';
 import { download, type DownloadOptions } from './download.js';
-import { abortReason } from './errors.js';
+import { abortReason, ReleaseError } from './errors.js';
 import { chownTree } from './owner.js';
 import { unpack, type UnpackOptions } from './unpack.js';
+import { version as droverVersion } from './version.js';
+
+/** How much of a failed build's output is remembered with it. */
+const FAILURE_LOG_LINES = 200;
+const FAILURE_LOG_LINE_CHARS = 1000;
+
+/** A build of these bytes with these inputs failed before; it is reported again, not rerun. */
+export class RememberedBuildFailure extends ReleaseError {
+  override name = 'RememberedBuildFailure';
+  constructor(
+    message: string,
+    readonly failedAt: string,
+    /** The last lines of the failed build's output. */
+    readonly log: string[],
+    exitCode: number | undefined,
+  ) {
+    super(message);
+    if (exitCode !== undefined) this.exitCode = exitCode;
+  }
+}
+
+/** What a build step produced for its waiters: an output line, or the unpacked app root (before any step runs). */
+type BuildNotice = { line: string; unpacked?: undefined } | { unpacked: string; line?: undefined };
 
 export interface Archive {
   sha256: string;
@@ -46,6 +73,8 @@ export interface ReleaseCacheOptions {
 
 export interface FetchOptions {
   signal?: AbortSignal;
+  /** X-Request-Id for the GET (the create's); joiners of a download under way share the starter's. */
+  requestId?: string;
   onProgress?: (bytes: number, total: number | null) => void;
 }
 
@@ -56,26 +85,97 @@ export interface CacheBuildOptions {
   onLine: (line: string) => void;
   /** Like env, only the starting waiter's meter measures the build steps. */
   meter?: GroupMeter;
+  /**
+   * Run on the unpacked app root before any build step (e.g. "has a Procfile entry of my type").
+   * If it throws, this waiter leaves with that error; the build goes on for the others, if any.
+   */
+  check?: (root: string) => Promise<void>;
+  /** Build even when this archive's build with these inputs is remembered as failing (a restart request). */
+  force?: boolean;
 }
 
 export class ReleaseCache {
   private readonly downloads = new Map<string, SharedTask<Archive, [bytes: number, total: number | null]>>();
-  private readonly builds = new Map<string, SharedTask<Release, [line: string]>>();
+  private readonly builds = new Map<string, SharedTask<Release, [notice: BuildNotice]>>();
   /** Per sha, the last build task's settlement: a new build waits for an aborted one to clean up. */
   private readonly buildTails = new Map<string, Promise<unknown>>();
   private readonly archivesDir: string;
   private readonly releasesDir: string;
+  private readonly metaDir: string;
 
   constructor(private readonly opts: ReleaseCacheOptions) {
     this.archivesDir = path.join(opts.dir, 'archives');
     this.releasesDir = path.join(opts.dir, 'releases');
+    this.metaDir = path.join(opts.dir, 'release-meta');
+  }
+
+  /**
+   * Creates the directories and moves the completion markers an older agent kept beside the
+   * release directories (releases/<sha>.json) to release-meta/, so its cache stays valid.
+   */
+  async init(): Promise<void> {
+    await mkdir(this.releasesDir, { recursive: true });
+    await mkdir(this.metaDir, { recursive: true });
+    for (const name of await readdir(this.releasesDir)) {
+      if (!/^[0-9a-f]{64}\.json/.test(name)) continue;
+      const from = path.join(this.releasesDir, name);
+      // A half-written marker (<sha>.json.<random>) is a crash leftover: the release is rebuilt.
+      if (/^[0-9a-f]{64}\.json$/.test(name)) await rename(from, path.join(this.metaDir, name)).catch(() => {});
+      await rm(from, { force: true });
+    }
+  }
+
+  private markerOf(sha: string): string {
+    return path.join(this.metaDir, `${sha}.json`);
+  }
+
+  /** Where a failed build of `sha` with these build inputs (env, drover version) is remembered. */
+  private failureOf(sha: string, env: Record<string, string>): string {
+    const inputs = JSON.stringify({ env: Object.entries(env).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)), drover: droverVersion() });
+    const key = createHash('sha256').update(inputs).digest('hex').slice(0, 16);
+    return path.join(this.metaDir, `${sha}.failed-${key}.json`);
+  }
+
+  /** Writes the failure record (temp name, then rename); failing to write it only costs a rebuild later. */
+  private async rememberFailure(sha: string, env: Record<string, string>, err: ReleaseError, log: string[]): Promise<void> {
+    const file = this.failureOf(sha, env);
+    const tmp = `${file}.${randomBytes(8).toString('hex')}`;
+    const rec = { error: err.message, exit_code: err.exitCode ?? null, failed_at: new Date().toISOString(), drover: droverVersion(), log };
+    try {
+      await writeFile(tmp, JSON.stringify(rec) + '\n');
+      await rename(tmp, file);
+    } catch {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /** The remembered failure of this build, as the error to report, or null. */
+  private async rememberedFailure(sha: string, env: Record<string, string>): Promise<RememberedBuildFailure | null> {
+    try {
+      const rec = JSON.parse(await readFile(this.failureOf(sha, env), 'utf8')) as {
+        error?: unknown;
+        failed_at?: unknown;
+        log?: unknown;
+        exit_code?: unknown;
+      };
+      const failedAt = typeof rec.failed_at === 'string' ? rec.failed_at : 'unknown';
+      const log = Array.isArray(rec.log) ? rec.log.filter((l): l is string => typeof l === 'string') : [];
+      return new RememberedBuildFailure(
+        `${typeof rec.error === 'string' ? rec.error : 'build failed'} (remembered from ${failedAt}: not rebuilt until the source serves new bytes or a restart is requested)`,
+        failedAt,
+        log,
+        typeof rec.exit_code === 'number' ? rec.exit_code : undefined,
+      );
+    } catch {
+      return null;
+    }
   }
 
   fetch(url: string, opts: FetchOptions = {}): Promise<Archive> {
     let task = this.downloads.get(url);
     if (!task) {
       const t = new SharedTask<Archive, [number, number | null]>(
-        (signal, notify) => this.doFetch(url, signal, notify),
+        (signal, notify) => this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId),
         () => {
           if (this.downloads.get(url) === t) this.downloads.delete(url);
         },
@@ -86,12 +186,16 @@ export class ReleaseCache {
     return task.join(opts.signal, opts.onProgress);
   }
 
-  build(archive: Archive, opts: CacheBuildOptions): Promise<Release> {
+  async build(archive: Archive, opts: CacheBuildOptions): Promise<Release> {
     const sha = archive.sha256;
+    if (!opts.force && !this.builds.has(sha)) {
+      const remembered = await this.rememberedFailure(sha, opts.env);
+      if (remembered) throw remembered;
+    }
     let task = this.builds.get(sha);
     if (!task) {
       const previous = this.buildTails.get(sha) ?? Promise.resolve();
-      const t = new SharedTask<Release, [string]>(
+      const t = new SharedTask<Release, [BuildNotice]>(
         async (signal, notify) => {
           await previous;
           return this.doBuild(archive, opts.env, signal, notify, opts.meter);
@@ -107,7 +211,13 @@ export class ReleaseCache {
       });
       this.buildTails.set(sha, tail);
     }
-    return task.join(opts.signal, opts.onLine);
+    // This waiter's own way out: its check of the unpacked app failed.
+    const own = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, own.signal]) : own.signal;
+    return task.join(signal, (notice) => {
+      if (notice.line !== undefined) return opts.onLine(notice.line);
+      return opts.check?.(notice.unpacked).catch((err: unknown) => own.abort(err));
+    });
   }
 
   /**
@@ -125,15 +235,20 @@ export class ReleaseCache {
       // not kept: a finished build is enough
     }
     const dir = path.join(this.releasesDir, sha256);
-    return (await readMarker(`${dir}.json`, dir)) ? { sha256, file, bytes: 0 } : null;
+    return (await readMarker(this.markerOf(sha256), dir)) ? { sha256, file, bytes: 0 } : null;
   }
 
-  private async doFetch(url: string, signal: AbortSignal, onProgress: (bytes: number, total: number | null) => void): Promise<Archive> {
+  private async doFetch(
+    url: string,
+    signal: AbortSignal,
+    onProgress: (bytes: number, total: number | null) => void,
+    requestId: string | undefined,
+  ): Promise<Archive> {
     await mkdir(this.archivesDir, { recursive: true });
     const tmp = path.join(this.archivesDir, `.download-${randomBytes(8).toString('hex')}`);
     const local = await this.opts.localSource?.(url);
     const from = local ? pathToFileURL(local).href : url;
-    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress });
+    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress, requestId });
     const file = path.join(this.archivesDir, `${sha256}.archive`);
     try {
       await rename(tmp, file);
@@ -148,29 +263,47 @@ export class ReleaseCache {
     archive: Archive,
     env: Record<string, string>,
     signal: AbortSignal,
-    onLine: (line: string) => void,
+    notify: (notice: BuildNotice) => Promise<void>,
     meter: GroupMeter | undefined,
   ): Promise<Release> {
     signal.throwIfAborted(); // e.g. every waiter left while we waited for a previous build
     const id = archive.sha256;
     if (!/^[0-9a-f]{64}$/.test(id)) throw new TypeError(`not a sha256: ${id}`);
     const dir = path.join(this.releasesDir, id);
-    const marker = `${dir}.json`;
+    const marker = this.markerOf(id);
     const done = await readMarker(marker, dir);
     if (done) return { id, ...done };
 
     await rm(marker, { force: true });
     await rm(dir, { recursive: true, force: true });
     await mkdir(this.releasesDir, { recursive: true });
+    await mkdir(this.metaDir, { recursive: true });
+    const tail: string[] = [];
+    const onLine = (line: string): void => {
+      tail.push(line.length > FAILURE_LOG_LINE_CHARS ? line.slice(0, FAILURE_LOG_LINE_CHARS) : line);
+      if (tail.length > FAILURE_LOG_LINES) tail.shift();
+      void notify({ line });
+    };
     try {
       const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
+      // Each waiter checks the app can run for it; those that cannot leave before any step runs.
+      await notify({ unpacked: root });
+      signal.throwIfAborted();
       const runAs = this.opts.runAs;
       if (runAs) await chownTree(root, runAs.uid, runAs.gid);
-      const usage = await runBuild(root, { signal, env, onLine, runAs, meter, track: this.opts.track });
+      let usage: RunUsage | null;
+      try {
+        usage = await runBuild(root, { signal, env, onLine, runAs, meter, track: this.opts.track });
+      } catch (err) {
+        // A build step failed (not an abort): remember it for these bytes and inputs.
+        if (!signal.aborted && err instanceof ReleaseError) await this.rememberFailure(id, env, err, tail);
+        throw err;
+      }
       signal.throwIfAborted();
       const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
       await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');
       await rename(tmp, marker);
+      await rm(this.failureOf(id, env), { force: true });
       return { id, root, usage };
     } catch (err) {
       // Leave nothing half-built behind, so a retry starts from scratch.
@@ -199,7 +332,7 @@ async function readMarker(marker: string, dir: string): Promise<{ root: string; 
  */
 class SharedTask<T, A extends unknown[]> {
   private readonly controller = new AbortController();
-  private readonly listeners = new Set<(...args: A) => void>();
+  private readonly listeners = new Set<(...args: A) => unknown>();
   private waiters = 0;
   private finished = false;
   private readonly promise: Promise<T>;
@@ -207,17 +340,21 @@ class SharedTask<T, A extends unknown[]> {
   readonly settled: Promise<void>;
 
   constructor(
-    work: (signal: AbortSignal, notify: (...args: A) => void) => Promise<T>,
+    work: (signal: AbortSignal, notify: (...args: A) => Promise<void>) => Promise<T>,
     private readonly onDone: () => void,
   ) {
-    const notify = (...args: A): void => {
+    /** Tells every current waiter; resolves once the promises their listeners returned (if any) settled. */
+    const notify = async (...args: A): Promise<void> => {
+      const pending: Promise<unknown>[] = [];
       for (const l of [...this.listeners]) {
         try {
-          l(...args);
+          const r = l(...args);
+          if (r instanceof Promise) pending.push(r.catch(() => {}));
         } catch {
           // one waiter's broken callback must not fail the shared work
         }
       }
+      if (pending.length) await Promise.all(pending);
     };
     this.promise = Promise.resolve().then(() => work(this.controller.signal, notify));
     this.settled = this.promise.then(
@@ -230,7 +367,7 @@ class SharedTask<T, A extends unknown[]> {
     });
   }
 
-  join(signal: AbortSignal | undefined, listener?: (...args: A) => void): Promise<T> {
+  join(signal: AbortSignal | undefined, listener?: (...args: A) => unknown): Promise<T> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     this.waiters++;
     if (listener) this.listeners.add(listener);

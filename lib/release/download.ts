@@ -11,6 +11,8 @@ import { abortReason, ReleaseError } from './errors.js';
 
 export interface DownloadOptions {
   signal?: AbortSignal;
+  /** Sent as X-Request-Id on the GET and every redirect, so the source's logs trace the create that caused it. */
+  requestId?: string;
   timeoutMs?: number;
   maxBytes?: number;
   onProgress?: (bytes: number, total: number | null) => void;
@@ -109,6 +111,7 @@ async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions):
       );
     }
     const headers: Record<string, string> = credentials && url.origin === start.origin ? { authorization: credentials } : {};
+    if (opts.requestId) headers['x-request-id'] = opts.requestId;
     const res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);
     const location = res.status >= 300 && res.status < 400 ? res.headers.get('location') : null;
     if (location !== null) {

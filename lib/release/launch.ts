@@ -47,6 +47,17 @@ export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
   return entry;
 }
 
+/**
+ * Fails, naming the cause, when DIR cannot run the spec: no Procfile, or no entry of its type.
+ * Checked right after unpacking, so no build time goes to a release that cannot run.
+ */
+export async function checkSpec(dir: string, spec: ProcessSpec): Promise<void> {
+  if (spec.kind !== 'procfile') return;
+  const procfile = await readProcfile(dir);
+  if (!procfile) throw new Error('the source archive has no Procfile at its root');
+  procfileEntry(procfile, spec.processType);
+}
+
 export interface LaunchInput {
   /** The release root or the working directory: holds the Procfile and .env. */
   dir: string;

@@ -80,8 +80,8 @@ t.test('the seed-001 walkthrough, step by step', async (t) => {
   t.equal(await page.text(), 'hi there (web.0)\n', 'request env applied, DYNO set');
   await waitFor(() => stream.lines.includes('GET /'), 'request log line over attach');
 
-  const pgid = running.pid;
-  const deleted = await api('POST', proc.delete, {});
+  const pgid = running.pgid;
+  const deleted = await api('POST', proc.delete, {}, { prefer: 'return=representation' });
   t.equal(deleted.status, 200);
   t.equal(deleted.json.state, 'deleted');
   t.same(liveGroupMembers(pgid), [], 'no process of the group is left');

@@ -113,7 +113,13 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
 
   const rm = await runCli(['rm', '--app', 'shop'], { url: agent.url });
   t.equal(rm.code, 0, rm.stderr);
-  t.match(rm.stdout, /deleted shop\.web\.0\ndeleted shop\.web\.1\n|deleted shop\.web\.1\ndeleted shop\.web\.0\n/);
+  // Each line says how its last run ended, from the final status document (Prefer: return=representation).
+  t.match(
+    rm.stdout,
+    /^deleted shop\.web\.[01] \((killed by SIG\w+|exited with code \d+) after [\d.e-]+ s\)\ndeleted shop\.web\.[01] \((killed by SIG\w+|exited with code \d+) after [\d.e-]+ s\)\n$/,
+  );
+  t.match(rm.stdout, /shop\.web\.0/);
+  t.match(rm.stdout, /shop\.web\.1/);
   t.same(await ps(agent.url), []);
 });
 

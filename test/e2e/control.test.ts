@@ -143,7 +143,7 @@ t.test('stop escalates past a stop signal the child ignores; the process stays e
   t.match(r.json.last_exit, { exit_code: null, signal: 'SIGKILL', signum: 9, core_dump: false });
   t.ok(out.lines.includes('stubborn got SIGUSR1'), 'the stop signal came first');
   t.ok(out.lines.includes('stubborn got SIGTERM'), 'then SIGTERM after the grace');
-  t.same(liveGroupMembers(running.pid), [], 'then SIGKILL: nothing left');
+  t.same(liveGroupMembers(running.pgid), [], 'then SIGKILL: nothing left');
   t.ok(r.json.last_exit.duration > 0);
 
   t.equal((await api('POST', doc.stop, {})).json.state, 'exited', 'stopping again is fine');
@@ -179,7 +179,7 @@ t.test('restart: graceful stop, a new child at once, counted in restarts', async
   t.not(r.json.pid, first.pid);
   t.match(r.json.last_exit, { signal: 'SIGTERM', exit_code: null });
   t.same(r.json.errors, [], 'a requested restart is no error');
-  t.same(liveGroupMembers(first.pid), [], 'the old group is gone');
+  t.same(liveGroupMembers(first.pgid), [], 'the old group is gone');
 });
 
 t.test('on-failure: no restart after exit 0, a restart after exit 1', async (t) => {

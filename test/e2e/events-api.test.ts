@@ -160,7 +160,7 @@ t.test('a process that crashed many times: its whole log is readable, also after
   const proc = await create('web.0', await app('crashy', { Procfile: 'web: echo "run $$"; exit 3\n' }));
   const follower = readEvents(proc.events);
   await waitForState(proc.status, (d) => d.restarts >= 6);
-  const deleted = await api('POST', proc.delete, {});
+  const deleted = await api('POST', proc.delete, {}, { prefer: 'return=representation' });
   t.equal(deleted.status, 200);
   t.equal(deleted.json.events, proc.events, 'the delete response carries the events URL');
   const followed = await follower;

@@ -137,7 +137,7 @@ t.test('delete works in every state and leaves nothing behind', async (t) => {
   await t.test('downloading (cancels the download)', async (t) => {
     const p = await create('web.11', hangUrl);
     await waitForState(p.status, 'downloading');
-    t.equal((await api('POST', p.delete, {})).json.state, 'deleted');
+    t.equal((await api('POST', p.delete, {}, { prefer: 'return=representation' })).json.state, 'deleted');
   });
   await t.test('building (kills the build)', async (t) => {
     const p = await create('web.12', urls.slow);
@@ -147,16 +147,16 @@ t.test('delete works in every state and leaves nothing behind', async (t) => {
       const pids = inStateDir(agent.stateDir);
       return pids.length > 0 ? pids : null;
     }, 'the build process in the release dir');
-    t.equal((await api('POST', p.delete, {})).json.state, 'deleted');
+    t.equal((await api('POST', p.delete, {}, { prefer: 'return=representation' })).json.state, 'deleted');
     await waitFor(() => inStateDir(agent.stateDir).length === 0, 'build process gone');
     t.ok(builders.length > 0);
   });
   await t.test('running, with grandchildren', async (t) => {
     const p = await create('web.13', urls.tree);
     const doc = await waitForState(p.status, 'running');
-    await waitFor(() => liveGroupMembers(doc.pid).length >= 4, 'tree started');
+    await waitFor(() => liveGroupMembers(doc.pgid).length >= 4, 'tree started');
     t.equal((await api('POST', p.delete, {})).status, 200);
-    t.same(liveGroupMembers(doc.pid), [], 'grandchildren gone');
+    t.same(liveGroupMembers(doc.pgid), [], 'grandchildren gone');
   });
   await t.test('running, ignoring SIGTERM: killed after the grace', async (t) => {
     const p = await create('web.14', urls.ignorer);
@@ -166,12 +166,12 @@ t.test('delete works in every state and leaves nothing behind', async (t) => {
     const t0 = Date.now();
     t.equal((await api('POST', p.delete, {})).status, 200);
     t.ok(Date.now() - t0 >= 2500, 'waited for the grace period');
-    t.same(liveGroupMembers(doc.pid), []);
+    t.same(liveGroupMembers(doc.pgid), []);
   });
   await t.test('exited / restarting', async (t) => {
     const p = await create('web.15', urls.crash);
     await waitForState(p.status, (d) => d.restarts >= 2 && (d.state === 'restarting' || d.state === 'exited'));
-    t.equal((await api('POST', p.delete, {})).json.state, 'deleted');
+    t.equal((await api('POST', p.delete, {}, { prefer: 'return=representation' })).json.state, 'deleted');
   });
   t.same((await api('GET', `${agent.url}/list-processes`)).json.processes, []);
 });

@@ -100,5 +100,5 @@ t.test('--user runs children and build steps as that user', { skip: isRoot ? fal
 
   const deleted = await api('POST', created.json.delete, {});
   t.equal(deleted.status, 200);
-  t.same(liveGroupMembers(doc.pid), [], 'the whole group is gone');
+  t.same(liveGroupMembers(doc.pgid), [], 'the whole group is gone');
 });

@@ -36,7 +36,10 @@ export function writeApp(dir: string, files: Record<string, string>): string {
 /** A real HTTP server on loopback serving files by name, counting requests per path. */
 export class ArchiveServer {
   readonly hits = new Map<string, number>();
+  /** Every request's path and headers, in order. */
+  readonly requests: { path: string; headers: Record<string, string | string[] | undefined> }[] = [];
   private readonly files = new Map<string, string>();
+  private readonly redirects = new Map<string, string>();
   private server!: Server;
   url = '';
 
@@ -44,6 +47,13 @@ export class ArchiveServer {
     this.server = createServer((req, res) => {
       const path = req.url ?? '/';
       this.hits.set(path, (this.hits.get(path) ?? 0) + 1);
+      this.requests.push({ path, headers: { ...req.headers } });
+      const to = this.redirects.get(path);
+      if (to) {
+        res.writeHead(302, { location: to });
+        res.end();
+        return;
+      }
       const file = this.files.get(path);
       if (!file) {
         res.statusCode = 404;
@@ -61,6 +71,12 @@ export class ArchiveServer {
   /** Serves `file` at `/name` and returns its URL. */
   serve(name: string, file: string): string {
     this.files.set(`/${name}`, file);
+    return `${this.url}/${name}`;
+  }
+
+  /** Answers `/name` with a 302 to `to`; returns its URL. */
+  redirect(name: string, to: string): string {
+    this.redirects.set(`/${name}`, to);
     return `${this.url}/${name}`;
   }
 

@@ -32,6 +32,7 @@ function view(over: Partial<ProcessView> = {}): ProcessView {
     restart: { policy: 'on-failure', delayMs: 100, maxDelayMs: 5000, resetAfterMs: 60_000 },
     state: 'running',
     pid: 4242,
+    pgid: 4241,
     restarts: 3,
     errors: ['exited with code 1'],
     stopped: false,
@@ -83,6 +84,7 @@ t.test('the status document of a running process', async (t) => {
     metrics: `http://agent:8080/process-metrics/${s}`,
     events: `http://agent:8080/process-events/${s}`,
     pid: 4242,
+    pgid: 4241,
     port: 40001,
     restarts: 3,
     created_at: iso(T0),
@@ -106,6 +108,7 @@ t.test('the status document of an exited process shows how it ended and no start
     view({
       state: 'exited',
       pid: null,
+      pgid: null,
       stopped: true,
       lastExit: {
         code: null,
