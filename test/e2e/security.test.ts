@@ -1,7 +1,7 @@
 // Issue 20: one bad env string must not kill the agent, no archive may freeze it, and pages in
 // a browser on the same machine cannot drive it (cross-site requests, DNS rebinding).
 import t from 'tap';
-import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import { connect } from 'node:net';
@@ -11,6 +11,8 @@ import { agentWithArchives, api, testAgent, waitForState } from '../helpers/agen
 import { spawnAgent } from '../helpers/agent-process.js';
 import { ArchiveServer } from '../helpers/archives.js';
 import { rawTar, tgz } from '../helpers/hostile.js';
+import { readProc } from '../../lib/os/proc.js';
+import { findWaitHelper } from '../../lib/os/wait-helper.js';
 import { waitFor } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
@@ -267,3 +269,24 @@ t.test('CONNECT gets a 405 JSON answer', async (t) => {
   t.equal(r.status, 405);
   t.match(JSON.parse(r.body).errors[0], { status: 405, detail: /CONNECT/ });
 });
+
+t.test(
+  'without cgroups, a setsid double-forked daemon goes with its process',
+  { skip: findWaitHelper() ? false : 'the exit helper is not built' },
+  async (t) => {
+    const { agent, serveApp, dir } = await agentWithArchives(t, { cgroups: false });
+    const pidFile = join(dir, 'daemon.pid');
+    // The daemon leaves the process group (setsid) and its parent exits: a group kill misses it.
+    const source = await serveApp('daemon', `web: setsid sh -c 'sleep 600 & echo $! > ${pidFile}' ; exec sleep 600\n`);
+    const r = await api('POST', `${agent.url}/create-process`, { app: 'd', node: 'web.0', process_type: 'web', source_url: source });
+    t.equal(r.status, 201);
+    await waitForState(r.json.status, 'running');
+    const daemon = Number(await waitFor(() => readFileSync(pidFile, 'utf8').trim(), 'the daemon to start'));
+    const before = readProc(daemon);
+    t.ok(before && before.state !== 'Z', 'the daemon runs');
+    t.not(before!.pgid, r.json.pid, 'outside the process group');
+    t.equal((await api('POST', r.json.delete, {})).status, 200);
+    const after = readProc(daemon);
+    t.ok(after === null || after.starttime !== before!.starttime || after.state === 'Z', 'gone once the delete answered');
+  },
+);
