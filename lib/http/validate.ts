@@ -117,7 +117,7 @@ function validateEnv(v: unknown): Record<string, string> {
     if (val.includes('\0')) bad('env', `value of ${k} must not contain NUL`);
     // The kernel refuses the whole exec past this (E2BIG): refuse the request instead.
     const tooLong = envStringProblem(k, val);
-    if (tooLong) bad(`env.${k}`, tooLong);
+    if (tooLong) bad('env', tooLong);
     bytes += Buffer.byteLength(k) + Buffer.byteLength(val);
     if (bytes > MAX_ENV_BYTES) bad('env', `is larger than ${MAX_ENV_BYTES} bytes`);
     env.push([k, val]);

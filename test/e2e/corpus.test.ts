@@ -456,7 +456,7 @@ t.test('the bad-input corpus', async (t) => {
     await field(
       'env string over the kernel limit',
       { env: { OK: '1', BIG: 'v'.repeat(200_000) } },
-      'env.BIG',
+      'env',
       /BIG is 200005 bytes as "BIG=value"; Linux refuses any environment string over 131072 bytes/,
     );
     for (const [name, url, detail] of [
