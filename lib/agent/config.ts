@@ -33,6 +33,10 @@ export interface Config {
   user: string;
   /** Hosts source_url (and every redirect) may point at: exact names or "*.example.com"; empty for any. */
   sourceHosts: string[];
+  /** Origins (besides the agent's own) whose pages may change state: "https://dash.example.com". */
+  allowedOrigins: string[];
+  /** Names (besides loopback and the bound address) the agent answers to without a token: exact or "*.example.com". */
+  allowedHosts: string[];
   downloadMaxRedirects: number;
   /** Until the response headers arrive, and the longest pause between body chunks. */
   downloadConnectTimeoutMs: number;
@@ -81,6 +85,8 @@ export const defaults: Config = {
   insecure: false,
   user: '',
   sourceHosts: [],
+  allowedOrigins: [],
+  allowedHosts: [],
   downloadMaxRedirects: 5,
   downloadConnectTimeoutMs: 30_000,
   downloadReadTimeoutMs: 60_000,
@@ -118,6 +124,8 @@ const fileKeys: Record<string, keyof Config> = {
   insecure: 'insecure',
   user: 'user',
   source_hosts: 'sourceHosts',
+  allowed_origins: 'allowedOrigins',
+  allowed_hosts: 'allowedHosts',
   download_max_redirects: 'downloadMaxRedirects',
   download_connect_timeout_ms: 'downloadConnectTimeoutMs',
   download_read_timeout_ms: 'downloadReadTimeoutMs',
@@ -157,6 +165,7 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     if (!Array.isArray(items) || items.some((h) => typeof h !== 'string'))
       throw new ConfigError(`setting "${name}" must be a list of host names`);
     const hosts = (items as string[]).map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+    if (key === 'allowedOrigins') return [key, hosts.map((o) => origin(name, o))];
     const bad = hosts.find((h) => !HOST_PATTERN.test(h));
     if (bad !== undefined) throw new ConfigError(`setting "${name}": ${JSON.stringify(bad)} is not a host name (or "*.domain")`);
     return [key, hosts];
@@ -175,6 +184,23 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     );
   }
   return [key, n];
+}
+
+/** An allowed origin as browsers send it: scheme, host and port only ("https://dash.example.com"). */
+function origin(name: string, value: string): string {
+  let u: URL | null = null;
+  try {
+    u = new URL(value);
+  } catch {
+    // reported below
+  }
+  const bare =
+    u && (u.protocol === 'http:' || u.protocol === 'https:') && !u.username && !u.password && u.pathname === '/' && !u.search && !u.hash;
+  if (!u || !bare || /\/./.test(value.replace(/^[a-z]+:\/\//, '')))
+    throw new ConfigError(
+      `setting "${name}": ${JSON.stringify(value)} is not an origin like "https://dash.example.com" (scheme, host and port only)`,
+    );
+  return u.origin;
 }
 
 export function applySettings(base: Config, settings: Record<string, unknown>): Config {

@@ -18,6 +18,11 @@ Options:
   --insecure           allow a non-loopback --host without a token (anyone reaching it can run commands)
   --user NAME          when run as root: run children and build steps as this user
   --source-hosts LIST  comma-separated hosts source_url may use, e.g. codeload.github.com,*.example.com
+                       (also needed for link-local and cloud-metadata addresses, refused otherwise)
+  --allowed-origins LIST  comma-separated origins whose web pages may change state besides the
+                       agent's own, e.g. https://dash.example.com (others get 403)
+  --allowed-hosts LIST comma-separated names the agent answers to without a token besides
+                       loopback and the bound address, e.g. myhost.lan (others get 421)
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000

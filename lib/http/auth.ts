@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorBody } from '../api/errors.js';
+import { checkBrowser, type BrowserPolicy, type Refusal } from './browser.js';
 import { refuseOnSocket } from './errors.js';
 import { isDashboardAsset } from './ui.js';
 
@@ -31,27 +32,39 @@ export interface Gate {
   install(server: Server): void;
 }
 
-/** With no token, a gate that lets everything through (loopback-only use; see checkBinding). */
-export function createGate(token: string | undefined): Gate {
-  if (!token) return { http: (h) => h, install: () => {} };
+/** Answers a refused HTTP request with a JSON error. */
+function refuse(req: IncomingMessage, res: ServerResponse, status: number, detail: string, headers: Record<string, string> = {}): void {
+  const id = req.headers['x-request-id'];
+  const body = JSON.stringify(errorBody(status, detail));
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    ...headers,
+    ...(typeof id === 'string' ? { 'x-request-id': id.slice(0, 200) } : {}),
+  });
+  res.end(body);
+}
+
+/**
+ * The gate: the browser protections (browser.ts) for every request and upgrade, then, with a
+ * token, the token check. Without a token (loopback-only use; see checkBinding) only the
+ * browser protections apply.
+ */
+export function createGate(token: string | undefined, browser?: Omit<BrowserPolicy, 'token'>): Gate {
+  const policy: BrowserPolicy | null = browser ? { ...browser, token: Boolean(token) } : null;
+  const browserRefusal = (req: IncomingMessage, upgrade: boolean): Refusal | null => (policy ? checkBrowser(req, policy, upgrade) : null);
   // Comparing fixed-size digests keeps the time independent of where (and whether) they differ, and of the length.
-  const expected = digest(token);
-  const matches = (candidate: string) => timingSafeEqual(digest(candidate), expected);
+  const expected = token ? digest(token) : null;
+  const matches = (candidate: string) => expected !== null && timingSafeEqual(digest(candidate), expected);
 
   return {
     http: (handler) => (req, res) => {
-      if (isDashboardAsset(req.method, req.url)) return handler(req, res);
+      const refused = browserRefusal(req, false);
+      if (refused) return refuse(req, res, refused.status, refused.detail);
+      if (!token || isDashboardAsset(req.method, req.url)) return handler(req, res);
       const verdict = check(req, matches, acceptsQueryToken(req));
       if (verdict.ok) return handler(req, res);
-      const id = req.headers['x-request-id'];
-      const body = JSON.stringify(errorBody(verdict.status, verdict.detail));
-      res.writeHead(verdict.status, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': Buffer.byteLength(body),
-        ...(verdict.status === 401 ? { 'www-authenticate': challenge(verdict) } : {}),
-        ...(typeof id === 'string' ? { 'x-request-id': id.slice(0, 200) } : {}),
-      });
-      res.end(body);
+      refuse(req, res, verdict.status, verdict.detail, verdict.status === 401 ? { 'www-authenticate': challenge(verdict) } : {});
     },
     install(server) {
       const emit = server.emit;
@@ -61,7 +74,12 @@ export function createGate(token: string | undefined): Gate {
         if (event === 'upgrade') {
           const [req, socket] = args as [IncomingMessage, Duplex];
           socket.on('error', () => {}); // a client vanishing mid-handshake is not the agent's problem
-          const verdict = check(req, matches, true);
+          const refused = browserRefusal(req, true);
+          if (refused) {
+            refuseOnSocket(socket, refused.status, refused.detail);
+            return true;
+          }
+          const verdict: Verdict = token ? check(req, matches, true) : { ok: true };
           if (!verdict.ok) {
             refuseOnSocket(
               socket,
@@ -82,9 +100,17 @@ function challenge(verdict: { invalid?: boolean }): string {
   return verdict.invalid ? 'Bearer realm="drover", error="invalid_token"' : 'Bearer realm="drover"';
 }
 
-/** Browsers cannot set headers on WebSockets or EventSource: those may carry the token in the URL. */
+/** The event streams: GET routes an EventSource opens (WebSockets are checked in `install`). */
+const EVENT_STREAM_PATHS = [/^\/inspect$/, /^\/process-events\/[^/]+$/];
+
+/**
+ * Browsers cannot set headers on WebSockets or EventSource: those may carry the token in the
+ * URL, and nothing else (a token in a URL ends up in logs and histories).
+ */
 function acceptsQueryToken(req: IncomingMessage): boolean {
-  return req.method === 'GET' && /\btext\/event-stream\b/i.test(req.headers.accept ?? '');
+  if (req.method !== 'GET' || !/\btext\/event-stream\b/i.test(req.headers.accept ?? '')) return false;
+  const path = new URL(req.url ?? '/', 'http://agent').pathname;
+  return EVENT_STREAM_PATHS.some((p) => p.test(path));
 }
 
 /** Checks every credential the request presents (all must match); strips them once they do. */

@@ -6,7 +6,8 @@ import { listen } from 'listhen';
 import type { Config } from '../agent/config.js';
 import { createAttachHandler } from './attach.js';
 import { checkBinding, createGate } from './auth.js';
-import { answerClientError } from './errors.js';
+import type { Duplex } from 'node:stream';
+import { answerClientError, refuseOnSocket } from './errors.js';
 import { createInspectUpgrade, INSPECT_PATH } from './inspect.js';
 import { createRoutes } from './routes.js';
 import { withRequestIds } from './request-id.js';
@@ -104,7 +105,11 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     await store.close(); // releases the state directory for the next try
     throw err;
   }
-  const gate = createGate(config.token);
+  const gate = createGate(config.token, {
+    boundHost: config.host,
+    allowedHosts: config.allowedHosts,
+    allowedOrigins: config.allowedOrigins,
+  });
   const app = createRoutes({ supervisor, config, log, blobs });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
   const inspect = createInspectUpgrade(supervisor.inspection);
@@ -137,7 +142,16 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   gate.install(server);
   server.on('upgrade', dispatchUpgrades({ [INSPECT_PATH]: inspect.handle }, attach.handle));
   server.on('clientError', answerClientError);
-  if (!runAs && process.getuid?.() === 0) log('drover: warning: running as root without --user: every process and build step runs as root');
+  // Node answers CONNECT through this event, never the request handler: without it the socket is closed silently.
+  server.on('connect', (_req, socket: Duplex) => {
+    socket.on('error', () => {});
+    refuseOnSocket(socket, 405, 'method CONNECT is not allowed: drover is no proxy', { Allow: 'GET, POST' });
+  });
+  if (!runAs && process.getuid?.() === 0)
+    log(
+      'drover: warning: running as root without --user: every process and build step runs as root and can read the token ' +
+        "and every process's environment (the state directory); run with --user NAME",
+    );
   // Only when asked, and once listening: the connection to an external inspector must cost nothing otherwise.
   const stately = config.inspectUrl ? forwardToStately(config.inspectUrl, { log }) : undefined;
   if (stately) supervisor.inspection.forwardRaw(stately.inspect);

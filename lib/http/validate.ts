@@ -1,4 +1,5 @@
 // Checks of request documents: every error is a 400 that names the field at fault.
+import { envStringProblem } from '../os/exec-limits.js';
 import { parseSignal, type SignalId } from '../os/signals.js';
 import type { StopOptions } from '../process/machine.js';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
@@ -114,7 +115,10 @@ function validateEnv(v: unknown): Record<string, string> {
     if (!ENV_NAME.test(k)) bad('env', `${JSON.stringify(k.slice(0, 80))} is not a valid environment variable name`);
     if (typeof val !== 'string') bad('env', `value of ${k} must be a string, got ${val === null ? 'null' : typeof val}`);
     if (val.includes('\0')) bad('env', `value of ${k} must not contain NUL`);
-    bytes += k.length + val.length;
+    // The kernel refuses the whole exec past this (E2BIG): refuse the request instead.
+    const tooLong = envStringProblem(k, val);
+    if (tooLong) bad('env', tooLong);
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(val);
     if (bytes > MAX_ENV_BYTES) bad('env', `is larger than ${MAX_ENV_BYTES} bytes`);
     env.push([k, val]);
   }

@@ -99,6 +99,14 @@ export function shellCommand(command: string): string {
   return notExecable.test(command) ? command : `exec ${command}`;
 }
 
+/** A synchronous spawn failure in words: "spawn E2BIG (argument list or environment too large)". */
+export function spawnFailure(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  const base = err instanceof Error ? err.message : String(err);
+  if (e?.code === 'E2BIG') return `${base} (the environment or command line is larger than the kernel accepts)`;
+  return base;
+}
+
 /** How long stop() keeps SIGKILLing the command while sparing the helper, so it can report. */
 const SPARE_HELPER_MS = 2000;
 const MAX_CONTROL_BYTES = 64 * 1024;
@@ -153,7 +161,8 @@ export class Child {
   private reportPid: (pid: number | null) => void = () => {};
   readonly startedAt = Date.now();
   readonly exited: Promise<ExitInfo>;
-  private readonly proc: ChildProcess;
+  /** Null when spawn() itself threw. */
+  private readonly proc: ChildProcess | null;
   private readonly helper: string | null;
   private watchdogPid = 0;
   private exitSeen: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -168,24 +177,48 @@ export class Child {
     if (spec.argv && (spec.argv.length === 0 || spec.argv[0] === '')) throw new Error('an argv needs a program to run (argv[0])');
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
-    this.proc = spawn(file, argv, {
-      cwd: spec.cwd,
-      env: spec.env,
-      detached: true, // own process group, so signals reach the whole tree
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    });
-    this.pid = this.proc.pid;
+    let proc: ChildProcess;
+    try {
+      proc = spawn(file, argv, {
+        cwd: spec.cwd,
+        env: spec.env,
+        detached: true, // own process group, so signals reach the whole tree
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
+      // run's failure to start, reported through `exited` like ENOENT, never the caller's.
+      spec.cgroup?.remove();
+      this.proc = null;
+      this.pid = undefined;
+      this.appPid = Promise.resolve(null);
+      this.leaderExit = Promise.resolve();
+      const at = Date.now();
+      this.exited = Promise.resolve({
+        code: null,
+        signal: null,
+        signum: null,
+        coreDump: null,
+        startedAt: this.startedAt,
+        endedAt: at,
+        usage: null,
+        error: `cannot start: ${spawnFailure(err)}`,
+      });
+      return;
+    }
+    this.proc = proc;
+    this.pid = proc.pid;
     this.appPid =
       this.helper && this.pid !== undefined ? new Promise((resolve) => (this.reportPid = resolve)) : Promise.resolve(this.pid ?? null);
-    this.leaderExit = new Promise((resolve) => this.proc.once('exit', () => resolve()));
+    this.leaderExit = new Promise((resolve) => proc.once('exit', () => resolve()));
     // A helper that dies before reporting (or could not fork) leaves the pid unknown.
     void this.leaderExit.then(() => this.reportPid(null));
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
-    this.proc.stdout!.on('data', (c: Buffer) => out.push(c));
-    this.proc.stderr!.on('data', (c: Buffer) => err.push(c));
-    const control = this.proc.stdio[3] as NodeJS.ReadableStream;
+    proc.stdout!.on('data', (c: Buffer) => out.push(c));
+    proc.stderr!.on('data', (c: Buffer) => err.push(c));
+    const control = proc.stdio[3] as NodeJS.ReadableStream;
     const lines = new LineSplitter((l) => this.onControl(l), MAX_CONTROL_BYTES);
     control.on('data', (c: Buffer) => lines.push(c));
     control.on('error', () => {});
@@ -219,10 +252,10 @@ export class Child {
         spec.cgroup?.remove();
         resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...(error ? { error } : {}) });
       };
-      this.proc.once('error', (e) => {
+      proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
       });
-      this.proc.once('exit', (code, signal) => {
+      proc.once('exit', (code, signal) => {
         this.exitSeen = { code, signal };
         this.pauseOutput(false); // drain what is left in the pipes: the writer is gone, so it is bounded
         // The leader is gone: whatever it left in its group goes too, so a restart never doubles it.
@@ -230,13 +263,13 @@ export class Child {
         // Stdio closes once every holder died; bound the wait in case one escaped the group.
         const timer = setTimeout(() => {
           if (!closed) {
-            this.proc.stdout?.destroy();
-            this.proc.stderr?.destroy();
+            proc.stdout?.destroy();
+            proc.stderr?.destroy();
             (control as unknown as { destroy(): void }).destroy();
           }
         }, 2000);
         timer.unref();
-        this.proc.once('close', async () => {
+        proc.once('close', async () => {
           closed = true;
           clearTimeout(timer);
           (control as unknown as { destroy(): void }).destroy();
@@ -263,7 +296,7 @@ export class Child {
     if (paused && this.exitSeen) return;
     if (paused === this.outputPaused) return;
     this.outputPaused = paused;
-    for (const s of [this.proc.stdout, this.proc.stderr]) {
+    for (const s of [this.proc?.stdout, this.proc?.stderr]) {
       if (paused) s?.pause();
       else s?.resume();
     }

@@ -78,9 +78,22 @@ export type ProcessEvent =
 export const STATES = ['pending', 'downloading', 'building', 'running', 'exited', 'restarting', 'deleted'] as const;
 export type ProcessState = (typeof STATES)[number];
 
+/** Longest error entry kept, in characters: a hostile input must not make every retry log kilobytes. */
+export const MAX_ERROR_LENGTH = 1024;
+
+/** An error entry cut to MAX_ERROR_LENGTH, ending with an ellipsis and how much was cut. */
+export function capError(error: string): string {
+  if (error.length <= MAX_ERROR_LENGTH) return error;
+  const note = (cut: number) => `… (${cut} more characters)`;
+  // The note's own length depends on the count; two passes settle it.
+  let keep = MAX_ERROR_LENGTH - note(error.length).length;
+  keep = MAX_ERROR_LENGTH - note(error.length - keep).length;
+  return error.slice(0, keep) + note(error.length - keep);
+}
+
 function addError(ctx: ProcessContext, error: string | null): string[] {
   if (!error) return ctx.errors;
-  return [...ctx.errors, error].slice(-ctx.maxErrors);
+  return [...ctx.errors, capError(error)].slice(-ctx.maxErrors);
 }
 
 /**
@@ -88,7 +101,18 @@ function addError(ctx: ProcessContext, error: string | null): string[] {
  * it gracefully, and stopping the actor (leaving `running` any other way) stops the child too.
  */
 const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessDeps; launch: unknown }>(({ input, sendBack, receive }) => {
-  const child = input.deps.start(input.launch);
+  let child: ChildHandle;
+  try {
+    child = input.deps.start(input.launch);
+  } catch (err) {
+    // Whatever fails to start a child is this process's error (retried with backoff), never
+    // the agent's: an exception escaping here would end the whole agent.
+    const at = Date.now();
+    const exit: ExitInfo = { code: null, signal: null, signum: null, coreDump: null, startedAt: at, endedAt: at, usage: null };
+    sendBack({ type: 'CHILD.STARTED', pid: null });
+    void Promise.resolve().then(() => sendBack({ type: 'CHILD.EXITED', exit: { ...exit, error: `cannot start: ${message(err)}` } }));
+    return () => {};
+  }
   let done = false;
   const pgid = child.pid ?? null;
   // With an exit helper leading the group, the app's own pid comes a moment later: `pid` is

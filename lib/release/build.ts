@@ -86,12 +86,18 @@ function runStep(appDir: string, step: BuildStep, opts: BuildOptions): Promise<R
   return new Promise<RunUsage | null>((resolve, reject) => {
     const [file, args] = asUser(opts.runAs, step.command, step.args);
     const metered = opts.meter?.spawn(file, args);
-    const child = spawn(metered?.command ?? file, metered?.args ?? args, {
-      cwd: appDir,
-      env,
-      detached: true,
-      stdio: metered?.report ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
-    });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(metered?.command ?? file, metered?.args ?? args, {
+        cwd: appDir,
+        env,
+        detached: true,
+        stdio: metered?.report ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      // Thrown synchronously (E2BIG, EMFILE…): the build's failure, never the agent's.
+      return reject(new ReleaseError(`build step "${step.name}" could not start: ${(err as Error).message}`));
+    }
     metered?.started(child);
     const untrack = child.pid ? opts.track?.(child.pid) : undefined;
     let killTimer: NodeJS.Timeout | undefined;

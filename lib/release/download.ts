@@ -2,6 +2,8 @@
 // fly, size-capped, time-limited and cancellable. http(s) via global fetch, following
 // redirects ourselves so every hop is checked; file: for local use.
 import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
@@ -41,6 +43,48 @@ export function hostAllowed(hostname: string, allowed: readonly string[] | undef
   const h = hostname.toLowerCase().replace(/\.$/, '');
   return allowed.some((a) => (a.startsWith('*.') ? h.endsWith(a.slice(1)) : h === a));
 }
+
+// Cloud metadata services: they hand out the host's credentials to whoever asks from inside.
+const METADATA_NAMES = new Set(['metadata.google.internal', 'metadata.goog', 'metadata', 'instance-data', 'instance-data.ec2.internal']);
+
+/** Link-local (169.254.0.0/16, fe80::/10, where the metadata services live) and the metadata IPv6 addresses. */
+export function isLinkLocal(address: string): boolean {
+  const a = address.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.\d+\.\d+$/.exec(a);
+  if (v4) return v4[1] === '169' && v4[2] === '254';
+  if (isIP(a) !== 6) return false;
+  // IPv4-mapped, as the URL parser writes it: ::ffff:a9fe:a9fe.
+  const mapped = /^::ffff:([0-9a-f]{1,4}):[0-9a-f]{1,4}$/.exec(a);
+  if (mapped) return Number.parseInt(mapped[1], 16) >> 8 === 169 && (Number.parseInt(mapped[1], 16) & 0xff) === 254;
+  // fe80::/10, and AWS's IPv6 metadata address fd00:ec2::254.
+  return /^fe[89ab][0-9a-f]:/.test(a) || a === 'fd00:ec2::254';
+}
+
+/**
+ * Whether a download may go to `hostname`: link-local and metadata names and addresses (and
+ * names resolving to them) only when the allow-list names them. Throws the one error a caller
+ * gets for any unreachable source, so it learns nothing about the internal network.
+ */
+async function checkTarget(url: URL, allowed: readonly string[] | undefined): Promise<void> {
+  const host = url.hostname
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '');
+  if (allowed && allowed.length > 0 && hostAllowed(host, allowed)) return;
+  let addresses: string[];
+  if (isIP(host)) addresses = [host];
+  else if (METADATA_NAMES.has(host)) addresses = ['169.254.169.254'];
+  else {
+    try {
+      addresses = (await lookup(host, { all: true })).map((a) => a.address);
+    } catch {
+      throw unreachable(url);
+    }
+  }
+  if (addresses.some(isLinkLocal)) throw unreachable(url);
+}
+
+const unreachable = (url: URL) => new ReleaseError(`download failed: ${redactUrl(url)} is unreachable`);
 
 /**
  * A URL fit for messages that end up in status documents and logs: credentials and the
@@ -110,9 +154,18 @@ async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions):
         `download refused: host ${url.hostname} is not in the allowed source hosts${hops > 0 ? ` (redirected from ${redactUrl(start)})` : ''}`,
       );
     }
+    await checkTarget(url, opts.allowedHosts);
     const headers: Record<string, string> = credentials && url.origin === start.origin ? { authorization: credentials } : {};
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
-    const res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);
+    let res: Response;
+    try {
+      res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);
+    } catch (err) {
+      // Connection-level failures (refused, reset, no route, DNS, TLS) say "unreachable" and
+      // nothing more: the error is readable by whoever created the process.
+      if (err instanceof ReleaseError || signal.aborted) throw err;
+      throw unreachable(url);
+    }
     const location = res.status >= 300 && res.status < 400 ? res.headers.get('location') : null;
     if (location !== null) {
       await res.body?.cancel().catch(() => {});

@@ -8,6 +8,7 @@
 //      DROVER_PROCESS_TYPE (added after filtering; they are not secrets).
 import { join } from 'node:path';
 import { parse } from 'dotenv';
+import { envStringProblem } from '../os/exec-limits.js';
 import { readSmallFile } from './small-file.js';
 
 export const DEFAULT_DOTENV_MAX_BYTES = 256 * 1024;
@@ -65,6 +66,9 @@ export function childEnv(layers: EnvLayers): Record<string, string> {
       if (typeof value !== 'string' || value.includes('\0')) {
         throw new Error(`invalid value for ${name} in ${layer} env: must be a string without NUL`);
       }
+      // The kernel's limit, checked here so the error names the variable and where it came from.
+      const tooLong = envStringProblem(name, value);
+      if (tooLong) throw new Error(`environment variable ${tooLong} (from the ${layer} env)`);
       out.set(name, value);
     }
   };

@@ -5,6 +5,7 @@
 // the agent may be root while the app's files are not its own.
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ChildCommand } from '../os/child.js';
+import { checkExecSize } from '../os/exec-limits.js';
 import { buildEnvPath } from './build.js';
 import { childEnv, readDotenv, type EnvLayers } from './env.js';
 import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile, type ProcfileEntry } from './procfile.js';
@@ -101,5 +102,7 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
     identity: input.identity,
   });
   env.PATH = buildEnvPath(dir, env.PATH ?? '');
+  // Past the kernel's limits spawn() would fail with a bare E2BIG: say which variable instead.
+  checkExecSize(command.argv ?? [command.command], env);
   return { ...command, cwd, env };
 }

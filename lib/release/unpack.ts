@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Unpack, type ReadEntry } from 'tar';
 import yauzl from 'yauzl';
@@ -84,7 +85,7 @@ export async function unpack(file: string, destDir: string, opts: UnpackOptions 
   await mkdir(dest, { recursive: true });
   try {
     if (format === 'zip') await extractZip(file, dest, guard, opts.signal);
-    else await extractTar(file, dest, guard, opts.signal);
+    else await extractTar(file, format, dest, guard, opts.signal);
     opts.signal?.throwIfAborted();
     guard.checkLinks();
     return await appRoot(dest);
@@ -142,9 +143,20 @@ class EntryGuard {
     this.bytes += n;
   }
 
+  /** Every decompressed byte of a tar stream, whatever it is (headers, padding, trailing data). */
+  private streamed = 0;
+
+  countStream(n: number): void {
+    this.streamed += n;
+    this.checkTotal(this.streamed);
+  }
+
   /** Throws if `n` more bytes would pass a cap (for sizes declared up front, before writing any). */
   checkBytes(n: number): void {
-    const total = this.bytes + n;
+    this.checkTotal(this.bytes + n);
+  }
+
+  private checkTotal(total: number): void {
     if (total > this.maxBytes) throw new ReleaseError(`archive exceeds ${this.maxBytes} bytes uncompressed`);
     if (total > RATIO_FLOOR && total > this.maxRatio * this.archiveBytes) {
       throw new ReleaseError(
@@ -230,7 +242,7 @@ function resolve(links: Map<string, string>, base: string[], target: string, sta
   return cur;
 }
 
-async function extractTar(file: string, dest: string, guard: EntryGuard, signal?: AbortSignal): Promise<void> {
+async function extractTar(file: string, format: ArchiveFormat, dest: string, guard: EntryGuard, signal?: AbortSignal): Promise<void> {
   let failure: Error | undefined;
   const unpacker: Unpack = new Unpack({
     cwd: dest,
@@ -263,25 +275,85 @@ async function extractTar(file: string, dest: string, guard: EntryGuard, signal?
     queueMicrotask(() => unpacker.abort(new Error('unpack stopped')));
   };
 
-  const input = createReadStream(file);
+  // Decompressed here, not by node-tar: its inflate runs synchronously over each chunk it is
+  // given (a few KiB of gzip can hold the event loop for seconds), while zlib's streams work
+  // off the main thread a bounded piece at a time. node-tar only ever sees plain tar.
+  const file$ = createReadStream(file);
+  const inflate = format === 'tar.gz' ? createGunzip() : null;
+  let eof = false;
+  unpacker.on('eof', () => (eof = true));
+  const meter = tarMeter(guard, () => eof);
+  const stages: (Readable | Transform)[] = inflate ? [file$, inflate, meter] : [file$, meter];
   await new Promise<void>((resolve, reject) => {
+    const stop = (): void => {
+      for (const s of stages) s.destroy();
+    };
     const onAbort = (): void => {
-      input.destroy();
+      stop();
       fail(abortReason(signal!) as Error);
     };
     const done = (err?: Error): void => {
       signal?.removeEventListener('abort', onAbort);
       if (err || failure) {
-        input.destroy();
+        stop();
         reject(failure ?? err);
       } else resolve();
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     unpacker.on('error', (err: Error) => done(err));
     unpacker.on('close', () => done());
-    input.on('error', (err) => done(err));
-    input.pipe(unpacker);
+    for (const s of stages) s.on('error', (err: Error) => fail(err));
+    for (let i = 0; i + 1 < stages.length; i++) stages[i].pipe(stages[i + 1] as Transform);
+    meter.pipe(unpacker);
   });
+}
+
+/** Bytes after the end-of-archive marker that are still accepted (tar pads to 10 KiB records; some tools to more). */
+export const TRAILING_ALLOWANCE = 1024 * 1024;
+
+/**
+ * Between the decompressor and node-tar: counts every decompressed byte against the caps
+ * (headers, padding and trailing data included, not only entry bodies), makes sure what is
+ * inside the gzip is a tar (so node-tar never inflates anything itself), and once node-tar
+ * has seen the end-of-archive marker stops passing data on: past TRAILING_ALLOWANCE more the
+ * archive is refused.
+ */
+function tarMeter(guard: EntryGuard, sawEof: () => boolean): Transform {
+  let head: Buffer | null = Buffer.alloc(0);
+  let trailing = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      try {
+        guard.countStream(chunk.length);
+        if (sawEof()) {
+          trailing += chunk.length;
+          if (trailing > TRAILING_ALLOWANCE)
+            throw new ReleaseError(`archive has more than ${TRAILING_ALLOWANCE} bytes of data after its end-of-archive marker`);
+          return cb();
+        }
+        if (head) {
+          head = Buffer.concat([head, chunk]);
+          if (head.length < 512) return cb();
+          if (!isTarHeader(head.subarray(0, 512))) throw new Error('the compressed data is not a tar archive');
+          const all = head;
+          head = null;
+          return cb(null, all);
+        }
+        cb(null, chunk);
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+    flush(cb) {
+      // Less than one block in all: no tar (and never handed to node-tar, which would inflate it).
+      cb(head && head.length > 0 ? new Error('the compressed data is not a tar archive') : null);
+    },
+  });
+}
+
+/** A ustar header, or a pre-POSIX one whose checksum adds up; a zero block is the (empty) end marker. */
+function isTarHeader(block: Buffer): boolean {
+  return block.toString('latin1', 257, 262) === 'ustar' || v7ChecksumOk(block) || block.every((b) => b === 0);
 }
 
 /** filter() for node-tar: throw to reject the archive, false to skip an entry. */

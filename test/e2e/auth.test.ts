@@ -67,13 +67,19 @@ t.test('with a token, every HTTP route and unknown path answers 401 JSON without
   const inQuery = await api('GET', `${agent.url}/list-processes?token=${TOKEN}`);
   t.equal(inQuery.status, 401);
   t.match(inQuery.json.errors[0].detail, /only accepted on WebSocket and event-stream requests/);
-  // ...but an EventSource cannot send headers. There is no event-stream route yet; a 404 shows auth passed
-  // and that the handler never sees the token.
-  const sse = await api('GET', `${agent.url}/events-someday?token=${TOKEN}`, undefined, { accept: 'text/event-stream' });
+  // ...but an EventSource cannot send headers: on the event-stream routes it may. A 404 for an
+  // unknown process shows auth passed.
+  const sse = await api('GET', `${agent.url}/process-events/nope.web.0?token=${TOKEN}`, undefined, { accept: 'text/event-stream' });
   t.equal(sse.status, 404);
-  t.equal(sse.json.errors[0].detail, 'no route for GET /events-someday');
-  const sseWrong = await api('GET', `${agent.url}/events-someday?token=nope`, undefined, { accept: 'text/event-stream' });
+  t.match(sse.json.errors[0].detail, /nope\.web\.0/);
+  const sseWrong = await api('GET', `${agent.url}/process-events/nope.web.0?token=nope`, undefined, { accept: 'text/event-stream' });
   t.equal(sseWrong.status, 401);
+  // Any other GET asking for an event stream is an ordinary request: no token in its URL.
+  for (const path of ['/events-someday', '/list-processes', '/process-status/nope.web.0', '/data']) {
+    const other = await api('GET', `${agent.url}${path}?token=${TOKEN}`, undefined, { accept: 'text/event-stream' });
+    t.equal(other.status, 401, `?token= refused on ${path}`);
+    t.match(other.json.errors[0].detail, /only accepted on WebSocket and event-stream requests/);
+  }
   // Every credential presented must be right.
   const mixed = await api('GET', `${agent.url}/x?token=wrong-token-here`, undefined, { ...bearer, accept: 'text/event-stream' });
   t.equal(mixed.status, 401);

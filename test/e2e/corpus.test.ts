@@ -243,6 +243,21 @@ t.test('the bad-input corpus', async (t) => {
   const byBefore = await byStatus();
   t.equal(byBefore.state, 'running');
 
+  // ---- the agent keeps answering throughout: GET / every 100 ms, the slowest answer kept ----
+  let watching = true;
+  let slowest = 0;
+  let probes = 0;
+  const watcher = (async () => {
+    while (watching) {
+      const t0 = Date.now();
+      const r = await fetch(base, { headers: AUTH });
+      await r.arrayBuffer();
+      slowest = Math.max(slowest, Date.now() - t0);
+      probes++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+
   let count = 0;
   const expectError = async (t: Test, name: string, outcome: Outcome, status: number, detail: RegExp, field?: string) => {
     count++;
@@ -432,7 +447,19 @@ t.test('the bad-input corpus', async (t) => {
       'env',
       /more than 1000 variables/,
     );
-    await field('env too big', { env: { A: 'x'.repeat(200_000), B: 'y'.repeat(100_000) } }, 'env', /larger than 262144 bytes/);
+    await field(
+      'env too big',
+      { env: { A: 'x'.repeat(130_000), B: 'y'.repeat(130_000), C: 'z'.repeat(10_000) } },
+      'env',
+      /larger than 262144 bytes/,
+    );
+    // Linux refuses any one "NAME=value" over 131072 bytes: refused here, never a crash at spawn.
+    await field(
+      'env string over the kernel limit',
+      { env: { OK: '1', BIG: 'v'.repeat(200_000) } },
+      'env',
+      /BIG is 200005 bytes as "BIG=value"; Linux refuses any environment string over 131072 bytes/,
+    );
     for (const [name, url, detail] of [
       ['ftp url', 'ftp://127.0.0.1/a.tgz', /must use http or https, got "ftp"/],
       ['file url', 'file:///etc/passwd', /must use http or https, got "file"/],
@@ -521,6 +548,36 @@ t.test('the bad-input corpus', async (t) => {
       /request headers are too large/,
     );
     await expectError(t, 'garbage request line', await rawRequest(port, 'GARBAGE\r\n\r\n'), 400, /malformed HTTP request/);
+    await expectError(
+      t,
+      'CONNECT',
+      await rawRequest(port, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'),
+      405,
+      /CONNECT is not allowed/,
+    );
+    await expectError(
+      t,
+      'token in the URL of an ordinary GET asking for an event stream',
+      await viaFetch(`${base}/list-processes?token=${TOKEN}`, { headers: { accept: 'text/event-stream' } }),
+      401,
+      /only accepted on WebSocket and event-stream requests/,
+    );
+    // Cross-site: a page's POST needs no preflight with text/plain; the token does not help it,
+    // and the Origin check holds whatever the Content-Type.
+    for (const [name, headers] of [
+      ['cross-origin create', { origin: 'http://evil.example', 'content-type': 'text/plain' }],
+      ['cross-origin create, JSON', { origin: 'http://evil.example', 'content-type': 'application/json' }],
+      ['opaque origin', { origin: 'null' }],
+      ['Sec-Fetch-Site: cross-site', { 'sec-fetch-site': 'cross-site' }],
+    ] as const) {
+      await expectError(
+        t,
+        name,
+        await viaFetch(`${base}/create-process`, { method: 'POST', headers: { ...AUTH, ...headers }, body: JSON.stringify(ok) }),
+        403,
+        /cross-(origin|site) request refused/,
+      );
+    }
     await expectError(t, 'bad header syntax', await rawRequest(port, 'GET / HTTP/1.1\r\nHost x\r\n\r\n'), 400, /malformed HTTP request/);
     await expectError(
       t,
@@ -590,6 +647,14 @@ t.test('the bad-input corpus', async (t) => {
       await up(attachPath, { ...key, ...AUTH, 'sec-websocket-protocol': 'a,,b' }),
       400,
       /Sec-WebSocket-Protocol/,
+    );
+    // A page on another site may open a WebSocket (no same-origin policy for them): not to the agent.
+    await expectError(
+      t,
+      'ws from another origin',
+      await up(attachPath, { ...key, ...AUTH, origin: 'http://evil.example' }),
+      403,
+      /cross-origin request refused/,
     );
 
     // An attached client that sends an oversized frame is cut off; nothing else is affected.
@@ -840,7 +905,23 @@ t.test('the bad-input corpus', async (t) => {
     ['server never answers', `${hostileUrl}/hang`, /no response within 5000 ms/],
     ['server stalls mid-body', `${hostileUrl}/stall`, /no data for 5000 ms/],
     ['connection cut short', `${hostileUrl}/short`, /download failed/],
-    ['connection refused', refusedUrl, /ECONNREFUSED/],
+    ['connection refused', refusedUrl, /^download failed: http:\/\/127\.0\.0\.1:\d+\/a\.tgz is unreachable$/],
+    // Issue 20
+    bad(
+      'tar.gz with 32 MiB of zeros after the end marker',
+      gzipSync(Buffer.concat([rawTar([procfile]), Buffer.alloc(32 * MiB)]), { level: 9 }),
+      /archive has more than 1048576 bytes of data after its end-of-archive marker/,
+    ),
+    bad(
+      '.env string over the kernel limit',
+      tarOf({ path: '.env', body: `OK=1\nBIG=${'x'.repeat(140_000)}\n` }),
+      /environment variable BIG is 140005 bytes .*131072/,
+    ),
+    bad(
+      'Procfile with 4000 types',
+      tgz([{ path: 'Procfile', body: Array.from({ length: 4000 }, (_, i) => `t${i}: x\n`).join('') }]),
+      /^unknown process type "web"; the Procfile has: .*… \(\d+ more characters\)$/,
+    ),
   ];
 
   await t.test('archives, Procfiles, .env files and downloads show in the process errors', async (t) => {
@@ -856,6 +937,7 @@ t.test('the bad-input corpus', async (t) => {
         60_000,
       );
       t.match(doc.errors[0], error, `${name}: ${doc.errors[0].slice(0, 160)}`);
+      t.ok(doc.errors[0].length <= 1024, `${name}: the error entry is at most 1 KiB`);
       t.not(doc.state, 'running', `${name}: never ran`);
       const del = await api('POST', r.json.delete, {}, AUTH);
       t.equal(del.status, 200, `${name}: deleted`);
@@ -917,6 +999,9 @@ t.test('the bad-input corpus', async (t) => {
 
   // ---- after the whole corpus -----------------------------------------------------------
   t.ok(count >= 100, `the corpus has ${count} bad inputs`);
+  watching = false;
+  await watcher;
+  t.ok(probes > 10 && slowest < 1000, `the agent answered GET / within a second throughout (${probes} requests, slowest ${slowest} ms)`);
 
   t.equal(agent.proc.exitCode, null, 'the agent process is still running');
   t.equal((await api('GET', base, undefined, AUTH)).status, 200, 'and answering');

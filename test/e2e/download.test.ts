@@ -37,6 +37,8 @@ const server = http.createServer((req, res) => {
       return redirect('file:///etc/passwd');
     case '/to-ftp':
       return redirect('ftp://127.0.0.1/x.tgz');
+    case '/to-metadata':
+      return redirect('http://169.254.169.254/latest/meta-data/');
     case '/to-localhost':
       return redirect(`${baseByName}/file`);
     case '/bad-location':
@@ -202,7 +204,43 @@ t.test('bad URLs and unreachable hosts', async (t) => {
   await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
   const port = (closed.address() as AddressInfo).port;
   await new Promise((resolve) => closed.close(resolve));
-  await rejectsRelease(t, download(`http://127.0.0.1:${port}/a`, path.join(dir, 'a')), /^download failed: connect ECONNREFUSED/);
+  // Whatever went wrong on the way, the caller learns "unreachable", nothing about the network.
+  await rejectsRelease(
+    t,
+    download(`http://127.0.0.1:${port}/a`, path.join(dir, 'a')),
+    new RegExp(`^download failed: http://127\\.0\\.0\\.1:${port}/a is unreachable$`),
+  );
+  await rejectsRelease(t, download('http://no-such-host.invalid/a.tgz', path.join(dir, 'a')), /^download failed: .* is unreachable$/);
+});
+
+t.test('link-local and cloud-metadata targets are refused unless the source hosts name them', async (t) => {
+  const dir = t.testdir();
+  for (const url of [
+    'http://169.254.169.254/latest/meta-data/',
+    'http://169.254.0.1/',
+    'http://[fe80::1]/a.tgz',
+    'http://[febf::1]/a.tgz',
+    'http://[::ffff:169.254.169.254]/a.tgz',
+    'http://[fd00:ec2::254]/latest/',
+    'http://metadata.google.internal/computeMetadata/v1/',
+    'http://METADATA.google.internal./x',
+  ]) {
+    const started = requests.length;
+    await rejectsRelease(t, download(url, path.join(dir, 'a'), { connectTimeoutMs: 1000 }), /^download failed: .* is unreachable$/);
+    t.equal(requests.length, started, `${url}: no request made`);
+  }
+  // A redirect to one is refused just the same.
+  await rejectsRelease(
+    t,
+    download(`${base}/to-metadata`, path.join(dir, 'a')),
+    /^download failed: http:\/\/169\.254\.169\.254\/.* is unreachable$/,
+  );
+  // Named in --source-hosts: the operator asked for it (here it then fails to connect, quickly).
+  await rejectsRelease(
+    t,
+    download('http://169.254.169.254:1/x', path.join(dir, 'a'), { allowedHosts: ['169.254.169.254'], connectTimeoutMs: 500 }),
+    /unreachable|no response within 500 ms/,
+  );
 });
 
 t.test('redirects are followed up to the limit, each hop re-checked', async (t) => {

@@ -190,7 +190,9 @@ function okEnv(v: unknown): boolean {
     if (k === '' || !(isAlnum(k[0]) || k[0] === '_') || (k[0] >= '0' && k[0] <= '9')) return false;
     if (![...k].every((c) => isAlnum(c) || c === '_')) return false;
     if (typeof val !== 'string' || val.includes('\0')) return false;
-    bytes += k.length + val.length;
+    // Linux's MAX_ARG_STRLEN: "NAME=value" and its NUL.
+    if (Buffer.byteLength(`${k}=${val}`) + 1 > 131072) return false;
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(val);
     if (bytes > 256 * 1024) return false;
   }
   return true;

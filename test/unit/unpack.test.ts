@@ -309,19 +309,17 @@ t.test('uncompressed size cap (a small, highly compressible bomb)', async (t) =>
   const dir = t.testdir();
   const big = Buffer.alloc(200_000, 'a');
   const tarFile = path.join(dir, 'bomb.tar.gz');
-  writeFileSync(
-    tarFile,
-    gzipSync(
-      rawTar([
-        { path: 'a', body: 'x' },
-        { path: 'big', body: big },
-      ]),
-    ),
-  );
+  const tar = rawTar([
+    { path: 'a', body: 'x' },
+    { path: 'big', body: big },
+  ]);
+  writeFileSync(tarFile, gzipSync(tar));
   t.ok(statSync(tarFile).size < 10_000, 'fixture compresses well');
   await rejectsRelease(t, unpack(tarFile, path.join(dir, 'o1'), { maxBytes: 100_000 }), /^archive exceeds 100000 bytes uncompressed$/);
   t.notOk(existsSync(path.join(dir, 'o1')));
-  await unpack(tarFile, path.join(dir, 'o2'), { maxBytes: 200_001 });
+  // Every decompressed byte counts (headers and padding too), not only the entries' bodies.
+  await rejectsRelease(t, unpack(tarFile, path.join(dir, 'o3'), { maxBytes: 200_001 }), /^archive exceeds 200001 bytes uncompressed$/);
+  await unpack(tarFile, path.join(dir, 'o2'), { maxBytes: tar.length });
   t.equal(statSync(path.join(dir, 'o2/big')).size, 200_000);
 
   const zipFile = path.join(dir, 'bomb.zip');
@@ -537,4 +535,41 @@ t.test('no group or world write, no setuid, setgid or sticky bits from an archiv
     t.notOk(mode('implied') & 0o022, 'implied directories are not group/world writable');
     t.same(readdirSync(out).sort(), ['implied', 'open', 'sticky', 'suid']);
   }
+});
+
+t.test('data after the end-of-archive marker: counted, a little allowed, the rest refused', async (t) => {
+  const dir = t.testdir();
+  const tarBytes = rawTar([{ path: 'Procfile', body: 'web: x\n' }]);
+  // Padding to a 10 KiB record, as GNU tar writes, plus some: still unpacked.
+  const padded = path.join(dir, 'padded.tar.gz');
+  writeFileSync(padded, gzipSync(Buffer.concat([tarBytes, Buffer.alloc(64 * 1024)])));
+  const root = await unpack(padded, path.join(dir, 'o1'));
+  t.equal(readFileSync(path.join(root, 'Procfile'), 'utf8'), 'web: x\n');
+
+  // 32 MiB of zeros after the marker: some 32 KiB of gzip, within every cap on the entries.
+  const zeros = path.join(dir, 'zeros.tar.gz');
+  writeFileSync(zeros, gzipSync(Buffer.concat([tarBytes, Buffer.alloc(32 * 1024 * 1024)]), { level: 9 }));
+  t.ok(statSync(zeros).size < 64 * 1024, 'a small file');
+  // The event loop keeps turning meanwhile: count the turns.
+  let turns = 0;
+  let spinning = true;
+  const spin = async () => {
+    while (spinning) {
+      await tick();
+      turns++;
+    }
+  };
+  const spun = spin();
+  await rejectsRelease(t, unpack(zeros, path.join(dir, 'o2')), /after its end-of-archive marker/);
+  spinning = false;
+  await spun;
+  t.ok(turns > 10, `the event loop turned ${turns} times while the archive was refused`);
+  t.notOk(existsSync(path.join(dir, 'o2')));
+});
+
+t.test('a gzip that holds no tar is refused before node-tar sees it', async (t) => {
+  const dir = t.testdir();
+  const nested = path.join(dir, 'nested.tar.gz');
+  writeFileSync(nested, gzipSync(gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }]))));
+  await rejectsRelease(t, unpack(nested, path.join(dir, 'o')), /not a tar archive/);
 });
