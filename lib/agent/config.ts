@@ -59,6 +59,8 @@ export interface Config {
   inspectUrl: string;
   /** A run shorter than this is an entry in `errors` even when it exits 0: a loop of clean exits is a crash loop. */
   minUptimeMs: number;
+  /** A process checked for readiness (web) that does not accept connections on $PORT this long after starting is stopped and restarted (Heroku's R10). */
+  bootTimeoutMs: number;
   /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
@@ -100,6 +102,7 @@ export const defaults: Config = {
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
   minUptimeMs: 1_000,
+  bootTimeoutMs: 60_000,
 };
 
 export class ConfigError extends Error {}
@@ -139,6 +142,7 @@ const fileKeys: Record<string, keyof Config> = {
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
   min_uptime_ms: 'minUptimeMs',
+  boot_timeout_ms: 'bootTimeoutMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

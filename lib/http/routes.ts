@@ -1,6 +1,6 @@
 import { H3, getRouterParam, type H3Event } from 'h3';
 import type { Config } from '../agent/config.js';
-import type { ManagedProcess, Supervisor } from '../agent/supervisor.js';
+import { ReplaceError, type ManagedProcess, type Supervisor } from '../agent/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
 import { StoreWriteError } from '../store/desired.js';
 import { baseFromHost, type Base } from '../api/base.js';
@@ -13,7 +13,7 @@ import { registerControlRoutes } from './control.js';
 import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
-import { validateCreate } from './validate.js';
+import { validateCreate, validateReplace } from './validate.js';
 import { MAX_REQUEST_ID } from './request-id.js';
 import { registerUi } from './ui.js';
 
@@ -101,6 +101,28 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     event.res.status = 201;
     event.res.headers.set('location', statusUrl(b, proc.slug));
     return status(b, proc);
+  });
+
+  app.post('/replace-process/:slug', async (event) => {
+    const proc = findProcess(event);
+    const req = validateReplace(await readObject(event, MAX_BODY, { optional: true }), {
+      allowFileUrls: config.allowFileUrls,
+      sourceHosts: config.sourceHosts,
+    });
+    const outcome = await conflictsAs409('slug', async () => {
+      try {
+        return await supervisor.replace(proc.slug, { ...req, requestId: requestId(event) });
+      } catch (err) {
+        // The old child runs on; the answer says why the new release did not take over.
+        if (err instanceof ReplaceError) throw new ApiError(422, err.message, req.sourceUrl !== undefined ? 'source_url' : 'slug');
+        throw err;
+      }
+    });
+    await proc.pidSettled();
+    return {
+      ...status(base(event), proc),
+      replace: { strategy: outcome.strategy, from_port: outcome.fromPort, to_port: outcome.toPort, down_ms: outcome.downMs },
+    };
   });
 
   app.get('/process-status/:slug', async (event) => {

@@ -46,6 +46,22 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const app = name(b, 'app', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")');
   const node = name(b, 'node', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no ".."), e.g. "web.0"');
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
+  const sourceUrl = validateSourceUrl(b, opts);
+  const restart = validateRestart(b.restart);
+  const readiness = validateReadiness(b.readiness);
+  return {
+    app,
+    node,
+    processType,
+    sourceUrl,
+    env: validateEnv(b.env),
+    ...(restart ? { restart } : {}),
+    ...(readiness ? { readiness } : {}),
+  };
+}
+
+/** `source_url`: an absolute URL of an allowed scheme and host. */
+function validateSourceUrl(b: Record<string, unknown>, opts: ValidateOptions): string {
   const sourceUrl = str(b, 'source_url');
   if (sourceUrl.length > MAX_URL_LENGTH) bad('source_url', `is longer than ${MAX_URL_LENGTH} characters`);
   let url: URL;
@@ -63,8 +79,41 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   if (url.protocol !== 'file:' && !hostAllowed(url.hostname, opts.sourceHosts)) {
     bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
   }
-  const restart = validateRestart(b.restart);
-  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}) };
+  return sourceUrl;
+}
+
+/** `readiness`: `{"port": true}` (ready once $PORT accepts connections; web processes by default) or `{"port": false}`. */
+export function validateReadiness(v: unknown): { port: boolean } | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) bad('readiness', 'must be an object like {"port": true}');
+  for (const k of Object.keys(v as object)) if (k !== 'port') bad(`readiness.${k.slice(0, 40)}`, 'is not a readiness setting; use port');
+  const port = (v as { port?: unknown }).port;
+  if (typeof port !== 'boolean') bad('readiness.port', 'must be true or false');
+  return { port };
+}
+
+export type ReplaceStrategy = 'stop-first' | 'start-first';
+
+export interface ReplaceRequest {
+  sourceUrl?: string;
+  env?: Record<string, string>;
+  strategy: ReplaceStrategy;
+}
+
+/** A replace request: `{source_url?, env?, strategy?}`; what is left out stays as it is. */
+export function validateReplace(body: unknown, opts: ValidateOptions): ReplaceRequest {
+  const b = asObject(body);
+  for (const k of Object.keys(b)) {
+    if (!['source_url', 'env', 'strategy'].includes(k))
+      bad(k.slice(0, 40), 'is not a field of a replace request; use source_url, env, strategy');
+  }
+  const strategy = b.strategy ?? 'stop-first';
+  if (strategy !== 'stop-first' && strategy !== 'start-first') bad('strategy', 'must be "stop-first" or "start-first"');
+  return {
+    strategy,
+    ...(b.source_url !== undefined ? { sourceUrl: validateSourceUrl(b, opts) } : {}),
+    ...(b.env !== undefined ? { env: validateEnv(b.env) } : {}),
+  };
 }
 
 // A day: longer delays are more likely a unit mistake than a wish.

@@ -38,6 +38,8 @@ function view(over: Partial<ProcessView> = {}): ProcessView {
     stopped: false,
     lastExit: null,
     metrics: { build: stage(0, null, null), run: stage(0, null, null), live: null, samples: [] },
+    checksReadiness: true,
+    readyAt: null,
     ...over,
   };
 }
@@ -82,6 +84,7 @@ t.test('the status document of a running process', async (t) => {
     start: `http://agent:8080/start-process/${s}`,
     restart: `http://agent:8080/restart-process/${s}`,
     metrics: `http://agent:8080/process-metrics/${s}`,
+    replace: `http://agent:8080/replace-process/${s}`,
     events: `http://agent:8080/process-events/${s}`,
     pid: 4242,
     pgid: 4241,
@@ -89,6 +92,10 @@ t.test('the status document of a running process', async (t) => {
     restarts: 3,
     created_at: iso(T0),
     started_at: iso(T0 + 1000),
+    readiness: 'port',
+    ready: false,
+    ready_at: null,
+    release: { id: null, source: 'http://src/shop.tgz' },
     errors: ['exited with code 1'],
     env_names: ['SECRET', 'PORT_HINT'],
     source_digest: sourceDigest('http://src/shop.tgz'),
