@@ -26,12 +26,20 @@ import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
-export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'>;
+export type CreateRequest = Pick<
+  DesiredProcess,
+  'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'
+> & {
+  /** Start from this process's env (config kept across a deploy that adds processes); `env` is merged over it. */
+  envFrom?: string;
+};
 
 /** A replace: a new source and/or env, built while the old child runs, then swapped in. */
 export interface ReplaceOptions {
   sourceUrl?: string;
   env?: Record<string, string>;
+  /** Merge `env` into the current env (else it replaces it). */
+  envMerge?: boolean;
   strategy: 'stop-first' | 'start-first';
   requestId?: string;
 }
@@ -43,6 +51,8 @@ export interface ReplaceOutcome {
   toPort: number;
   /** Between the old child's stop and the new one's readiness; 0 for start-first. */
   downMs: number | null;
+  /** What changed: "source", "env NAME" (names only). Empty: nothing to do, nothing was stopped. */
+  changed: string[];
 }
 
 /** The new release could not be built or started: the old child runs on untouched. */
@@ -224,6 +234,12 @@ export class Supervisor {
   async create(req: CreateRequest, opts: { requestId?: string } = {}): Promise<ManagedProcess> {
     const slug = slugOf(req.app, req.node);
     if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
+    let baseEnv: Record<string, string> = {};
+    if (req.envFrom !== undefined) {
+      const from = this.procs.get(req.envFrom);
+      if (!from) throw new ConflictError(`env_from: no process "${req.envFrom}"`);
+      baseEnv = from.record.env;
+    }
     this.reserved.add(slug); // before awaiting, so a concurrent twin gets 409
     let port = 0;
     let events: EventLog | undefined;
@@ -236,7 +252,7 @@ export class Supervisor {
         node: req.node,
         processType: req.processType,
         sourceUrl: req.sourceUrl,
-        env: { ...req.env },
+        env: { ...baseEnv, ...req.env },
         ...(req.argv ? { argv: req.argv } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
         ...(req.readiness ? { readiness: { ...req.readiness } } : {}),
@@ -387,11 +403,17 @@ export class Supervisor {
     const { record, events } = proc;
     const traced = opts.requestId ? { request_id: opts.requestId } : {};
     const fromPort = record.port;
-    const next: DesiredProcess = { ...record, sourceUrl: opts.sourceUrl ?? record.sourceUrl, env: { ...(opts.env ?? record.env) } };
+    const env = opts.envMerge ? { ...record.env, ...opts.env } : { ...(opts.env ?? record.env) };
+    const next: DesiredProcess = { ...record, sourceUrl: opts.sourceUrl ?? record.sourceUrl, env };
     const changed = [
       ...(next.sourceUrl !== record.sourceUrl ? ['source'] : []),
       ...envChanges(record.env, next.env).map((n) => `env ${n}`),
     ];
+    if (changed.length === 0 && opts.sourceUrl === undefined) {
+      // Only env was given and it is what the process has: nothing to replace.
+      proc.replacing = false;
+      return { strategy: opts.strategy, fromPort, toPort: fromPort, downMs: null, changed };
+    }
     events.append('replace_started', { strategy: opts.strategy, changed, ...traced });
     const stopFirst = opts.strategy === 'stop-first' || proc.actor.getSnapshot().context.stopped;
     let toPort = fromPort;
@@ -467,7 +489,7 @@ export class Supervisor {
         })();
       }
       events.append('replaced', { strategy: opts.strategy, from_port: fromPort, to_port: toPort, down_ms: downMs, changed, ...traced });
-      return { strategy: opts.strategy, fromPort, toPort, downMs };
+      return { strategy: opts.strategy, fromPort, toPort, downMs, changed };
     } catch (err) {
       events.append('replace_failed', { error: message(err), ...traced });
       throw err;

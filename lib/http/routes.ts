@@ -95,6 +95,8 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
 
   app.post('/create-process', async (event) => {
     const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
+    if (req.envFrom !== undefined && !supervisor.get(req.envFrom))
+      throw new ApiError(400, `no process "${req.envFrom}" to take the env from`, 'env_from');
     const proc = await conflictsAs409('node', () => supervisor.create(req, { requestId: requestId(event) }));
     const b = base(event);
     await proc.pidSettled();
@@ -121,7 +123,13 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     await proc.pidSettled();
     return {
       ...status(base(event), proc),
-      replace: { strategy: outcome.strategy, from_port: outcome.fromPort, to_port: outcome.toPort, down_ms: outcome.downMs },
+      replace: {
+        strategy: outcome.strategy,
+        changed: outcome.changed,
+        from_port: outcome.fromPort,
+        to_port: outcome.toPort,
+        down_ms: outcome.downMs,
+      },
     };
   });
 

@@ -49,6 +49,11 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const sourceUrl = validateSourceUrl(b, opts);
   const restart = validateRestart(b.restart);
   const readiness = validateReadiness(b.readiness);
+  let envFrom: string | undefined;
+  if (b.env_from !== undefined) {
+    if (typeof b.env_from !== 'string' || b.env_from.length > 200) bad('env_from', 'must be the slug of a process whose env to start from');
+    envFrom = b.env_from;
+  }
   return {
     app,
     node,
@@ -57,6 +62,7 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
     env: validateEnv(b.env),
     ...(restart ? { restart } : {}),
     ...(readiness ? { readiness } : {}),
+    ...(envFrom !== undefined ? { envFrom } : {}),
   };
 }
 
@@ -97,6 +103,8 @@ export type ReplaceStrategy = 'stop-first' | 'start-first';
 export interface ReplaceRequest {
   sourceUrl?: string;
   env?: Record<string, string>;
+  /** Merge `env` into the process's env instead of replacing it. */
+  envMerge?: boolean;
   strategy: ReplaceStrategy;
 }
 
@@ -104,15 +112,17 @@ export interface ReplaceRequest {
 export function validateReplace(body: unknown, opts: ValidateOptions): ReplaceRequest {
   const b = asObject(body);
   for (const k of Object.keys(b)) {
-    if (!['source_url', 'env', 'strategy'].includes(k))
-      bad(k.slice(0, 40), 'is not a field of a replace request; use source_url, env, strategy');
+    if (!['source_url', 'env', 'env_merge', 'strategy'].includes(k))
+      bad(k.slice(0, 40), 'is not a field of a replace request; use source_url, env, env_merge, strategy');
   }
   const strategy = b.strategy ?? 'stop-first';
   if (strategy !== 'stop-first' && strategy !== 'start-first') bad('strategy', 'must be "stop-first" or "start-first"');
+  if (b.env_merge !== undefined && typeof b.env_merge !== 'boolean') bad('env_merge', 'must be true or false');
   return {
     strategy,
     ...(b.source_url !== undefined ? { sourceUrl: validateSourceUrl(b, opts) } : {}),
     ...(b.env !== undefined ? { env: validateEnv(b.env) } : {}),
+    ...(b.env_merge === true ? { envMerge: true } : {}),
   };
 }
 

@@ -53,7 +53,7 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
   t.equal(first.code, 0, first.stderr);
   t.match(first.stdout, /packed .*: 4 files, .* \(uploaded\)/);
   t.match(first.stdout, /shop\.web\.0\s+create/);
-  t.match(first.stdout, /shop\.web\.0\s+running \(pid \d+, port \d+\)/);
+  t.match(first.stdout, /shop\.web\.0\s+ready on port \d+ \(pid \d+\)/);
   t.notMatch(first.stdout, /\x1b\[/, 'no colors when stdout is not a TTY');
 
   const [doc] = await ps(agent.url);
@@ -132,7 +132,7 @@ t.test('a deploy that fails to start exits non-zero and says why', async (t) => 
   const r = await runCli(['deploy', app, '--app', 'broken'], { url: agent.url });
   t.equal(r.code, 1);
   t.match(r.stdout, /broken\.web\.0\s+failed: build step "npm run build" exited with code 7/);
-  t.match(r.stderr, /^drover: some processes of broken failed to start/);
+  t.match(r.stderr, /^drover: some processes of broken are not healthy/);
   const bad = await runCli(['deploy', app, '--app', 'broken', '--scale', 'worker=1'], { url: agent.url });
   oneLineError(t, bad, 2, /has no process type "worker" \(it has: web\)/);
   const url = await runCli(['deploy', 'http://127.0.0.1:1/nothing.tgz', '--app', 'remote', '--no-wait'], { url: agent.url });
@@ -359,4 +359,47 @@ t.test("client verbs do not load the agent's dependencies", async (t) => {
     spawn(process.execPath, ['--import', pathToFileURL(register).href, bin, 'serve', '--help'], { stdio: 'ignore' }).on('close', resolve);
   });
   t.not(serve, 0, 'the check can fail: serve does load them');
+});
+
+t.test('redeploy: config kept, replaced in place, health checked', async (t) => {
+  const agent = await agentFor(t);
+  const app = join(t.testdir(), 'web');
+  cpSync(join(examples, 'web'), app, { recursive: true });
+  const first = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=kept', '--env', 'OTHER=1'], { url: agent.url });
+  t.equal(first.code, 0, first.stderr);
+  const [before] = await ps(agent.url);
+
+  // A new source, no --env: the env stays; the same process (slug, restarts) is replaced in place.
+  writeFileSync(join(app, 'NOTE'), 'a one-line change\n');
+  const again = await runCli(['deploy', app, '--app', 'keep', '--strategy', 'start-first'], { url: agent.url });
+  t.equal(again.code, 0, again.stderr);
+  t.match(again.stdout, /keep\.web\.0\s+replace \(source changed\)/);
+  t.match(again.stdout, /keep\.web\.0\s+replaced \(start-first; source, port \d+ → \d+\); 0\.00 s without service/);
+  t.match(again.stdout, /keep\.web\.0\s+ready on port \d+/);
+  const [after] = await ps(agent.url);
+  t.same(after.env_names.sort(), ['GREETING', 'OTHER'], 'config kept across the redeploy');
+  t.equal(await answer(after.port), 'kept (web.0)\n');
+  t.ok(after.restarts >= before.restarts, 'restarts not reset');
+
+  // --env merges and prints the names that changed, never the values.
+  const merged = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=new value'], { url: agent.url });
+  t.equal(merged.code, 0, merged.stderr);
+  t.match(merged.stdout, /replaced \(stop-first; env GREETING\); [\d.]+ s without service/);
+  t.notMatch(merged.stdout, /new value/);
+  t.same((await ps(agent.url))[0].env_names.sort(), ['GREETING', 'OTHER']);
+
+  // --replace-env: exactly what is given.
+  const exact = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=only', '--replace-env'], { url: agent.url });
+  t.equal(exact.code, 0, exact.stderr);
+  t.same((await ps(agent.url))[0].env_names, ['GREETING']);
+
+  // A crash-looping worker: non-zero exit with its last error and last log lines.
+  const crash = join(t.testdir(), 'crash');
+  mkdirSync(crash);
+  writeFileSync(join(crash, 'Procfile'), 'worker: echo starting up; sleep 0.3; echo giving up >&2; exit 3\n');
+  const r = await runCli(['deploy', crash, '--app', 'crashy', '--min-uptime', '2'], { url: agent.url });
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /crashy\.worker\.0\s+failed: process exited with code 3/);
+  t.match(r.stdout, /--- last \d+ log lines? of crashy\.worker\.0:\n(\s+.*\n)*\s+giving up/);
+  t.match(r.stderr, /^drover: some processes of crashy are not healthy/);
 });
