@@ -241,6 +241,8 @@ t.test('logs -f follows a process until it is deleted', async (t) => {
   t.equal(b, a + 1, 'consecutive lines, as the process prints them');
   t.equal((await runCli(['rm', 'tick.worker.0'], { url: agent.url })).code, 0);
   t.equal(await exited, 0, 'logs -f ends when the process is deleted');
+  t.match(out, /── tick\.worker\.0 was deleted; no more output\n$/, 'a clear last line');
+  t.match(out, /^── started \(pid \d+/m, 'the start marker');
 });
 
 t.test('errors are one line with a meaningful exit code', async (t) => {
@@ -402,4 +404,20 @@ t.test('redeploy: config kept, replaced in place, health checked', async (t) => 
   t.match(r.stdout, /crashy\.worker\.0\s+failed: process exited with code 3/);
   t.match(r.stdout, /--- last \d+ log lines? of crashy\.worker\.0:\n(\s+.*\n)*\s+giving up/);
   t.match(r.stderr, /^drover: some processes of crashy are not healthy/);
+
+  // logs APP: prefixed lines with markers for starts, exits and restarts.
+  await waitFor(async () => (await ps(agent.url)).find((d) => d.slug === 'crashy.worker.0')!.restarts >= 2, 'two restarts');
+  const applog = await runCli(['logs', 'crashy'], { url: agent.url });
+  t.equal(applog.code, 0, applog.stderr);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| starting up$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── started \(pid \d+, port \d+\)$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── exited with code 3 after [\d.]+ s$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── restarting in \d+ ms \(restart \d+\)$/m);
+  const keep = await runCli(['logs', 'keep', '-n', '200'], { url: agent.url });
+  t.match(keep.stdout, /^keep\.web\.0 \| ── replaced \(start-first, port \d+ → \d+\)$/m, 'the replace marker');
+  t.match(keep.stdout, /^keep\.web\.0 \| ── ready on port \d+/m);
+  const everything = await runCli(['logs', '-n', '3'], { url: agent.url });
+  t.match(everything.stdout, /^crashy\.worker\.0 \| /m);
+  t.match(everything.stdout, /^keep\.web\.0\s+\| /m);
+  oneLineError(t, await runCli(['logs', 'nothing'], { url: agent.url }), 6, /no process or app "nothing"/);
 });
