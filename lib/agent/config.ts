@@ -61,6 +61,8 @@ export interface Config {
   minUptimeMs: number;
   /** A process checked for readiness (web) that does not accept connections on $PORT this long after starting is stopped and restarted (Heroku's R10). */
   bootTimeoutMs: number;
+  /** start-first replace: how long the old child keeps serving after the process moved to the new port (clients re-read `port`). */
+  replaceDrainMs: number;
   /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
@@ -103,6 +105,7 @@ export const defaults: Config = {
   eventsRetentionMs: 3_600_000,
   minUptimeMs: 1_000,
   bootTimeoutMs: 60_000,
+  replaceDrainMs: 1_000,
 };
 
 export class ConfigError extends Error {}
@@ -143,6 +146,7 @@ const fileKeys: Record<string, keyof Config> = {
   events_retention_ms: 'eventsRetentionMs',
   min_uptime_ms: 'minUptimeMs',
   boot_timeout_ms: 'bootTimeoutMs',
+  replace_drain_ms: 'replaceDrainMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

@@ -467,6 +467,8 @@ export class Supervisor {
       Object.assign(record, { sourceUrl: next.sourceUrl, env: next.env, archive: archive.sha256, port: toPort });
       await this.store.desired.put(record);
       if (toPort !== fromPort) events.append('port_changed', { from: fromPort, to: toPort });
+      // Clients that follow `port` need a moment to see the new one before the old one goes.
+      if (handle && this.config.replaceDrainMs > 0) await new Promise((r) => setTimeout(r, this.config.replaceDrainMs));
       const stoppedAt = Date.now();
       const oldPgid = proc.actor.getSnapshot().context.pgid;
       proc.actor.send({ type: 'REPLACE', launch, ...(handle ? { child: handle } : {}), reason: `replaced (${opts.strategy})` });

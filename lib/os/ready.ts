@@ -1,6 +1,36 @@
-// Whether something accepts TCP connections on a port of this host: the readiness of a web
-// process. A connect probe sees what a client would: a listener on any loopback-reachable address.
+// Whether something listens on a TCP port of this host: the readiness of a web process. One
+// shared scan of /proc/net/tcp and tcp6 per tick serves every watched port, so a thousand
+// processes waiting to bind cost one small file read each tick, not a thousand connects. Where
+// /proc/net is not readable, a connect probe on loopback does the same.
 import { connect } from 'node:net';
+import { readFile } from 'node:fs/promises';
+
+/** Listening ports in the text of /proc/net/tcp or tcp6 (state 0A is LISTEN). */
+export function listeningPorts(text: string, into = new Set<number>()): Set<number> {
+  for (const line of text.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 4 || cols[3] !== '0A') continue;
+    const colon = cols[1].lastIndexOf(':');
+    if (colon < 0) continue;
+    const port = parseInt(cols[1].slice(colon + 1), 16);
+    if (Number.isInteger(port)) into.add(port);
+  }
+  return into;
+}
+
+async function scanProc(): Promise<Set<number> | null> {
+  const ports = new Set<number>();
+  let any = false;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      listeningPorts(await readFile(file, 'utf8'), ports);
+      any = true;
+    } catch {
+      // tcp6 is absent without IPv6
+    }
+  }
+  return any ? ports : null;
+}
 
 function tryConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -27,28 +57,55 @@ export interface ReadinessWatch {
   cancel(): void;
 }
 
-/**
- * Probes `port` every `intervalMs` until it accepts connections or `timeoutMs` passes. One
- * timer at a time, cleared on cancel: nothing is left behind when the child exits first.
- */
-export function watchReadiness(port: number, opts: { timeoutMs: number; intervalMs?: number }): ReadinessWatch {
-  const deadline = Date.now() + opts.timeoutMs;
-  let timer: NodeJS.Timeout | undefined;
-  let finished = false;
+interface Watcher {
+  port: number;
+  deadline: number;
+  settle: (ok: boolean) => void;
+}
+
+const watchers = new Set<Watcher>();
+let timer: NodeJS.Timeout | null = null;
+let scanning = false;
+const TICK_MS = 100;
+
+async function tick(): Promise<void> {
+  timer = null;
+  if (scanning || watchers.size === 0) return;
+  scanning = true;
+  try {
+    const listening = await scanProc();
+    const now = Date.now();
+    await Promise.all(
+      [...watchers].map(async (w) => {
+        const ok = listening ? listening.has(w.port) : await acceptsConnections(w.port, 500);
+        if (ok) w.settle(true);
+        else if (now >= w.deadline) w.settle(false);
+      }),
+    );
+  } finally {
+    scanning = false;
+    // One timer for all watchers, only while there are any: nothing is left behind.
+    if (watchers.size > 0 && !timer) timer = setTimeout(() => void tick(), TICK_MS);
+  }
+}
+
+/** Watches `port` until something listens on it or `timeoutMs` passes. */
+export function watchReadiness(port: number, opts: { timeoutMs: number }): ReadinessWatch {
   let settle!: (ok: boolean) => void;
   const ready = new Promise<boolean>((resolve) => (settle = resolve));
-  const finish = (ok: boolean) => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(timer);
-    settle(ok);
+  const w: Watcher = {
+    port,
+    deadline: Date.now() + opts.timeoutMs,
+    settle: (ok) => {
+      if (!watchers.delete(w)) return;
+      settle(ok);
+      if (watchers.size === 0 && timer) {
+        clearTimeout(timer);
+        timer = null;
+      }
+    },
   };
-  const probe = async () => {
-    if (finished) return;
-    if (await acceptsConnections(port, 500)) return finish(true);
-    if (Date.now() >= deadline) return finish(false);
-    if (!finished) timer = setTimeout(probe, Math.min(opts.intervalMs ?? 100, Math.max(0, deadline - Date.now())));
-  };
-  timer = setTimeout(probe, 0);
-  return { ready, cancel: () => finish(false) };
+  watchers.add(w);
+  if (!timer && !scanning) timer = setTimeout(() => void tick(), 0);
+  return { ready, cancel: () => w.settle(false) };
 }
