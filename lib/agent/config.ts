@@ -63,6 +63,8 @@ export interface Config {
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
   eventsRetentionMs: number;
+  /** Bytes a proc (POST /procs) may hold in its memory captures, all its fds together; the rest is dropped and named in its errors. */
+  procCaptureMaxBytes: number;
 }
 
 export const defaults: Config = {
@@ -100,6 +102,7 @@ export const defaults: Config = {
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
   minUptimeMs: 1_000,
+  procCaptureMaxBytes: 64 * 1024 * 1024,
 };
 
 export class ConfigError extends Error {}
@@ -139,6 +142,7 @@ const fileKeys: Record<string, keyof Config> = {
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
   min_uptime_ms: 'minUptimeMs',
+  proc_capture_max_bytes: 'procCaptureMaxBytes',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.

@@ -9,7 +9,7 @@ import { agentEnv } from '../release/env.js';
 import { checkSpec, resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
 import { Child } from '../os/child.js';
-import { userEnv, type RunAs } from '../os/identity.js';
+import { resolveUser, userEnv, type RunAs } from '../os/identity.js';
 import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
 import { groupMeter, type GroupMeter } from '../os/meter.js';
@@ -23,6 +23,10 @@ import { signalGroup } from '../os/proc.js';
 import { ProcessRecorder } from '../process/record.js';
 import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
+import { join } from 'node:path';
+import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
+import type { ArgvSpec } from '../release/launch.js';
+import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'>;
@@ -53,6 +57,8 @@ export class ManagedProcess {
   requestId?: string;
   /** Set by a restart request: the next build runs even when this release's build is known to fail. */
   forceRebuild = false;
+  /** Set for a proc (POST /procs): its errors, captures and end. */
+  proc?: ProcRuntime;
   /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts). */
   private appPidKnown: Promise<unknown> = Promise.resolve();
 
@@ -213,6 +219,52 @@ export class Supervisor {
     }
   }
 
+  /** The proc with this client id, if any. */
+  getProc(id: string): ManagedProcess | undefined {
+    const p = this.procs.get(procSlug(id));
+    return p?.proc?.id === id ? p : undefined;
+  }
+
+  /** Every proc (POST /procs), in the order they were created. */
+  listProcs(): ManagedProcess[] {
+    return this.list().filter((p) => p.proc);
+  }
+
+  /**
+   * Creates a proc: an argv spec with no source archive, run once (restart policy never). Its
+   * `downloading` and `building` resolve at once; what keeps it from starting (a missing
+   * executable, a file it cannot open) is its error, not the request's.
+   */
+  async createProc(id: string, spec: ArgvSpec): Promise<ManagedProcess> {
+    const slug = procSlug(id);
+    if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`duplicate proc id: ${id}`);
+    this.reserved.add(slug);
+    let events: EventLog | undefined;
+    try {
+      events = await this.store.events.open(slug);
+      const record: DesiredProcess = {
+        slug,
+        app: 'proc',
+        node: procKey(id),
+        processType: 'proc',
+        sourceUrl: '',
+        env: {},
+        argv: spec,
+        restart: { policy: 'never' },
+        port: 0,
+        createdAt: new Date().toISOString(),
+        proc: { id },
+      };
+      await this.store.desired.put(record);
+      return this.launch(record, events, false);
+    } catch (err) {
+      if (events) await this.store.events.abandon(slug);
+      throw err;
+    } finally {
+      this.reserved.delete(slug);
+    }
+  }
+
   /** Brings back a process the previous agent had, with its port and its event log. */
   async restore(record: DesiredProcess): Promise<ManagedProcess> {
     this.reserved.add(record.slug);
@@ -258,15 +310,31 @@ export class Supervisor {
       }),
     );
     proc.requestId = requestId;
+    if (record.proc) {
+      const rt = new ProcRuntime(
+        record.proc.id,
+        join(this.config.stateDir, 'procs', record.node),
+        record.argv?.fds ?? [],
+        this.config.procCaptureMaxBytes,
+      );
+      proc.proc = rt;
+      if (restored) {
+        rt.restored = true;
+        rt.restoreFrom(record.proc);
+        // It ran under the previous agent, which died without seeing its end: say so, never re-run it.
+        if (!record.proc.final) rt.errors.push('the agent restarted while the proc was running; how it ended is unknown');
+      }
+    }
     this.procs.set(slug, proc);
     recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created', requestId ? { request_id: requestId } : {});
     this.watch(proc);
     proc.actor.start();
     if (!this.closing) {
       // A process that was kept down comes back down; the rest start again.
-      setImmediate(() =>
-        proc.actor.send(restored && record.stopped ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }),
-      );
+      // A restored proc is over (it runs once): it comes back down, with its end or its loss.
+      const down = restored && (record.stopped || record.proc);
+      setImmediate(() => proc.actor.send(down ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }));
+      if (restored && record.proc && !record.proc.final) void this.saveProcFinal(proc);
     }
     return proc;
   }
@@ -281,7 +349,8 @@ export class Supervisor {
       const next = view(snap);
       const { newError } = diffSnapshots(prev, next);
       prev = next;
-      if (newError !== null) this.log(`drover: ${slug}: ${oneLine(newError)}`);
+      if (newError !== null && !proc.proc) this.log(`drover: ${slug}: ${oneLine(newError)}`);
+      if (proc.proc && snap.value === 'exited' && !proc.proc.restored && !record.proc?.final) void this.saveProcFinal(proc);
       // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
       // after an agent restart. `pending` (where a restored process starts) decides nothing.
       const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
@@ -307,8 +376,9 @@ export class Supervisor {
         await this.store.desired.remove(slug);
         await this.stop(proc, 'delete requested');
         await this.store.events.retire(slug);
+        await proc.proc?.removeFiles();
         this.procs.delete(slug);
-        this.ports.release(proc.port);
+        if (proc.port) this.ports.release(proc.port);
       })().finally(() => this.deletions.delete(slug));
       this.deletions.set(slug, deletion);
     }
@@ -324,6 +394,8 @@ export class Supervisor {
     this.closing = true;
     await Promise.all([...this.deletions.values()].map((d) => d.catch(() => {})));
     await Promise.all(this.list().map((p) => this.stop(p, 'agent shutting down')));
+    // A proc stopped by the shutdown ended here: the next agent reports that end.
+    await Promise.all(this.listProcs().map((p) => (p.record.proc?.final || p.proc?.restored ? null : this.saveProcFinal(p, true))));
     this.sampler.close();
     this.cgroups?.close();
   }
@@ -333,6 +405,22 @@ export class Supervisor {
     for (const p of this.procs.values()) {
       const pgid = p.actor.getSnapshot().context.pgid;
       if (pgid) signalGroup(pgid, 'SIGKILL');
+    }
+  }
+
+  /** Saves a proc's end in its record (and its memory captures beside it), once. */
+  private async saveProcFinal(proc: ManagedProcess, closing = false): Promise<void> {
+    const { record, slug } = proc;
+    const rt = proc.proc;
+    if (!rt || !record.proc || record.proc.final || this.deletions.has(slug) || (this.closing && !closing)) return;
+    try {
+      const final = await rt.saveFinal();
+      if (this.deletions.has(slug) || !this.procs.has(slug)) return;
+      record.proc.final = final;
+      record.stopped = true;
+      await this.store.desired.put(record);
+    } catch (err) {
+      this.log(`drover: ${slug}: cannot save how the proc ended: ${message(err)}`);
     }
   }
 
@@ -356,13 +444,16 @@ export class Supervisor {
     // no surprise upgrade if the URL now serves something else. Later downloads (after a
     // failure) go to the source again.
     let reuse = restored ? proc.record.archive : undefined;
+    // A proc has no source: downloading and building resolve at once.
+    const sourceless = proc.record.sourceUrl === '';
     return {
       download: async (signal) => {
+        if (sourceless) return null as unknown as Archive;
         const cached = reuse ? await this.releases.cached(reuse) : null;
         reuse = undefined;
         return cached ? { ...cached, reused: true } : this.download(proc, signal);
       },
-      build: (archive, signal) => this.build(proc, archive, signal),
+      build: (archive, signal) => (sourceless ? this.resolveProc(proc) : this.build(proc, archive, signal)),
       start: (launch) => this.startChild(proc, launch),
       backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
@@ -384,6 +475,29 @@ export class Supervisor {
       this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
     }
     return archive;
+  }
+
+  /**
+   * What a proc runs, in the agent's working directory unless its spec says otherwise. A
+   * failure here (an environment over the kernel's limits) is the proc's error when it starts,
+   * never a retry: a proc runs once.
+   */
+  private async resolveProc(proc: ManagedProcess): Promise<Launch> {
+    const { record } = proc;
+    const spec = specOf(record);
+    try {
+      return await resolveLaunch({
+        dir: process.cwd(),
+        spec,
+        agentEnv: this.baseEnv,
+        env: {},
+        port: 0,
+        identity: { app: record.app, node: record.node, slug: record.slug, processType: record.processType },
+      });
+    } catch (err) {
+      proc.proc?.errors.push(message(err));
+      return { argv: spec.kind === 'argv' ? spec.argv : [], cwd: process.cwd(), env: {}, failed: true } as Launch;
+    }
   }
 
   /** Builds the release (or finds it built) and resolves what the process runs in it. */
@@ -427,17 +541,44 @@ export class Supervisor {
     });
   }
 
+  /**
+   * A proc's program and fds, checked and opened before it starts: what fails here is the
+   * proc's error (state `error`), in Procstar's words ("execve failed: …").
+   */
+  private procChildOptions(proc: ManagedProcess, rt: ProcRuntime, launch: Launch) {
+    try {
+      if ((launch as { failed?: boolean }).failed) throw new SetupError(rt.errors.at(-1) ?? 'cannot start');
+      if (!launch.argv) throw new SetupError('a proc needs an argv');
+      const exe = launch.exe ?? launch.argv[0];
+      const path = checkExecutable(exe, launch.cwd);
+      if (rt.fds.some((e) => e.spec.type === 'capture' && e.spec.mode === 'tempfile')) rt.ensureDir();
+      const prepared = prepareFds(rt.fds, launch.cwd, (fd) => rt.tempfile(fd));
+      // execve semantics: a name without a slash is a file in the cwd, never looked up in PATH.
+      // drover's extension: a proc of its own user (validated at create: the agent is root).
+      const user = launch.user;
+      const runAs = user ? resolveUser(user) : this.runAs;
+      return { exe: exe.includes('/') ? exe : path, prepared, captures: rt.captures, runAs };
+    } catch (err) {
+      if (!(launch as { failed?: boolean }).failed) rt.errors.push(message(err));
+      throw err;
+    }
+  }
+
   /** Starts one child of the process, measured, registered as a live group, throttled by its log. */
   private startChild(proc: ManagedProcess, launch: Launch): Child {
     const { slug, events, metrics } = proc;
+    const rt = proc.proc;
+    const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
+    const runAs = procOptions ? procOptions.runAs : this.runAs;
     const child = new Child({
       ...launch,
-      runAs: this.runAs,
+      ...procOptions,
+      runAs,
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
       // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-      cgroup: this.runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
+      cgroup: runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
     });
@@ -448,7 +589,17 @@ export class Supervisor {
     // When the log's queue is high (disk slower than the child), stop reading the child.
     if (events.isCongested) child.pauseOutput(true);
     const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
+    if (rt) {
+      rt.startedAt = child.startedAt;
+      void child.appPid.then((p) => (rt.pid = p ?? rt.pid));
+    }
     void child.exited.then((exit) => {
+      if (rt) {
+        // Before the actor hears of the exit: `terminated` comes with everything in place.
+        rt.exit = exit;
+        if (exit.error) rt.errors.push(exit.error);
+        rt.noteDropped('setting proc_capture_max_bytes');
+      }
       metrics.runEnded(exit.usage ?? null);
       unwatch();
       if (pid) this.store.groups.remove(pid);

@@ -33,6 +33,8 @@ export interface ProcessView {
   stopped: boolean;
   lastExit: ExitInfo | null;
   metrics: { build: StageFigures; run: StageFigures; live: LiveUsage | null; samples: readonly LiveUsage[] };
+  /** Set for a proc (POST /procs): the client's id. */
+  procId?: string;
 }
 
 export function processView(proc: ManagedProcess): ProcessView {
@@ -57,6 +59,7 @@ export function processView(proc: ManagedProcess): ProcessView {
     stopped: ctx.stopped,
     lastExit: ctx.lastExit,
     metrics: proc.metrics,
+    ...(proc.proc ? { procId: proc.proc.id } : {}),
   };
 }
 
@@ -100,6 +103,8 @@ export function statusDocument(base: Base, p: ProcessView) {
     },
     last_exit: exitDetail(p.lastExit),
     usage: liveDetail(p.metrics.live),
+    // A proc of the Procstar API: its id there and its RESULT.
+    ...(p.procId !== undefined ? { proc_id: p.procId, proc: `${base.http}/procs/${encodeURIComponent(p.procId)}` } : {}),
   };
 }
 

@@ -16,6 +16,7 @@ import { registerInspect } from './inspect.js';
 import { validateCreate } from './validate.js';
 import { MAX_REQUEST_ID } from './request-id.js';
 import { registerUi } from './ui.js';
+import { registerProcstarRoutes } from './procstar.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
@@ -25,6 +26,8 @@ export interface RoutesOptions {
 }
 
 const MAX_BODY = 1024 * 1024;
+/** POST /procs may carry many specs at once. */
+const PROCS_MAX_BODY = 16 * 1024 * 1024;
 
 /** Whether a Prefer header (RFC 7240: comma-separated preferences, each with optional parameters) asks for return=representation. */
 export function prefersRepresentation(header: string | null): boolean {
@@ -124,6 +127,12 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
   });
 
   registerDataRoutes(app, { blobs, base });
+  registerProcstarRoutes(app, {
+    supervisor,
+    log,
+    maxBody: PROCS_MAX_BODY,
+    spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
+  });
   registerControlRoutes(app, { supervisor, base, findProcess, maxBody: MAX_BODY });
 
   return app;

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { asUser, type RunAs } from './identity.js';
 import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
+import { closeOpened, type MemoryCaptures, type PreparedFds } from './fds.js';
 import { LineSplitter } from './lines.js';
 import { groupHasLiveMembers, liveGroupMembers, sharedProcessList, signalGroup, signalProcess, type ProcEntry } from './proc.js';
 import type { WatchOptions } from './sampler.js';
@@ -39,6 +40,14 @@ export interface ChildOptions {
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
   sampler?: GroupSampler | null;
   onSample?: (usage: LiveUsage) => void;
+  /**
+   * Explicit fds (a Procstar spec, see fds.ts) instead of stdout and stderr as line streams:
+   * memory captures go to `captures` as bytes; captured stdout and stderr also reach onLine.
+   */
+  prepared?: PreparedFds;
+  captures?: MemoryCaptures;
+  /** The file executed instead of argv[0] (argv[0] is then only the name the program sees). */
+  exe?: string;
 }
 
 export interface ExitInfo {
@@ -54,6 +63,8 @@ export interface ExitInfo {
   error?: string;
   /** CPU and memory totals of the whole run, with the method behind each figure. */
   usage?: RunUsage | null;
+  /** The rest of wait4's rusage of the run, when the exit helper reported it. */
+  rusage?: HelperReport['rusage'];
 }
 
 // Every catchable signal that would end the watchdog (by number: portable across sh
@@ -78,16 +89,22 @@ const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _
  * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
  * An argv comes after $2 with an empty $1: it is exec'd as it is, never parsed.
  */
-const WRAPPER = [
-  `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1 &)`,
-  `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
-  `exec 3<&-`,
-  `__drover_command=$1`,
-  `shift 2`,
-  `[ -n "$__drover_command" ] || exec "$@"`,
-  `set --`,
-  `eval "$__drover_command"`,
-].join('\n');
+function wrapperScript(prelude: readonly string[] = [], watchdogCloses: readonly number[] = []): string {
+  const closes = watchdogCloses.map((n) => ` ${n}>&-`).join('');
+  return [
+    `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1${closes} &)`,
+    `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `exec 3<&-`,
+    // Explicit fds (fds.ts): only redirections built from validated fd numbers.
+    ...prelude,
+    `__drover_command=$1`,
+    `shift 2`,
+    `[ -n "$__drover_command" ] || exec "$@"`,
+    `set --`,
+    `eval "$__drover_command"`,
+  ].join('\n');
+}
+const WRAPPER = wrapperScript();
 
 // Shell syntax, builtins (`exec exit 3` would look for a program called exit) and leading
 // assignments cannot follow `exec`.
@@ -139,10 +156,11 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
  */
 function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
   // $1 and $2 of the wrapper, then the argv if there is one.
+  const script = spec.prepared ? wrapperScript(spec.prepared.prelude, spec.prepared.watchdogCloses) : WRAPPER;
   const wrapper = (cgroupFiles: string) =>
     spec.argv
-      ? ['/bin/sh', '-c', WRAPPER, 'drover', '', cgroupFiles, ...spec.argv]
-      : ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command), cgroupFiles];
+      ? ['/bin/sh', '-c', script, 'drover', '', cgroupFiles, ...execArgv(spec.argv, spec.exe)]
+      : ['/bin/sh', '-c', script, 'drover', shellCommand(spec.command), cgroupFiles];
   const cgroups = spec.cgroup?.procsFiles ?? [];
   if (spec.runAs && helper && cgroups.length > 0) {
     const [setpriv, args] = asUser(spec.runAs, helper, wrapper(''));
@@ -150,6 +168,15 @@ function commandLine(spec: ChildSpec, helper: string | null): [string, string[]]
   }
   const inner = helper ? [helper, ...wrapper(cgroups.join(' '))] : wrapper(cgroups.join(' '));
   return asUser(spec.runAs, inner[0], inner.slice(1));
+}
+
+/** Runs `exe` as argv[0] says when they differ: dash's exec cannot set argv[0], bash's `exec -a` can. */
+export const ARGV0_SHELL = '/bin/bash';
+
+/** What the wrapper execs for an argv: the argv itself, or bash setting argv[0] for another file. */
+export function execArgv(argv: readonly string[], exe?: string): string[] {
+  if (exe === undefined || exe === argv[0]) return [...argv];
+  return [ARGV0_SHELL, '-c', 'f=$1; shift; exec -a "$0" "$f" "$@"', argv[0], exe, ...argv.slice(1)];
 }
 
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
@@ -171,6 +198,8 @@ export class Child {
   private readonly samples = new SampleTracker();
   private stopping: Promise<void> | null = null;
   private outputPaused = false;
+  /** The pipes the agent reads (stdout and stderr, or a spec's memory captures). */
+  private readonly outputs: NodeJS.ReadableStream[] = [];
   private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
@@ -183,9 +212,10 @@ export class Child {
         cwd: spec.cwd,
         env: spec.env,
         detached: true, // own process group, so signals reach the whole tree
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+        stdio: spec.prepared ? spec.prepared.stdio : ['ignore', 'pipe', 'pipe', 'pipe'],
       });
     } catch (err) {
+      if (spec.prepared) closeOpened(spec.prepared);
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
@@ -206,6 +236,8 @@ export class Child {
       });
       return;
     }
+    // The child has its own copies now (or never will: an async spawn error).
+    if (spec.prepared) closeOpened(spec.prepared);
     this.proc = proc;
     this.pid = proc.pid;
     this.appPid =
@@ -216,8 +248,22 @@ export class Child {
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
-    proc.stdout!.on('data', (c: Buffer) => out.push(c));
-    proc.stderr!.on('data', (c: Buffer) => err.push(c));
+    if (spec.prepared) {
+      for (const [fd, index] of spec.prepared.pipes) {
+        const stream = proc.stdio[index] as NodeJS.ReadableStream;
+        this.outputs.push(stream);
+        const lines = fd === 1 ? out : fd === 2 ? err : null;
+        stream.on('data', (c: Buffer) => {
+          spec.captures?.push(fd, c);
+          lines?.push(c);
+        });
+        stream.on('error', () => {});
+      }
+    } else {
+      this.outputs.push(proc.stdout!, proc.stderr!);
+      proc.stdout!.on('data', (c: Buffer) => out.push(c));
+      proc.stderr!.on('data', (c: Buffer) => err.push(c));
+    }
     const control = proc.stdio[3] as NodeJS.ReadableStream;
     const lines = new LineSplitter((l) => this.onControl(l), MAX_CONTROL_BYTES);
     control.on('data', (c: Buffer) => lines.push(c));
@@ -250,7 +296,8 @@ export class Child {
         const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
         const usage = error ? null : this.usage();
         spec.cgroup?.remove();
-        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...(error ? { error } : {}) });
+        const rusage = !error && this.report?.rusage ? { rusage: this.report.rusage } : {};
+        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...rusage, ...(error ? { error } : {}) });
       };
       proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
@@ -263,8 +310,7 @@ export class Child {
         // Stdio closes once every holder died; bound the wait in case one escaped the group.
         const timer = setTimeout(() => {
           if (!closed) {
-            proc.stdout?.destroy();
-            proc.stderr?.destroy();
+            for (const s of this.outputs) (s as unknown as { destroy(): void }).destroy();
             (control as unknown as { destroy(): void }).destroy();
           }
         }, 2000);
@@ -296,9 +342,9 @@ export class Child {
     if (paused && this.exitSeen) return;
     if (paused === this.outputPaused) return;
     this.outputPaused = paused;
-    for (const s of [this.proc?.stdout, this.proc?.stderr]) {
-      if (paused) s?.pause();
-      else s?.resume();
+    for (const s of this.outputs) {
+      if (paused) s.pause();
+      else s.resume();
     }
   }
 

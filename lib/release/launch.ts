@@ -5,6 +5,7 @@
 // the agent may be root while the app's files are not its own.
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ChildCommand } from '../os/child.js';
+import type { FdEntry } from '../os/fds.js';
 import { checkExecSize } from '../os/exec-limits.js';
 import { buildEnvPath } from './build.js';
 import { childEnv, readDotenv, type EnvLayers } from './env.js';
@@ -27,12 +28,40 @@ export interface ArgvSpec {
   argv: string[];
   cwd?: string;
   env?: Record<string, string>;
+  /** The file executed (execve semantics: relative to cwd, no PATH search); argv[0] by default. Set for procs. */
+  exe?: string;
+  /**
+   * A proc's environment, exactly (Procstar's `env`): the agent's variables it inherits (all,
+   * none, or those named that exist), then `vars` (null unsets). No .env, PORT or DROVER_*.
+   */
+  environ?: ProcEnv;
+  /** The child's fds, in the order they are set up (Procstar's `fds`). */
+  fds?: FdEntry[];
+  /** The user a proc runs as (drover's extension; the agent must be root). */
+  user?: string;
+}
+
+export interface ProcEnv {
+  inherit: boolean | string[];
+  vars: Record<string, string | null>;
+}
+
+/** A proc's environment from the agent's (already without DROVER_*). */
+export function procEnv(agentEnv: Record<string, string>, spec: ProcEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (spec.inherit === true) Object.assign(env, agentEnv);
+  else if (Array.isArray(spec.inherit)) for (const name of spec.inherit) if (Object.hasOwn(agentEnv, name)) env[name] = agentEnv[name];
+  for (const [name, value] of Object.entries(spec.vars)) {
+    if (value === null) delete env[name];
+    else env[name] = value;
+  }
+  return env;
 }
 
 export type ProcessSpec = ProcfileSpec | ArgvSpec;
 
 /** What a process needs to start its command: produced by `building`, reused on every restart. */
-export type Launch = ChildCommand & { cwd: string; env: Record<string, string> };
+export type Launch = ChildCommand & { cwd: string; env: Record<string, string>; exe?: string; fds?: readonly FdEntry[]; user?: string };
 
 export type Procfile = Map<string, ProcfileEntry>;
 
@@ -78,6 +107,21 @@ export interface LaunchInput {
 /** Resolves a spec in DIR into the command, cwd and environment to start. */
 export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   const { dir, spec } = input;
+  if (spec.kind === 'argv' && spec.environ) {
+    // A proc: no release, no layered app environment; exactly what its spec says.
+    if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
+    const env = procEnv(input.agentEnv, spec.environ);
+    checkExecSize(spec.argv, env);
+    const cwd = spec.cwd === undefined ? dir : resolve(dir, spec.cwd);
+    return {
+      argv: [...spec.argv],
+      cwd,
+      env,
+      ...(spec.exe !== undefined ? { exe: spec.exe } : {}),
+      ...(spec.fds ? { fds: spec.fds } : {}),
+      ...(spec.user ? { user: spec.user } : {}),
+    };
+  }
   let command: ChildCommand;
   let specEnv: Record<string, string>;
   let cwd = dir;

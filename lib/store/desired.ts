@@ -38,6 +38,22 @@ export interface DesiredProcess {
   restart?: RestartRequest;
   /** Kept down (stopped, or finished under its restart policy): restored without starting. */
   stopped?: boolean;
+  /** Set for a proc (POST /procs): the client's id, and how it ended once it has. */
+  proc?: ProcRecord;
+}
+
+/** What is kept of a proc across agent restarts. */
+export interface ProcRecord {
+  id: string;
+  /** Its end, saved when it ended (its exit as ExitInfo, plain JSON), so a restarted agent still reports it. */
+  final?: {
+    errors: string[];
+    pid: number | null;
+    startedAt: number | null;
+    exit: unknown;
+    /** Bytes captured in memory per fd, saved beside its tempfiles. */
+    saved: Record<string, number>;
+  };
 }
 
 /** What the process runs. */
