@@ -67,7 +67,8 @@ export function plan(desired: PlannedProcess[], current: Doc[], managed: (doc: D
       else out.keep.push(cur);
     }
   }
-  for (const doc of current) if (managed(doc) && !wanted.has(String(doc.slug))) out.remove.push(doc);
+  // Procs (POST /procs, `proc_id`) belong to their scheduler, never to a deploy or a manifest.
+  for (const doc of current) if (doc.proc_id === undefined && managed(doc) && !wanted.has(String(doc.slug))) out.remove.push(doc);
   return out;
 }
 
