@@ -85,7 +85,8 @@ export function statusDocument(base: Base, p: ProcessView) {
     events: `${base.http}/process-events/${slug}`,
     pid: p.pid,
     pgid: p.pgid,
-    port: p.port,
+    // A proc gets no $PORT.
+    port: p.procId !== undefined ? null : p.port,
     restarts: p.restarts,
     created_at: p.createdAt.toISOString(),
     started_at: p.state === 'running' && p.startedAt ? p.startedAt.toISOString() : null,

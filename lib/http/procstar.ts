@@ -3,6 +3,7 @@
 // `application/json`, and errors are Procstar's envelope, not drover's.
 import type { H3, H3Event } from 'h3';
 import { getRouterParam } from 'h3';
+import { STATUS_CODES } from 'node:http';
 import type { ManagedProcess, Supervisor } from '../agent/supervisor.js';
 import { ConflictError } from '../agent/supervisor.js';
 import { procResult, procstarData, procstarError, procView } from '../api/procstar.js';
@@ -25,7 +26,7 @@ export class ProcstarError extends Error {
 const JSON_TYPE = 'application/json';
 
 export function procstarJson(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { 'content-type': JSON_TYPE } });
+  return new Response(JSON.stringify(body), { status, statusText: STATUS_CODES[status], headers: { 'content-type': JSON_TYPE } });
 }
 
 export interface ProcstarOptions {
@@ -199,6 +200,7 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
       const utf8 = entry.spec.type === 'capture' && entry.spec.encoding === 'utf-8';
       return new Response(bytes as unknown as BodyInit, {
         status: 200,
+        statusText: 'OK',
         headers: { 'content-type': utf8 ? 'text/plain; charset=utf-8' : 'application/octet-stream' },
       });
     }),
