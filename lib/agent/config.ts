@@ -63,6 +63,10 @@ export interface Config {
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
   eventsRetentionMs: number;
+  /** A finished run not finalised (DELETE) by then is finalised automatically. */
+  runTtlMs: number;
+  /** A run created but never started by then is finalised automatically. */
+  runUnstartedTtlMs: number;
 }
 
 export const defaults: Config = {
@@ -99,6 +103,8 @@ export const defaults: Config = {
   inspectUrl: '',
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
+  runTtlMs: 24 * 3_600_000,
+  runUnstartedTtlMs: 3_600_000,
   minUptimeMs: 1_000,
 };
 
@@ -138,6 +144,8 @@ const fileKeys: Record<string, keyof Config> = {
   inspect_url: 'inspectUrl',
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
+  run_ttl_ms: 'runTtlMs',
+  run_unstarted_ttl_ms: 'runUnstartedTtlMs',
   min_uptime_ms: 'minUptimeMs',
 };
 

@@ -54,6 +54,8 @@ export interface ExitInfo {
   error?: string;
   /** CPU and memory totals of the whole run, with the method behind each figure. */
   usage?: RunUsage | null;
+  /** Processes of the run the kernel OOM-killed in its cgroup (set only when some were). */
+  oomKills?: number;
 }
 
 // Every catchable signal that would end the watchdog (by number: portable across sh
@@ -249,8 +251,17 @@ export class Child {
         lines.flush();
         const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
         const usage = error ? null : this.usage();
+        // Read before the group goes: only it knows whether the kernel OOM-killed inside it.
+        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
         spec.cgroup?.remove();
-        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...(error ? { error } : {}) });
+        resolve({
+          ...how,
+          startedAt: this.startedAt,
+          endedAt: Date.now(),
+          usage,
+          ...(oomKills ? { oomKills } : {}),
+          ...(error ? { error } : {}),
+        });
       };
       proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
