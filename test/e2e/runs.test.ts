@@ -336,3 +336,26 @@ t.test('bad start requests name the field', async (t) => {
   }
   t.equal((await api('GET', `${agent.url}/runs/nope/events`)).status, 404);
 });
+
+t.test('the forward proxy tunnels CONNECT (no interception) and reports host:port and bytes', async (t) => {
+  const { startForwardProxy } = await import('../../lib/os/proxy.js');
+  const { createServer: tcpServer, connect } = await import('node:net');
+  const echo = tcpServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => echo.close(() => r())));
+  const port = (echo.address() as { port: number }).port;
+  const seen: any[] = [];
+  const proxy = await startForwardProxy((e) => seen.push(e));
+  t.teardown(() => proxy.close());
+  const sock = connect(Number(new URL(proxy.url).port), '127.0.0.1');
+  sock.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\n\r\n`);
+  let got = '';
+  sock.on('data', (c) => {
+    got += c;
+    if (got.includes('\r\n\r\n') && !got.includes('hello')) sock.write('hello');
+    if (got.endsWith('hello')) sock.end();
+  });
+  await waitFor(() => seen.length === 1, 'the tunnel to be reported');
+  t.match(got, /^HTTP\/1\.1 200/);
+  t.same(seen[0], { method: 'CONNECT', url: `127.0.0.1:${port}`, status: 200, bytesIn: 5, bytesOut: 5 });
+});
