@@ -141,7 +141,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
   };
 
   app.post('/runs', async (event) => {
-    const b = validateFields(await readObject(event, o.maxBody, { optional: true }), ['name']);
+    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['name']);
     if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 200))
       throw new ApiError(400, 'name: must be a string of at most 200 characters', 'name');
     const run = await asApi(() => runs.create(b.name as string | undefined));
@@ -237,7 +237,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     const run = live(event);
     let body: Record<string, unknown>;
     try {
-      body = await readObject(event, o.maxBody, { optional: true });
+      body = await readObject(event, o.maxBody, { optional: true, anyType: true });
     } catch (err) {
       if (err instanceof ApiError && err.status === 400) throw new ApiError(400, `JSON in body not correctly formatted: ${err.message}`);
       throw err;
@@ -251,7 +251,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
 
   app.post('/runs/:id/stop', async (event) => {
     const run = live(event);
-    await readObject(event, o.maxBody, { optional: true });
+    await readObject(event, o.maxBody, { optional: true, anyType: true });
     const wasRunning = await asApi(() => runs.stop(run));
     return { was_running: wasRunning, ...runDocument(o.base(event), run) };
   });
