@@ -65,6 +65,10 @@ export interface Config {
   eventsRetentionMs: number;
   /** Bytes a proc (POST /procs) may hold in its memory captures, all its fds together; the rest is dropped and named in its errors. */
   procCaptureMaxBytes: number;
+  /** A finished run not finalised (DELETE) by then is finalised automatically. */
+  runTtlMs: number;
+  /** A run created but never started by then is finalised automatically. */
+  runUnstartedTtlMs: number;
 }
 
 export const defaults: Config = {
@@ -101,6 +105,8 @@ export const defaults: Config = {
   inspectUrl: '',
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
+  runTtlMs: 24 * 3_600_000,
+  runUnstartedTtlMs: 3_600_000,
   minUptimeMs: 1_000,
   procCaptureMaxBytes: 64 * 1024 * 1024,
 };
@@ -141,6 +147,8 @@ const fileKeys: Record<string, keyof Config> = {
   inspect_url: 'inspectUrl',
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
+  run_ttl_ms: 'runTtlMs',
+  run_unstarted_ttl_ms: 'runUnstartedTtlMs',
   min_uptime_ms: 'minUptimeMs',
   proc_capture_max_bytes: 'procCaptureMaxBytes',
 };

@@ -43,6 +43,29 @@ export interface RestartSettings {
 
 export type { Launch };
 
+/** Limits a run's child gets beyond a process's. */
+export interface ChildLimits {
+  /** Hard memory limit of the tree: the cgroup's when the run gets one that can carry it. */
+  memoryBytes?: number;
+}
+
+/**
+ * A run-to-completion actor (POST /runs): the same machine, log, inspector and usage as a
+ * process, restart policy `never`, failed builds not retried, not in the desired state. Its
+ * owner supplies what `downloading` and `building` do (the uploaded app, the run's own build).
+ */
+export interface RunActorRequest {
+  slug: string;
+  app: string;
+  node: string;
+  processType: string;
+  env: Record<string, string>;
+  events: EventLog;
+  prepare(signal: AbortSignal): Promise<unknown>;
+  build(proc: ManagedProcess, prepared: unknown, signal: AbortSignal): Promise<Launch>;
+  limits?: ChildLimits;
+}
+
 type ProcessActor = Actor<typeof processMachine>;
 
 /** A supervised process: its saved record (the one copy of what was asked for) and what runs it. */
@@ -59,6 +82,10 @@ export class ManagedProcess {
   forceRebuild = false;
   /** Set for a proc (POST /procs): its errors, captures and end. */
   proc?: ProcRuntime;
+  /** A long-running process, or a run (POST /runs) that runs once. */
+  kind: 'process' | 'run' = 'process';
+  /** Limits for its children (runs). */
+  limits: ChildLimits = {};
   /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts). */
   private appPidKnown: Promise<unknown> = Promise.resolve();
 
@@ -138,12 +165,14 @@ export class Supervisor {
   /** Set by shutdown: a create still in flight is saved but not started (the next agent starts it). */
   private closing = false;
   private readonly ports = new PortPool();
-  private readonly baseEnv: Record<string, string>;
+  /** The environment every child and build step starts from (the agent's minus DROVER_*, and --user's). */
+  readonly baseEnv: Record<string, string>;
   /** How runs are measured here (see usage.ts): found once, used for every child. */
   readonly sampler: UsageSampler;
   readonly cgroups: Cgroups | null;
   readonly waitHelper: string | null;
-  private readonly buildMeter: GroupMeter;
+  /** Measures build steps (runs' builds too). */
+  readonly buildMeter: GroupMeter;
   /** Every actor's state transitions, for /inspect and the dashboard. */
   readonly inspection: InspectionHub;
 
@@ -170,17 +199,119 @@ export class Supervisor {
     return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
+  /** Fetches an archive through the release cache (blob URLs from disk), as a create's download does. */
+  fetchArchive(url: string, signal?: AbortSignal): Promise<Archive> {
+    return this.releases.fetch(url, { signal });
+  }
+
+  /** The user children run as (--user), if any. */
+  get childUser(): RunAs | undefined {
+    return this.runAs;
+  }
+
   /** The event log of a process, or of a deleted one still within its retention time. */
   eventLog(slug: string): EventLog | undefined {
     return this.store.events.get(slug);
   }
 
+  /** A long-running process (runs are reached through their registry, see runs.ts). */
   get(slug: string): ManagedProcess | undefined {
-    return this.procs.get(slug);
+    const p = this.procs.get(slug);
+    return p?.kind === 'process' ? p : undefined;
   }
 
+  /** The long-running processes. */
   list(): ManagedProcess[] {
+    return [...this.procs.values()].filter((p) => p.kind === 'process');
+  }
+
+  /** Every actor: processes and runs. */
+  private all(): ManagedProcess[] {
     return [...this.procs.values()];
+  }
+
+  /** Whether a run's memory limit can be a cgroup's here (else it is RLIMIT_AS, see runs.ts). */
+  get cgroupMemoryLimits(): boolean {
+    return Boolean(this.cgroups?.memory) && !(this.runAs && !this.waitHelper);
+  }
+
+  /**
+   * Creates a run's actor (restart policy `never`) and starts it on the next turn. Not saved in
+   * the desired state: runs are short-term, and an agent restart ends them.
+   */
+  async createRun(req: RunActorRequest): Promise<ManagedProcess> {
+    const { slug, events } = req;
+    if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`"${slug}" already exists`);
+    if (this.closing) throw new ConflictError('the agent is shutting down');
+    this.reserved.add(slug);
+    let port: number;
+    try {
+      // A $PORT like any process's: a scraper may start a helper server of its own.
+      port = await this.ports.reserve();
+    } finally {
+      this.reserved.delete(slug);
+    }
+    const record: DesiredProcess = {
+      slug,
+      app: req.app,
+      node: req.node,
+      processType: req.processType,
+      sourceUrl: '',
+      env: { ...req.env },
+      restart: { policy: 'never' },
+      port,
+      createdAt: new Date().toISOString(),
+    };
+    const output = new OutputHub((stream, line) => events.output(stream, line));
+    const settings = this.restartSettings(record.restart);
+    const recorder = new ProcessRecorder(events, port);
+    const observe = this.inspection.observer(slug);
+    const proc = new ManagedProcess(record, events, output, new ProcessMetrics(this.config.usageSamples), settings, (self) =>
+      createActor(processMachine, {
+        id: slug,
+        input: {
+          deps: {
+            download: (signal) => req.prepare(signal),
+            build: (prepared, signal) => req.build(self, prepared, signal),
+            start: (launch) => this.startChild(self, launch as Launch),
+            backoff: { initialMs: settings.delayMs, maxMs: settings.maxDelayMs, resetAfterMs: settings.resetAfterMs },
+            stopGraceMs: this.config.stopGraceMs,
+            minUptimeMs: 0,
+          },
+          maxErrors: this.config.maxErrors,
+          policy: 'never',
+          retryFailures: false,
+        },
+        inspect: (ev) => {
+          recorder.inspect(ev);
+          observe(ev);
+        },
+      }),
+    );
+    proc.kind = 'run';
+    proc.limits = { ...req.limits };
+    this.procs.set(slug, proc);
+    recorder.begin(proc.actor, 'created', {});
+    proc.actor.start();
+    setImmediate(() => proc.actor.send({ type: 'START' }));
+    return proc;
+  }
+
+  /** Stops a run's actor (if it still runs) and forgets it; its log is retired (readable for the retention time). */
+  async removeRun(slug: string): Promise<void> {
+    const proc = this.procs.get(slug);
+    if (!proc || proc.kind !== 'run') return;
+    let deletion = this.deletions.get(slug);
+    if (!deletion) {
+      deletion = (async () => {
+        await this.stop(proc, 'run finalised');
+        await this.store.events.retire(slug);
+        this.procs.delete(slug);
+        this.ports.release(proc.port);
+      })().finally(() => this.deletions.delete(slug));
+      this.deletions.set(slug, deletion);
+    }
+    await deletion;
   }
 
   /**
@@ -368,7 +499,7 @@ export class Supervisor {
    * before anything is stopped; if it cannot be saved, nothing changes and this throws.
    */
   async delete(slug: string): Promise<boolean> {
-    const proc = this.procs.get(slug);
+    const proc = this.get(slug);
     if (!proc) return false;
     let deletion = this.deletions.get(slug);
     if (!deletion) {
@@ -393,7 +524,7 @@ export class Supervisor {
   async shutdown(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.deletions.values()].map((d) => d.catch(() => {})));
-    await Promise.all(this.list().map((p) => this.stop(p, 'agent shutting down')));
+    await Promise.all(this.all().map((p) => this.stop(p, 'agent shutting down')));
     // A proc stopped by the shutdown ended here: the next agent reports that end.
     await Promise.all(this.listProcs().map((p) => (p.record.proc?.final || p.proc?.restored ? null : this.saveProcFinal(p, true))));
     this.sampler.close();
@@ -570,6 +701,12 @@ export class Supervisor {
     const rt = proc.proc;
     const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
     const runAs = procOptions ? procOptions.runAs : this.runAs;
+    // A --user child cannot join a cgroup by itself; the exit helper does it as root.
+    const cgroup = runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null);
+    if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
+      cgroup?.remove();
+      throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
+    }
     const child = new Child({
       ...launch,
       ...procOptions,
@@ -577,8 +714,7 @@ export class Supervisor {
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
-      // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-      cgroup: runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
+      cgroup,
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
     });

@@ -85,7 +85,7 @@ export function registerDataRoutes(app: H3, { blobs, base }: DataRoutesOptions):
  * giving up early (413) leaves the request itself intact and the error response can still
  * be written (with `Connection: close`) instead of the socket being torn down.
  */
-function requestStream(event: H3Event): Readable {
+export function requestStream(event: H3Event): Readable {
   const node = event.runtime?.node?.req as Readable | undefined;
   const src = node ?? (event.req.body ? Readable.fromWeb(event.req.body as import('node:stream/web').ReadableStream) : Readable.from([]));
   const out = new PassThrough();

@@ -17,9 +17,12 @@ import { validateCreate } from './validate.js';
 import { MAX_REQUEST_ID } from './request-id.js';
 import { registerUi } from './ui.js';
 import { registerProcstarRoutes } from './procstar.js';
+import { registerRunRoutes } from './runs.js';
+import type { Runs } from '../agent/runs.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
+  runs: Runs;
   config: Config;
   log: (line: string) => void;
   blobs: BlobStore;
@@ -42,7 +45,7 @@ export function prefersRepresentation(header: string | null): boolean {
 }
 
 /** The smartmob-agent hypermedia API. */
-export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions): H3 {
+export function createRoutes({ supervisor, runs, config, log, blobs }: RoutesOptions): H3 {
   const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
   // Set on every request by withRequestIds (request-id.ts); read here for the create and the errors.
   const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, MAX_REQUEST_ID);
@@ -70,7 +73,10 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
             : null;
       const id = requestId(event);
       const headers: Record<string, string> = { ...(cause?.headers ?? {}), ...(id ? { 'x-request-id': id } : {}) };
-      if (cause) return jsonResponse(cause.status, errorBody(cause.status, cause.message, cause.field), headers);
+      // The runs API also says it yinyo's way ({"error": "…"}), for clients written for it.
+      const yinyo = (detail: string) => (event.url.pathname.startsWith('/runs') ? { error: detail } : {});
+      if (cause)
+        return jsonResponse(cause.status, { ...yinyo(cause.message), ...errorBody(cause.status, cause.message, cause.field) }, headers);
       if (error.status >= 500) {
         log(`drover: ${event.req.method} ${event.url.pathname}${id ? ` [${id}]` : ''} failed: ${String(error.cause ?? error.message)}`);
         return jsonResponse(500, errorBody(500, 'internal error'), headers);
@@ -81,7 +87,7 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
           : error.status === 400 && error.message === 'Bad Request'
             ? 'malformed URL (invalid percent-encoding)' // h3's own check
             : error.message;
-      return jsonResponse(error.status, errorBody(error.status, detail), headers);
+      return jsonResponse(error.status, { ...yinyo(detail), ...errorBody(error.status, detail) }, headers);
     },
   });
 
@@ -134,6 +140,15 @@ export function createRoutes({ supervisor, config, log, blobs }: RoutesOptions):
     spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
   });
   registerControlRoutes(app, { supervisor, base, findProcess, maxBody: MAX_BODY });
+  registerRunRoutes(app, {
+    runs,
+    supervisor,
+    blobs,
+    base,
+    maxBody: MAX_BODY,
+    maxUpload: config.blobMaxBytes,
+    validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
+  });
 
   return app;
 }

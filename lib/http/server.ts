@@ -15,6 +15,7 @@ import { dispatchUpgrades } from './upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity.js';
 import { forwardToStately } from '../agent/stately.js';
 import { Supervisor } from '../agent/supervisor.js';
+import { Runs } from '../agent/runs.js';
 import { ReleaseCache } from '../release/cache.js';
 import { BlobStore, blobIdFromUrl } from '../store/blobs.js';
 import { sweepStaleGroups } from '../store/groups.js';
@@ -24,6 +25,8 @@ export interface Agent {
   url: string;
   port: number;
   supervisor: Supervisor;
+  /** The run-to-completion jobs (POST /runs). */
+  runs: Runs;
   /** Stops accepting, stops every process gracefully, closes the server. */
   close(): Promise<void>;
   /** SIGKILLs every child's group at once (second Ctrl-C). */
@@ -50,6 +53,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   }
   let blobs: BlobStore;
   let supervisor: Supervisor;
+  let runs: Runs;
   let runAs: RunAs | undefined;
   try {
     blobs = new BlobStore({
@@ -95,6 +99,16 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     });
     await releases.init();
     supervisor = new Supervisor(config, releases, store, log, runAs);
+    runs = new Runs(supervisor, store.events, {
+      dir: join(config.stateDir, 'runs'),
+      ttlMs: config.runTtlMs,
+      unstartedTtlMs: config.runUnstartedTtlMs,
+      retentionMs: config.eventsRetentionMs,
+      stopGraceMs: config.stopGraceMs,
+      unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
+      log,
+    });
+    await runs.init();
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
@@ -110,7 +124,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     allowedHosts: config.allowedHosts,
     allowedOrigins: config.allowedOrigins,
   });
-  const app = createRoutes({ supervisor, config, log, blobs });
+  const app = createRoutes({ supervisor, runs, config, log, blobs });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
   const inspect = createInspectUpgrade(supervisor.inspection);
 
@@ -128,6 +142,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     });
   } catch (err) {
     // Restored processes stop again (and stay in the desired state for the next try).
+    await runs.shutdown();
     await supervisor.shutdown();
     await store.close();
     const msg = (err as Error).message;
@@ -163,10 +178,12 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     url: `http://${host}:${port}`,
     port,
     supervisor,
+    runs,
     close() {
       closing ??= (async () => {
         server.close(); // stop accepting; requests in flight finish
         attach.close();
+        await runs.shutdown();
         await supervisor.shutdown();
         await blobs.close();
         await store.close();

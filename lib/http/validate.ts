@@ -46,6 +46,13 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const app = name(b, 'app', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")');
   const node = name(b, 'node', NAME, '1-64 letters, digits, "_", "-" or "." (not starting with one of those, no ".."), e.g. "web.0"');
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
+  const sourceUrl = validateSourceUrl(b, opts);
+  const restart = validateRestart(b.restart);
+  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}) };
+}
+
+/** `source_url` of a body: an absolute http(s) URL (file: when allowed) on an allowed host. */
+export function validateSourceUrl(b: Record<string, unknown>, opts: ValidateOptions): string {
   const sourceUrl = str(b, 'source_url');
   if (sourceUrl.length > MAX_URL_LENGTH) bad('source_url', `is longer than ${MAX_URL_LENGTH} characters`);
   let url: URL;
@@ -63,8 +70,7 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   if (url.protocol !== 'file:' && !hostAllowed(url.hostname, opts.sourceHosts)) {
     bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
   }
-  const restart = validateRestart(b.restart);
-  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}) };
+  return sourceUrl;
 }
 
 // A day: longer delays are more likely a unit mistake than a wish.
@@ -103,7 +109,7 @@ function validateRestart(v: unknown): RestartRequest | null {
   return out;
 }
 
-function validateEnv(v: unknown): Record<string, string> {
+export function validateEnv(v: unknown): Record<string, string> {
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v)) bad('env', 'must be an object mapping names to strings');
   const entries = Object.entries(v as Record<string, unknown>);

@@ -65,6 +65,8 @@ export interface ExitInfo {
   usage?: RunUsage | null;
   /** The rest of wait4's rusage of the run, when the exit helper reported it. */
   rusage?: HelperReport['rusage'];
+  /** Processes of the run the kernel OOM-killed in its cgroup (set only when some were). */
+  oomKills?: number;
 }
 
 // Every catchable signal that would end the watchdog (by number: portable across sh
@@ -295,9 +297,18 @@ export class Child {
         lines.flush();
         const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
         const usage = error ? null : this.usage();
+        // Read before the group goes: only it knows whether the kernel OOM-killed inside it.
+        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
         spec.cgroup?.remove();
-        const rusage = !error && this.report?.rusage ? { rusage: this.report.rusage } : {};
-        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...rusage, ...(error ? { error } : {}) });
+        resolve({
+          ...how,
+          startedAt: this.startedAt,
+          endedAt: Date.now(),
+          usage,
+          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
+          ...(oomKills ? { oomKills } : {}),
+          ...(error ? { error } : {}),
+        });
       };
       proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
