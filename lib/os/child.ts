@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { asUser, type RunAs } from './identity.js';
 import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
@@ -39,6 +40,10 @@ export interface ChildOptions {
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
   sampler?: GroupSampler | null;
   onSample?: (usage: LiveUsage) => void;
+  /** Standard input read from this file instead of /dev/null (a job's input). */
+  stdinFile?: string;
+  /** Standard output written to this file (created or truncated) instead of lines of output. */
+  stdoutFile?: string;
 }
 
 export interface ExitInfo {
@@ -178,14 +183,21 @@ export class Child {
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
     let proc: ChildProcess;
+    // Files are opened here and closed once spawn() has handed them to the child.
+    const fds: number[] = [];
     try {
+      let stdin: 'ignore' | number = 'ignore';
+      let stdout: 'pipe' | number = 'pipe';
+      if (spec.stdinFile !== undefined) fds.push((stdin = openSync(spec.stdinFile, 'r')));
+      if (spec.stdoutFile !== undefined) fds.push((stdout = openSync(spec.stdoutFile, 'w', 0o600)));
       proc = spawn(file, argv, {
         cwd: spec.cwd,
         env: spec.env,
         detached: true, // own process group, so signals reach the whole tree
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+        stdio: [stdin, stdout, 'pipe', 'pipe'],
       });
     } catch (err) {
+      for (const fd of fds) closeSync(fd);
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
@@ -206,6 +218,7 @@ export class Child {
       });
       return;
     }
+    for (const fd of fds) closeSync(fd);
     this.proc = proc;
     this.pid = proc.pid;
     this.appPid =
@@ -216,7 +229,7 @@ export class Child {
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
-    proc.stdout!.on('data', (c: Buffer) => out.push(c));
+    proc.stdout?.on('data', (c: Buffer) => out.push(c));
     proc.stderr!.on('data', (c: Buffer) => err.push(c));
     const control = proc.stdio[3] as NodeJS.ReadableStream;
     const lines = new LineSplitter((l) => this.onControl(l), MAX_CONTROL_BYTES);
