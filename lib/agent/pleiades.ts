@@ -15,6 +15,7 @@ import {
 
 /** A request the board refuses: `status` is the HTTP status, `field` what was wrong. */
 export class BoardError extends Error {
+  override name = 'BoardError';
   constructor(
     readonly status: number,
     readonly field: string,
