@@ -59,6 +59,10 @@ export interface Config {
   inspectUrl: string;
   /** A run shorter than this is an entry in `errors` even when it exits 0: a loop of clean exits is a crash loop. */
   minUptimeMs: number;
+  /** How long a pull-mode worker holds a job without reporting `running` (/api/v0.5/). */
+  jobLeaseMs: number;
+  /** The longest a contract or job long-poll is held, whatever the client asks. */
+  jobPollMaxMs: number;
   /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
@@ -109,6 +113,8 @@ export const defaults: Config = {
   runUnstartedTtlMs: 3_600_000,
   minUptimeMs: 1_000,
   procCaptureMaxBytes: 64 * 1024 * 1024,
+  jobLeaseMs: 600_000,
+  jobPollMaxMs: 60_000,
 };
 
 export class ConfigError extends Error {}
@@ -151,13 +157,15 @@ const fileKeys: Record<string, keyof Config> = {
   run_unstarted_ttl_ms: 'runUnstartedTtlMs',
   min_uptime_ms: 'minUptimeMs',
   proc_capture_max_bytes: 'procCaptureMaxBytes',
+  job_lease_ms: 'jobLeaseMs',
+  job_poll_max_ms: 'jobPollMaxMs',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
 const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
 
 /** Lower bounds other than the usual (0 for ports, redirects and times, else 1). */
-const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024 };
+const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024, jobLeaseMs: 100 };
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);

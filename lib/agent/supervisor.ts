@@ -29,7 +29,8 @@ import type { ArgvSpec } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
-export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'>;
+export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'> &
+  Partial<Pick<DesiredProcess, 'job'>>;
 
 export type { RestartRequest };
 
@@ -335,6 +336,7 @@ export class Supervisor {
         sourceUrl: req.sourceUrl,
         env: { ...req.env },
         ...(req.argv ? { argv: req.argv } : {}),
+        ...(req.job ? { job: { ...req.job } } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
         port,
         createdAt: new Date().toISOString(),

@@ -28,27 +28,7 @@ export function registerDataRoutes(app: H3, { blobs, base }: DataRoutesOptions):
   };
 
   app.post('/data', async (event) => {
-    const type = event.req.headers.get('content-type') ?? 'application/octet-stream';
-    const media = type.split(';')[0].trim().toLowerCase();
-    const declared = Number(event.req.headers.get('content-length') ?? 0);
-    const max = blobs.maxBytes;
-    const tooLarge = () => new ApiError(413, `upload is larger than the limit of ${max} bytes`, 'file', { connection: 'close' });
-    const body = requestStream(event);
-    let result;
-    try {
-      if (media === 'application/octet-stream') {
-        if (declared > max) throw tooLarge();
-        result = await blobs.put(body, event.req.signal);
-      } else if (media === 'multipart/form-data') {
-        if (declared > max + MULTIPART_OVERHEAD) throw tooLarge();
-        result = await putMultipart(body, type, blobs, event.req.signal);
-      } else {
-        throw new ApiError(415, `upload must be application/octet-stream or multipart/form-data, got ${media}`);
-      }
-    } catch (err) {
-      if (err instanceof BlobTooLargeError) throw tooLarge();
-      throw err;
-    }
+    const result = await receiveUpload(event, blobs);
     const doc = blobDocument(base(event), result.info);
     event.res.status = 201;
     event.res.headers.set('location', doc.self);
@@ -78,6 +58,33 @@ export function registerDataRoutes(app: H3, { blobs, base }: DataRoutesOptions):
       headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(info.size) },
     });
   });
+}
+
+/**
+ * Stores an upload: an application/octet-stream body as it is, or the one file part of a
+ * multipart/form-data body, streamed; 413 past the store's limit, 415 for other types.
+ */
+export async function receiveUpload(event: H3Event, blobs: BlobStore): Promise<{ info: BlobInfo; created: boolean }> {
+  const type = event.req.headers.get('content-type') ?? 'application/octet-stream';
+  const media = type.split(';')[0].trim().toLowerCase();
+  const declared = Number(event.req.headers.get('content-length') ?? 0);
+  const max = blobs.maxBytes;
+  const tooLarge = () => new ApiError(413, `upload is larger than the limit of ${max} bytes`, 'file', { connection: 'close' });
+  const body = requestStream(event);
+  try {
+    if (media === 'application/octet-stream') {
+      if (declared > max) throw tooLarge();
+      return await blobs.put(body, event.req.signal);
+    }
+    if (media === 'multipart/form-data') {
+      if (declared > max + MULTIPART_OVERHEAD) throw tooLarge();
+      return await putMultipart(body, type, blobs, event.req.signal);
+    }
+    throw new ApiError(415, `upload must be application/octet-stream or multipart/form-data, got ${media}`);
+  } catch (err) {
+    if (err instanceof BlobTooLargeError) throw tooLarge();
+    throw err;
+  }
 }
 
 /**

@@ -9,6 +9,8 @@ import { rootDocument } from '../api/root.js';
 import { processView, statusDocument, statusUrl } from '../api/status.js';
 import { readJson, readObject } from './body.js';
 import { registerDataRoutes } from './data.js';
+import { registerPleiadesRoutes } from './pleiades.js';
+import type { JobBoard } from '../agent/pleiades.js';
 import { registerControlRoutes } from './control.js';
 import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
@@ -26,6 +28,8 @@ export interface RoutesOptions {
   config: Config;
   log: (line: string) => void;
   blobs: BlobStore;
+  /** The Pleiades worker API's jobs (/api/v0.5/). */
+  board?: JobBoard;
 }
 
 const MAX_BODY = 1024 * 1024;
@@ -45,7 +49,7 @@ export function prefersRepresentation(header: string | null): boolean {
 }
 
 /** The smartmob-agent hypermedia API. */
-export function createRoutes({ supervisor, runs, config, log, blobs }: RoutesOptions): H3 {
+export function createRoutes({ supervisor, runs, config, log, blobs, board }: RoutesOptions): H3 {
   const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
   // Set on every request by withRequestIds (request-id.ts); read here for the create and the errors.
   const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, MAX_REQUEST_ID);
@@ -139,6 +143,7 @@ export function createRoutes({ supervisor, runs, config, log, blobs }: RoutesOpt
     maxBody: PROCS_MAX_BODY,
     spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
   });
+  if (board) registerPleiadesRoutes(app, { board, blobs, log });
   registerControlRoutes(app, { supervisor, base, findProcess, maxBody: MAX_BODY });
   registerRunRoutes(app, {
     runs,

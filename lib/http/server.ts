@@ -20,6 +20,11 @@ import { ReleaseCache } from '../release/cache.js';
 import { BlobStore, blobIdFromUrl } from '../store/blobs.js';
 import { sweepStaleGroups } from '../store/groups.js';
 import { Store, StoreOpenError } from '../store/store.js';
+import { JobBoard } from '../agent/pleiades.js';
+import { openPleiadesJournal } from '../store/pleiades.js';
+import type { Journal } from '../store/journal.js';
+import type { PleiadesRecord } from '../store/pleiades.js';
+import type { DesiredProcess } from '../store/desired.js';
 
 export interface Agent {
   url: string;
@@ -27,6 +32,8 @@ export interface Agent {
   supervisor: Supervisor;
   /** The run-to-completion jobs (POST /runs). */
   runs: Runs;
+  /** The agent's blob store (the bytes behind /data and /api/v0.5/data). */
+  blobs: BlobStore;
   /** Stops accepting, stops every process gracefully, closes the server. */
   close(): Promise<void>;
   /** SIGKILLs every child's group at once (second Ctrl-C). */
@@ -35,7 +42,18 @@ export interface Agent {
 
 export class StartError extends Error {}
 
-export async function startAgent(config: Config, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Agent> {
+export interface StartOptions {
+  /** Listen for HTTP (default); false runs the supervisor alone (`drover worker` without --serve). */
+  listen?: boolean;
+  /** Saved processes to forget instead of restoring (a worker's jobs: the server re-queues them). */
+  forget?: (record: DesiredProcess) => boolean;
+}
+
+export async function startAgent(
+  config: Config,
+  log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  opts: StartOptions = {},
+): Promise<Agent> {
   const refused = await checkBinding(config.host, Boolean(config.token), config.insecure, log);
   if (refused) throw new StartError(refused);
   let store: Store;
@@ -54,6 +72,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   let blobs: BlobStore;
   let supervisor: Supervisor;
   let runs: Runs;
+  let journal: Journal<PleiadesRecord> | undefined;
+  let board: JobBoard | undefined;
   let runAs: RunAs | undefined;
   try {
     blobs = new BlobStore({
@@ -61,15 +81,23 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       maxBytes: config.blobMaxBytes,
       retentionMs: config.blobRetentionMs,
       referenced: (): Set<string> =>
-        new Set(
-          supervisor
+        new Set([
+          ...supervisor
             .list()
             .map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl))
             .filter((id): id is string => !!id),
-        ),
+          ...(board?.referencedData() ?? []),
+        ]),
       log,
     });
     await blobs.init();
+    journal = await openPleiadesJournal(config.stateDir, log);
+    board = new JobBoard(journal, {
+      leaseMs: config.jobLeaseMs,
+      maxWaitMs: config.jobPollMaxMs,
+      dataExists: async (id) => (await blobs.get(id)) !== null,
+      log,
+    });
     runAs = runAsUser(config);
     // Whatever a previous agent that died hard left running goes before anything is restored.
     const swept = await sweepStaleGroups(store.previousGroups);
@@ -109,6 +137,7 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       log,
     });
     await runs.init();
+    for (const record of store.desired.all()) if (opts.forget?.(record)) await store.desired.remove(record.slug);
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
@@ -116,15 +145,18 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     if (desired.length) log(`drover: restored ${desired.length} process(es) from ${config.stateDir}`);
     await store.events.recover(new Set(desired.map((r) => r.slug)));
   } catch (err) {
+    board?.close();
+    await journal?.close();
     await store.close(); // releases the state directory for the next try
     throw err;
   }
+  if (opts.listen === false) return withoutServer(supervisor, runs, blobs, store, board!, journal!);
   const gate = createGate(config.token, {
     boundHost: config.host,
     allowedHosts: config.allowedHosts,
     allowedOrigins: config.allowedOrigins,
   });
-  const app = createRoutes({ supervisor, runs, config, log, blobs });
+  const app = createRoutes({ supervisor, runs, config, log, blobs, board });
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
   const inspect = createInspectUpgrade(supervisor.inspection);
 
@@ -144,6 +176,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     // Restored processes stop again (and stay in the desired state for the next try).
     await runs.shutdown();
     await supervisor.shutdown();
+    board.close();
+    await journal.close();
     await store.close();
     const msg = (err as Error).message;
     if (/Unable to find an available port|EADDRINUSE/.test(msg))
@@ -179,12 +213,15 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     port,
     supervisor,
     runs,
+    blobs,
     close() {
       closing ??= (async () => {
         server.close(); // stop accepting; requests in flight finish
         attach.close();
         await runs.shutdown();
+        board.close(); // answers the long-polls, so the server can close
         await supervisor.shutdown();
+        await journal.close();
         await blobs.close();
         await store.close();
         supervisor.inspection.close(); // after the shutdown, so watchers see every process reach `deleted`
@@ -198,6 +235,41 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     },
     kill() {
       stately?.stop();
+      supervisor.killAll();
+    },
+  };
+}
+
+/** The supervisor and its stores without HTTP: closed the same way. */
+function withoutServer(
+  supervisor: Supervisor,
+  runs: Runs,
+  blobs: BlobStore,
+  store: Store,
+  board: JobBoard,
+  journal: Journal<PleiadesRecord>,
+): Agent {
+  blobs.startSweeping();
+  let closing: Promise<void> | null = null;
+  return {
+    url: '',
+    port: 0,
+    supervisor,
+    runs,
+    blobs,
+    close() {
+      closing ??= (async () => {
+        board.close();
+        await runs.shutdown();
+        await supervisor.shutdown();
+        await journal.close();
+        await blobs.close();
+        await store.close();
+        supervisor.inspection.close();
+      })();
+      return closing;
+    },
+    kill() {
       supervisor.killAll();
     },
   };

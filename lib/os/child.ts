@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { asUser, type RunAs } from './identity.js';
 import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
@@ -48,6 +49,10 @@ export interface ChildOptions {
   captures?: MemoryCaptures;
   /** The file executed instead of argv[0] (argv[0] is then only the name the program sees). */
   exe?: string;
+  /** Standard input read from this file instead of /dev/null (a job's input). */
+  stdinFile?: string;
+  /** Standard output written to this file (created or truncated) instead of lines of output. */
+  stdoutFile?: string;
 }
 
 export interface ExitInfo {
@@ -209,15 +214,22 @@ export class Child {
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
     let proc: ChildProcess;
+    // Files are opened here and closed once spawn() has handed them to the child.
+    const fds: number[] = [];
     try {
+      let stdin: 'ignore' | number = 'ignore';
+      let stdout: 'pipe' | number = 'pipe';
+      if (spec.stdinFile !== undefined) fds.push((stdin = openSync(spec.stdinFile, 'r')));
+      if (spec.stdoutFile !== undefined) fds.push((stdout = openSync(spec.stdoutFile, 'w', 0o600)));
       proc = spawn(file, argv, {
         cwd: spec.cwd,
         env: spec.env,
         detached: true, // own process group, so signals reach the whole tree
-        stdio: spec.prepared ? spec.prepared.stdio : ['ignore', 'pipe', 'pipe', 'pipe'],
+        stdio: spec.prepared ? spec.prepared.stdio : [stdin, stdout, 'pipe', 'pipe'],
       });
     } catch (err) {
       if (spec.prepared) closeOpened(spec.prepared);
+      for (const fd of fds) closeSync(fd);
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
@@ -240,6 +252,7 @@ export class Child {
     }
     // The child has its own copies now (or never will: an async spawn error).
     if (spec.prepared) closeOpened(spec.prepared);
+    for (const fd of fds) closeSync(fd);
     this.proc = proc;
     this.pid = proc.pid;
     this.appPid =
@@ -262,8 +275,9 @@ export class Child {
         stream.on('error', () => {});
       }
     } else {
-      this.outputs.push(proc.stdout!, proc.stderr!);
-      proc.stdout!.on('data', (c: Buffer) => out.push(c));
+      if (proc.stdout) this.outputs.push(proc.stdout);
+      this.outputs.push(proc.stderr!);
+      proc.stdout?.on('data', (c: Buffer) => out.push(c));
       proc.stderr!.on('data', (c: Buffer) => err.push(c));
     }
     const control = proc.stdio[3] as NodeJS.ReadableStream;

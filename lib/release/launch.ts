@@ -58,10 +58,31 @@ export function procEnv(agentEnv: Record<string, string>, spec: ProcEnv): Record
   return env;
 }
 
-export type ProcessSpec = ProcfileSpec | ArgvSpec;
+/**
+ * Run the Procfile entry of this type once, as a pull-mode job: stdin read from one file (the
+ * job's input), stdout written to another (its output), byte for byte; stderr is the log.
+ */
+export interface JobSpec {
+  kind: 'job';
+  processType: string;
+  /** Absolute path of the input. */
+  stdin: string;
+  /** Absolute path the output is written to (created or truncated at each start). */
+  stdout: string;
+}
+
+export type ProcessSpec = ProcfileSpec | ArgvSpec | JobSpec;
 
 /** What a process needs to start its command: produced by `building`, reused on every restart. */
-export type Launch = ChildCommand & { cwd: string; env: Record<string, string>; exe?: string; fds?: readonly FdEntry[]; user?: string };
+export type Launch = ChildCommand & {
+  cwd: string;
+  env: Record<string, string>;
+  exe?: string;
+  fds?: readonly FdEntry[];
+  user?: string;
+  stdinFile?: string;
+  stdoutFile?: string;
+};
 
 export type Procfile = Map<string, ProcfileEntry>;
 
@@ -82,7 +103,7 @@ export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
  * Checked right after unpacking, so no build time goes to a release that cannot run.
  */
 export async function checkSpec(dir: string, spec: ProcessSpec): Promise<void> {
-  if (spec.kind !== 'procfile') return;
+  if (spec.kind === 'argv') return;
   const procfile = await readProcfile(dir);
   if (!procfile) throw new Error('the source archive has no Procfile at its root');
   procfileEntry(procfile, spec.processType);
@@ -125,12 +146,14 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   let command: ChildCommand;
   let specEnv: Record<string, string>;
   let cwd = dir;
-  if (spec.kind === 'procfile') {
+  let files: Pick<Launch, 'stdinFile' | 'stdoutFile'> = {};
+  if (spec.kind === 'procfile' || spec.kind === 'job') {
     const procfile = input.procfile ?? (await readProcfile(dir));
     if (!procfile) throw new Error('the source archive has no Procfile at its root');
     const entry = procfileEntry(procfile, spec.processType);
     command = { command: entry.command };
     specEnv = entry.env;
+    if (spec.kind === 'job') files = { stdinFile: spec.stdin, stdoutFile: spec.stdout };
   } else {
     if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
     command = { argv: [...spec.argv] };
@@ -148,5 +171,5 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   env.PATH = buildEnvPath(dir, env.PATH ?? '');
   // Past the kernel's limits spawn() would fail with a bare E2BIG: say which variable instead.
   checkExecSize(command.argv ?? [command.command], env);
-  return { ...command, cwd, env };
+  return { ...command, cwd, env, ...files };
 }
