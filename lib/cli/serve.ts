@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
 import { startAgent, StartError, type Agent } from '../http/server.js';
-import { loadToken } from '../http/token.js';
+import { loadMetricsToken, loadToken } from '../http/token.js';
 
 export const serveUsage = `Usage: drover serve [options]
 
@@ -23,6 +23,9 @@ Options:
                        agent's own, e.g. https://dash.example.com (others get 403)
   --allowed-hosts LIST comma-separated names the agent answers to without a token besides
                        loopback and the bound address, e.g. myhost.lan (others get 421)
+  --metrics-token-file FILE  a read-only token accepted on GET /metrics only (or set
+                       DROVER_METRICS_TOKEN), for a Prometheus that should not hold the agent token
+  --health-auth true   ask for the token on /healthz and /readyz too (open by default)
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
@@ -53,7 +56,9 @@ export async function resolveConfig(
   const config = applySettings(applySettings(defaults, fromFile), fromFlags);
   const { token, warnings } = await loadToken(config.tokenFile, env);
   for (const w of warnings) warn(w);
-  return token ? { ...config, token } : config;
+  const metrics = await loadMetricsToken(config.metricsTokenFile, env);
+  for (const w of metrics.warnings) warn(w);
+  return { ...config, ...(token ? { token } : {}), ...(metrics.token ? { metricsToken: metrics.token } : {}) };
 }
 
 export async function serve(argv: string[]): Promise<number> {
@@ -81,6 +86,7 @@ export async function launch(
     config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
     // Read once; children never inherit it, even through a spawn that forgets to pass an env.
     delete process.env.DROVER_TOKEN;
+    delete process.env.DROVER_METRICS_TOKEN;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`drover: ${err.message}\n`);
