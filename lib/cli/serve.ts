@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
 import { startAgent, StartError, type Agent } from '../http/server.js';
 import { loadMetricsToken, loadToken } from '../http/token.js';
+import { SystemdNotifier } from '../os/sd-notify.js';
 
 export const serveUsage = `Usage: drover serve [options]
 
@@ -66,11 +67,20 @@ export async function serve(argv: string[]): Promise<number> {
     process.stdout.write(`${serveUsage}\n`);
     return 0;
   }
+  // Taken out of the environment before anything starts, so no child inherits it.
+  const notifier = SystemdNotifier.fromEnv({ warn: (line) => process.stderr.write(`drover: warning: ${line}\n`) });
   const started = await launch(argv);
-  if (typeof started === 'number') return started;
+  if (typeof started === 'number') {
+    await notifier?.close();
+    return started;
+  }
   const { agent } = started;
   process.stderr.write(`drover: ${agent.supervisor.describeMeasurement()}\n`);
-  return untilSignal(agent);
+  // Restore has finished and the API listens: systemd may start what depends on the agent.
+  notifier?.ready(`listening on ${agent.url}, ${agent.supervisor.list().length} process(es)`);
+  const code = await untilSignal(agent, () => notifier?.stopping('stopping every process'));
+  await notifier?.close();
+  return code;
 }
 
 /**
@@ -109,7 +119,7 @@ export async function launch(
 }
 
 /** Runs until SIGINT/SIGTERM, then stops every process gracefully; a second Ctrl-C kills them. */
-export function untilSignal(agent: Agent): Promise<number> {
+export function untilSignal(agent: Agent, onStopping: () => void = () => {}): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -122,6 +132,7 @@ export function untilSignal(agent: Agent): Promise<number> {
         return;
       }
       stopping = true;
+      onStopping();
       process.stderr.write(`drover: ${sig}, stopping every process (Ctrl-C again to force)\n`);
       agent.close().then(() => {
         process.off('SIGINT', onSignal);

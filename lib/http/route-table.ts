@@ -130,7 +130,10 @@ export class RouteTable {
   /** Who may call this request, by its declared route (unknown paths need the token). */
   access(method: string, pathname: string): Access {
     const path = this.match(method, pathname);
-    const spec = path === null ? undefined : this.routes.find((r) => r.path === path && (r.method === method || (method === 'HEAD' && r.method === 'GET')));
+    const spec =
+      path === null
+        ? undefined
+        : this.routes.find((r) => r.path === path && (r.method === method || (method === 'HEAD' && r.method === 'GET')));
     return spec?.access ?? 'token';
   }
 

@@ -13,7 +13,7 @@ export interface HelperReport {
   maxrss: number;
 }
 
-function packageRoot(): string | null {
+export function packageRoot(): string | null {
   for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'package.json'))) return dir;
     if (dirname(dir) === dir) return null;
