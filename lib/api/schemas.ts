@@ -21,6 +21,15 @@ const closed = (properties: Record<string, Schema>, required = Object.keys(prope
   additionalProperties: false,
 });
 
+const blobFields: Record<string, Schema> = {
+  id: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+  checksum: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
+  size: int,
+  used_at: time,
+  self: url,
+  blob: url,
+};
+
 const usageMethod: Schema = { enum: ['cgroup-v2', 'cgroup-v1', 'wait4', 'proc', null] };
 
 /** Every named schema, as `components.schemas` of the OpenAPI document. */
@@ -108,20 +117,8 @@ export const schemas: Record<string, Schema> = {
       items: closed({ at: time, cpu_percent: num, rss: int, processes: int }),
     },
   }),
-  Blob: closed({
-    id: { type: 'string', pattern: '^[0-9a-f]{64}$' },
-    checksum: { type: 'string', pattern: '^sha256:[0-9a-f]{64}$' },
-    size: int,
-    used_at: time,
-    self: url,
-    blob: url,
-  }),
-  BlobUpload: {
-    allOf: [ref('Blob')],
-    type: 'object',
-    properties: { reused: { type: 'boolean' } },
-    required: ['reused'],
-  },
+  Blob: closed(blobFields),
+  BlobUpload: closed({ ...blobFields, reused: { type: 'boolean', description: 'the same bytes were already held' } }),
   BlobList: closed({ data: { type: 'array', items: ref('Blob') } }),
   Machine: closed({
     id: str,

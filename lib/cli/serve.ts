@@ -30,7 +30,34 @@ Options:
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
-Settings: ${settingNames.join(', ')}`;
+Settings: ${settingNames.join(', ')}
+
+API (GET /openapi.json describes every route, body and answer; SLUG is APP.NODE):
+  GET /                            the index: links to everything else
+  GET /list-processes              every process's status document
+  POST /create-process             run process NODE of APP from a source archive
+  GET /process-status/SLUG         one process's status document
+  POST /delete-process/SLUG        stop it and its process group, and forget it
+  GET /process-events/SLUG         its event log, NDJSON or Server-Sent Events
+  WS /attach-console/SLUG          its output as a WebSocket, one text frame per line
+  POST /signal-process/SLUG        signal its process group
+  POST /stop-process/SLUG          stop it gracefully; it stays exited until start
+  POST /start-process/SLUG         start an exited process
+  POST /restart-process/SLUG       graceful stop, then a new child at once
+  GET /process-metrics/SLUG        its usage per stage and recent samples
+  POST /data                       store a blob (the deploy command's uploads)
+  GET /data                        the blobs held
+  GET /data/ID                     one blob's metadata
+  GET /data/ID/blob                one blob's bytes
+  GET /inspect                     transition records as Server-Sent Events
+  WS /inspect                      the same records as a WebSocket
+  GET /machine                     the state machine, for drawing
+  GET /ui                          the dashboard (no token needed for its files)
+  GET /ui/FILE                     the dashboard's scripts and styles
+  GET /metrics                     Prometheus metrics (also with --metrics-token-file's token)
+  GET /healthz                     liveness (no token needed unless --health-auth true)
+  GET /readyz                      readiness: restore done, state dir writable, disk not full
+  GET /openapi.json                the OpenAPI 3.1 document of all of this`;
 
 /** Turns flags, the config file and DROVER_TOKEN into a Config; throws ConfigError with a one-line message. */
 export async function resolveConfig(

@@ -243,7 +243,9 @@ function answer(a: Answer): Record<string, unknown> {
             ]),
           ),
         }
-      : {}),
+      : a.items
+        ? { 'x-item-schema': a.items } // a WebSocket's frames
+        : {}),
   };
 }
 
