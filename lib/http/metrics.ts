@@ -15,7 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { H3Event } from 'h3';
 import type { Supervisor } from '../agent/supervisor.js';
 import { STATES } from '../process/machine.js';
-import { negotiateFormat, OPENMETRICS_CONTENT_TYPE, Registry, TEXT_CONTENT_TYPE, type Histogram } from '../os/prometheus.js';
+import { LabelSet, negotiateFormat, OPENMETRICS_CONTENT_TYPE, Registry, TEXT_CONTENT_TYPE, type Histogram } from '../os/prometheus.js';
 import type { EventLogs } from '../store/event-log/registry.js';
 import type { RouteSpec, RouteTable } from './route-table.js';
 import { version } from '../release/version.js';
@@ -146,13 +146,17 @@ export function createAgentMetrics(): AgentMetrics {
   };
 }
 
+const STATE_LABELS = Object.fromEntries(STATES.map((s) => [s, { state: s }])) as Record<string, { state: string }>;
+
 function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventLogs): void {
   const LABELS = ['app', 'node', 'type', 'slug'];
   // One pass per scrape builds every per-process family: the first collector reads, the rest
   // reuse it; rendering is synchronous, so a microtask marks the end of the scrape.
   let pass: Row[] | null = null;
+  // A process's labels never change: rendered once for its lifetime.
+  const labelSets = new WeakMap<object, LabelSet>();
   interface Row {
-    labels: Record<string, string>;
+    labels: LabelSet;
     state: string;
     restarts: number;
     running: boolean;
@@ -172,8 +176,10 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
       const running = snap.value === 'running';
       const finished = m.run.total ? (m.run.total.utime ?? 0) + (m.run.total.stime ?? 0) : 0;
       const live = running && m.live ? m.live.utime + m.live.stime : 0;
+      let labels = labelSets.get(p);
+      if (!labels) labelSets.set(p, (labels = new LabelSet({ app: p.app, node: p.node, type: p.processType, slug: p.slug })));
       out.push({
-        labels: { app: p.app, node: p.node, type: p.processType, slug: p.slug },
+        labels,
         state: snap.value,
         restarts: ctx.restarts,
         running,
@@ -193,7 +199,7 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
     'gauge',
     [...LABELS, 'state'],
     (emit) => {
-      for (const r of rows()) for (const s of STATES) emit({ ...r.labels, state: s }, r.state === s ? 1 : 0);
+      for (const r of rows()) for (const s of STATES) emit(r.labels, r.state === s ? 1 : 0, STATE_LABELS[s]);
     },
   );
   registry.collector('drover_process_restarts_total', 'Restarts of each process so far', 'counter', LABELS, (emit) => {

@@ -18,7 +18,21 @@ const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 /** Seconds: from a fast API answer to a slow build. */
 export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-export type Emit = (labels: Labels, value: number) => void;
+/**
+ * Labels rendered once, for series emitted on every scrape with the same labels (a process's
+ * app, node, type, slug): a scrape of a thousand processes then escapes nothing again.
+ */
+export class LabelSet {
+  readonly text: string;
+  constructor(readonly labels: Labels) {
+    this.text = renderLabels(labels);
+  }
+}
+
+/** One series of a collector: its labels (a LabelSet, plus `extra` ones), and its value. */
+export type Emit = (labels: Labels | LabelSet, value: number, extra?: Labels) => void;
+
+type Line = (name: string, labels: Labels | LabelSet, value: number, extra?: Labels) => void;
 
 interface Family {
   readonly name: string;
@@ -26,7 +40,7 @@ interface Family {
   readonly type: MetricType;
   readonly labelNames: readonly string[];
   /** Writes the family's samples (without HELP/TYPE lines) through `line`. */
-  write(line: (name: string, labels: Labels, value: number) => void): void;
+  write(line: Line): void;
 }
 
 function labelKey(labelNames: readonly string[], labels: Labels): string {
@@ -77,7 +91,7 @@ export class Counter extends Series {
     this.entry(labels).value += by;
   }
   /** @internal */
-  write(line: (name: string, labels: Labels, value: number) => void): void {
+  write(line: Line): void {
     for (const { labels, value } of this.values.values()) line(this.name, labels, value);
   }
 }
@@ -93,7 +107,7 @@ export class Gauge extends Series {
     this.entry(labels).value -= by;
   }
   /** @internal */
-  write(line: (name: string, labels: Labels, value: number) => void): void {
+  write(line: Line): void {
     for (const { labels, value } of this.values.values()) line(this.name, labels, value);
   }
 }
@@ -128,7 +142,7 @@ export class Histogram {
   }
 
   /** @internal */
-  write(line: (name: string, labels: Labels, value: number) => void): void {
+  write(line: Line): void {
     for (const { labels, counts, sum, count } of this.values.values()) {
       let cumulative = 0;
       for (let i = 0; i < this.buckets.length; i++) {
@@ -157,7 +171,15 @@ export function formatNumber(n: number): string {
   return String(n);
 }
 
-const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+const NEEDS_ESCAPE = /[\\"\n]/;
+const escapeLabel = (v: string) => (NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"') : v);
+
+/** `a="1",b="2"`, escaped. */
+function renderLabels(labels: Labels): string {
+  let text = '';
+  for (const k in labels) text += `${text ? ',' : ''}${k}="${escapeLabel(labels[k])}"`;
+  return text;
+}
 const escapeHelp = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
 
 export class Registry {
@@ -216,7 +238,7 @@ export class Registry {
       help,
       type,
       labelNames,
-      write: (line) => collect((labels, value) => line(name, labels, value)),
+      write: (line) => collect((labels, value, extra) => line(name, labels, value, extra)),
     });
   }
 
@@ -228,23 +250,21 @@ export class Registry {
   /** The exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0 (which ends with `# EOF`). */
   render(format: 'text' | 'openmetrics' = 'text'): string {
     const om = format === 'openmetrics';
-    const out: string[] = [];
+    let out = '';
     for (const f of this.families.values()) {
       // OpenMetrics names a counter family without its _total suffix; its samples keep it.
       const family = om && f.type === 'counter' ? f.name.slice(0, -'_total'.length) : f.name;
-      out.push(`# HELP ${family} ${escapeHelp(f.help)}\n# TYPE ${family} ${f.type}\n`);
-      f.write((name, labels, value) => {
-        let text = name;
-        const keys = Object.keys(labels);
-        if (keys.length) {
-          text += '{';
-          for (let i = 0; i < keys.length; i++) text += `${i ? ',' : ''}${keys[i]}="${escapeLabel(labels[keys[i]])}"`;
-          text += '}';
+      out += `# HELP ${family} ${escapeHelp(f.help)}\n# TYPE ${family} ${f.type}\n`;
+      f.write((name, labels, value, extra) => {
+        let l = labels instanceof LabelSet ? labels.text : renderLabels(labels);
+        if (extra) {
+          const more = renderLabels(extra);
+          if (more) l = l ? `${l},${more}` : more;
         }
-        out.push(`${text} ${formatNumber(value)}\n`);
+        out += l ? `${name}{${l}} ${formatNumber(value)}\n` : `${name} ${formatNumber(value)}\n`;
       });
     }
-    if (om) out.push('# EOF\n');
-    return out.join('');
+    if (om) out += '# EOF\n';
+    return out;
   }
 }
