@@ -184,7 +184,7 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
         restarts: ctx.restarts,
         running,
         uptime: running && p.startedAt ? Math.max(0, (now - p.startedAt.getTime()) / 1000) : 0,
-        cpu: m.run.total || (running && m.live) ? finished + live : null,
+        cpu: m.run.total || (running && m.live) ? Math.round((finished + live) * 1e6) / 1e6 : null,
         rss: running && m.live ? m.live.rss : null,
         exitCode: ctx.lastExit?.code ?? null,
       });
