@@ -73,6 +73,14 @@ export interface Config {
   runTtlMs: number;
   /** A run created but never started by then is finalised automatically. */
   runUnstartedTtlMs: number;
+  /** File holding a read-only token accepted on GET /metrics only (or DROVER_METRICS_TOKEN); '' for none. */
+  metricsTokenFile: string;
+  /** The read-only metrics token itself (never a setting, like `token`). */
+  metricsToken?: string;
+  /** Ask for the token on /healthz and /readyz too (by default they answer anyone, for load balancers). */
+  healthAuth: boolean;
+  /** /readyz says "not ready" when the state directory's file system has less free space than this. */
+  readyMinFreeBytes: number;
 }
 
 export const defaults: Config = {
@@ -115,6 +123,9 @@ export const defaults: Config = {
   procCaptureMaxBytes: 64 * 1024 * 1024,
   jobLeaseMs: 600_000,
   jobPollMaxMs: 60_000,
+  metricsTokenFile: '',
+  healthAuth: false,
+  readyMinFreeBytes: 64 * 1024 * 1024,
 };
 
 export class ConfigError extends Error {}
@@ -159,13 +170,16 @@ const fileKeys: Record<string, keyof Config> = {
   proc_capture_max_bytes: 'procCaptureMaxBytes',
   job_lease_ms: 'jobLeaseMs',
   job_poll_max_ms: 'jobPollMaxMs',
+  metrics_token_file: 'metricsTokenFile',
+  health_auth: 'healthAuth',
+  ready_min_free_bytes: 'readyMinFreeBytes',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
 const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
 
 /** Lower bounds other than the usual (0 for ports, redirects and times, else 1). */
-const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024, jobLeaseMs: 100 };
+const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024, jobLeaseMs: 100, readyMinFreeBytes: 0 };
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);

@@ -1,4 +1,5 @@
 import { version } from './version.js';
+import { buildInfo } from '../release/build-info.js';
 
 const usage = `Usage: drover <command> [options]
 
@@ -51,7 +52,7 @@ const verbs: Record<string, (argv: string[]) => Promise<number>> = {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === '--version' || cmd === '-v') {
-    process.stdout.write(`drover ${version()}\n`);
+    process.stdout.write(`drover ${version()} (commit ${buildInfo().commit})\n`);
     return 0;
   }
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {

@@ -15,12 +15,16 @@ import { registerControlRoutes } from './control.js';
 import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
-import { validateCreate } from './validate.js';
+import { createRequestSchema, validateCreate } from './validate.js';
+import { errorAnswer, JSON_TYPE, NO_PROCESS, RouteTable, SLUG_PARAM } from './route-table.js';
+import { schemaRef } from '../api/schemas.js';
+import { version } from '../release/version.js';
 import { MAX_REQUEST_ID } from './request-id.js';
 import { registerUi } from './ui.js';
 import { registerProcstarRoutes } from './procstar.js';
 import { registerRunRoutes } from './runs.js';
 import type { Runs } from '../agent/runs.js';
+import type { ClientMeter } from './metrics.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
@@ -30,6 +34,9 @@ export interface RoutesOptions {
   blobs: BlobStore;
   /** The Pleiades worker API's jobs (/api/v0.5/). */
   board?: JobBoard;
+  /** Declares more routes (metrics, health, WebSockets) before the table is registered. */
+  extra?: (table: RouteTable) => void;
+  clients?: ClientMeter;
 }
 
 const MAX_BODY = 1024 * 1024;
@@ -49,7 +56,10 @@ export function prefersRepresentation(header: string | null): boolean {
 }
 
 /** The smartmob-agent hypermedia API. */
-export function createRoutes({ supervisor, runs, config, log, blobs, board }: RoutesOptions): H3 {
+export function createRoutes({ supervisor, runs, config, log, blobs, board, extra, clients }: RoutesOptions): {
+  app: H3;
+  table: RouteTable;
+} {
   const base = (event: H3Event) => baseFromHost(event.req.headers.get('host'), `${config.host}:${config.port}`);
   // Set on every request by withRequestIds (request-id.ts); read here for the create and the errors.
   const requestId = (event: H3Event) => event.req.headers.get('x-request-id')?.slice(0, MAX_REQUEST_ID);
@@ -95,48 +105,137 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board }: Ro
     },
   });
 
-  app.get('/', (event) => rootDocument(base(event)));
-  registerInspect(app, supervisor.inspection);
-  registerUi(app);
+  const table = new RouteTable();
+  table.route({
+    method: 'GET',
+    path: '/',
+    operationId: 'index',
+    tag: 'processes',
+    summary: 'The index: links to everything else',
+    description: "The one address a client knows; links are absolute, built from the request's Host.",
+    responses: { 200: { description: 'The links', content: { [JSON_TYPE]: schemaRef('Root') } } },
+    handler: (event) => rootDocument(base(event)),
+  });
+  registerInspect(table, supervisor.inspection, clients);
+  registerUi(table);
 
-  app.get('/list-processes', async (event) => {
-    const b = base(event);
-    const procs = supervisor.list();
-    await Promise.all(procs.map((p) => p.pidSettled()));
-    return { processes: procs.map((p) => status(b, p)) };
+  table.route({
+    method: 'GET',
+    path: '/list-processes',
+    operationId: 'listProcesses',
+    tag: 'processes',
+    summary: 'Every process, as status documents',
+    responses: { 200: { description: 'The processes', content: { [JSON_TYPE]: schemaRef('ProcessList') } } },
+    handler: async (event) => {
+      const b = base(event);
+      const procs = supervisor.list();
+      await Promise.all(procs.map((p) => p.pidSettled()));
+      return { processes: procs.map((p) => status(b, p)) };
+    },
   });
 
-  app.post('/create-process', async (event) => {
-    const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
-    const proc = await conflictsAs409('node', () => supervisor.create(req, { requestId: requestId(event) }));
-    const b = base(event);
-    await proc.pidSettled();
-    event.res.status = 201;
-    event.res.headers.set('location', statusUrl(b, proc.slug));
-    return status(b, proc);
+  table.route({
+    method: 'POST',
+    path: '/create-process',
+    operationId: 'createProcess',
+    tag: 'processes',
+    summary: 'Run process NODE of APP from a source archive',
+    description:
+      'The body is read as JSON whatever its Content-Type, except forms (415). The X-Request-Id is sent with the archive download and recorded in the events.',
+    body: { required: true, content: { [JSON_TYPE]: createRequestSchema } },
+    responses: {
+      201: {
+        description: 'Created: the status document',
+        content: { [JSON_TYPE]: schemaRef('Status') },
+        headers: { Location: { description: 'The status URL' } },
+      },
+      400: errorAnswer('A field is missing or invalid (named in `field`), or the body is not a JSON object'),
+      409: errorAnswer('A process APP.NODE exists'),
+      413: errorAnswer('The body is over 1 MiB'),
+      415: errorAnswer('The body is a form'),
+      507: errorAnswer('The desired state could not be saved; nothing changed'),
+    },
+    handler: async (event) => {
+      const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
+      const proc = await conflictsAs409('node', () => supervisor.create(req, { requestId: requestId(event) }));
+      const b = base(event);
+      await proc.pidSettled();
+      event.res.status = 201;
+      event.res.headers.set('location', statusUrl(b, proc.slug));
+      return status(b, proc);
+    },
   });
 
-  app.get('/process-status/:slug', async (event) => {
-    const proc = findProcess(event);
-    await proc.pidSettled();
-    return status(base(event), proc);
+  table.route({
+    method: 'GET',
+    path: '/process-status/:slug',
+    operationId: 'processStatus',
+    tag: 'processes',
+    summary: "One process's status document",
+    params: [SLUG_PARAM],
+    responses: { 200: { description: 'The status document', content: { [JSON_TYPE]: schemaRef('Status') } }, 404: NO_PROCESS },
+    handler: async (event) => {
+      const proc = findProcess(event);
+      await proc.pidSettled();
+      return status(base(event), proc);
+    },
   });
 
-  app.get('/process-events/:slug', eventsRoute(supervisor));
+  table.route(eventsRoute(supervisor));
 
-  app.post('/delete-process/:slug', async (event) => {
-    const proc = findProcess(event);
-    // The delete request document is empty for now; an absent body is fine, a malformed one is not.
-    await readObject(event, MAX_BODY, { optional: true });
-    await supervisor.delete(proc.slug);
-    event.res.headers.set('vary', 'Prefer');
-    // The reference answers `{}`; the final status document only when asked for (RFC 7240).
-    if (!prefersRepresentation(event.req.headers.get('prefer'))) return {};
-    event.res.headers.set('preference-applied', 'return=representation');
-    return status(base(event), proc);
+  table.route({
+    method: 'POST',
+    path: '/delete-process/:slug',
+    operationId: 'deleteProcess',
+    tag: 'processes',
+    summary: 'Stop the process and its whole process group, and forget it',
+    params: [
+      SLUG_PARAM,
+      {
+        name: 'Prefer',
+        in: 'header',
+        description: '`return=representation` (RFC 7240): answer with the final status document instead of `{}`',
+        schema: { type: 'string' },
+      },
+    ],
+    body: { required: false, description: 'Empty, or `{}`', content: { [JSON_TYPE]: { type: 'object' } } },
+    responses: {
+      200: {
+        description: '`{}` once the process is gone; with `Prefer: return=representation`, its final status document (`state: "deleted"`)',
+        content: { [JSON_TYPE]: { oneOf: [schemaRef('Deleted'), schemaRef('Status')] } },
+        headers: { 'Preference-Applied': { description: '`return=representation` when the status document is the answer' } },
+      },
+      404: NO_PROCESS,
+    },
+    handler: async (event) => {
+      const proc = findProcess(event);
+      // The delete request document is empty for now; an absent body is fine, a malformed one is not.
+      await readObject(event, MAX_BODY, { optional: true });
+      await supervisor.delete(proc.slug);
+      event.res.headers.set('vary', 'Prefer');
+      // The reference answers `{}`; the final status document only when asked for (RFC 7240).
+      if (!prefersRepresentation(event.req.headers.get('prefer'))) return {};
+      event.res.headers.set('preference-applied', 'return=representation');
+      return status(base(event), proc);
+    },
   });
 
-  registerDataRoutes(app, { blobs, base });
+  registerDataRoutes(table, { blobs, base });
+  registerControlRoutes(table, { supervisor, base, findProcess, maxBody: MAX_BODY });
+  extra?.(table);
+
+  table.route({
+    method: 'GET',
+    path: '/openapi.json',
+    operationId: 'openApi',
+    tag: 'meta',
+    summary: 'This document: OpenAPI 3.1 of the whole API, generated from the route table the server uses',
+    responses: { 200: { description: 'The OpenAPI document', content: { [JSON_TYPE]: { type: 'object' } } } },
+    handler: () => (openApi ??= table.openApi({ version: version() })),
+  });
+  let openApi: Record<string, unknown> | undefined;
+
+  table.register(app);
   registerProcstarRoutes(app, {
     supervisor,
     log,
@@ -144,7 +243,6 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board }: Ro
     spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
   });
   if (board) registerPleiadesRoutes(app, { board, blobs, log });
-  registerControlRoutes(app, { supervisor, base, findProcess, maxBody: MAX_BODY });
   registerRunRoutes(app, {
     runs,
     supervisor,
@@ -154,6 +252,5 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board }: Ro
     maxUpload: config.blobMaxBytes,
     validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
   });
-
-  return app;
+  return { app, table };
 }

@@ -4,14 +4,19 @@ import type { Server } from 'node:http';
 import { toNodeHandler } from 'h3/node';
 import { listen } from 'listhen';
 import type { Config } from '../agent/config.js';
-import { createAttachHandler } from './attach.js';
+import { attachWebSocket, createAttachHandler, refuseUpgrade } from './attach.js';
+import type { H3 } from 'h3';
+import type { IncomingMessage } from 'node:http';
+import type { Registry } from '../os/prometheus.js';
+import { healthRoutes } from './health.js';
+import { createAgentMetrics, metricsRoute } from './metrics.js';
+import type { RouteTable } from './route-table.js';
 import { checkBinding, createGate } from './auth.js';
 import type { Duplex } from 'node:stream';
 import { answerClientError, refuseOnSocket } from './errors.js';
-import { createInspectUpgrade, INSPECT_PATH } from './inspect.js';
+import { createInspectUpgrade, inspectWebSocket } from './inspect.js';
 import { createRoutes } from './routes.js';
 import { withRequestIds } from './request-id.js';
-import { dispatchUpgrades } from './upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity.js';
 import { forwardToStately } from '../agent/stately.js';
 import { Supervisor } from '../agent/supervisor.js';
@@ -38,6 +43,12 @@ export interface Agent {
   close(): Promise<void>;
   /** SIGKILLs every child's group at once (second Ctrl-C). */
   kill(): void;
+  /** Every route and WebSocket endpoint served (the source of GET /openapi.json); absent without HTTP. */
+  routes?: RouteTable;
+  /** The h3 app the routes are registered on; absent without HTTP. */
+  app?: H3;
+  /** The /metrics registry: a feature registers its own series here in one line (see lib/os/prometheus.ts); absent without HTTP. */
+  metrics?: Registry;
 }
 
 export class StartError extends Error {}
@@ -54,6 +65,8 @@ export async function startAgent(
   log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
   opts: StartOptions = {},
 ): Promise<Agent> {
+  const metrics = createAgentMetrics();
+  let phase: 'starting' | 'serving' | 'stopping' = 'starting';
   const refused = await checkBinding(config.host, Boolean(config.token), config.insecure, log);
   if (refused) throw new StartError(refused);
   let store: Store;
@@ -124,6 +137,7 @@ export async function startAgent(
         store.groups.add(pgid, '', 'build');
         return () => store.groups.remove(pgid);
       },
+      observe: metrics.stage,
     });
     await releases.init();
     supervisor = new Supervisor(config, releases, store, log, runAs);
@@ -147,22 +161,43 @@ export async function startAgent(
   } catch (err) {
     board?.close();
     await journal?.close();
+    metrics.close();
     await store.close(); // releases the state directory for the next try
     throw err;
   }
-  if (opts.listen === false) return withoutServer(supervisor, runs, blobs, store, board!, journal!);
-  const gate = createGate(config.token, {
-    boundHost: config.host,
-    allowedHosts: config.allowedHosts,
-    allowedOrigins: config.allowedOrigins,
+  if (opts.listen === false) {
+    metrics.close();
+    return withoutServer(supervisor, runs, blobs, store, board!, journal!);
+  }
+  metrics.watch(supervisor, store.events);
+  const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes, clients: metrics.clients });
+  const inspect = createInspectUpgrade(supervisor.inspection, metrics.clients);
+  const { app, table } = createRoutes({
+    supervisor,
+    runs,
+    board,
+    config,
+    log,
+    blobs,
+    clients: metrics.clients,
+    extra: (table) => {
+      table.websocket(inspectWebSocket(inspect.handle));
+      table.websocket(attachWebSocket(attach.handle));
+      table.route(metricsRoute(metrics));
+      for (const r of healthRoutes({ stateDir: config.stateDir, minFreeBytes: config.readyMinFreeBytes, phase: () => phase }))
+        table.route(r);
+    },
   });
-  const app = createRoutes({ supervisor, runs, config, log, blobs, board });
-  const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
-  const inspect = createInspectUpgrade(supervisor.inspection);
+  metrics.routes(table);
+  const gate = createGate(
+    config.token,
+    { boundHost: config.host, allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins },
+    { metricsToken: config.metricsToken, healthAuth: config.healthAuth, accessOf: (method, path) => table.access(method, path) },
+  );
 
   let listener;
   try {
-    listener = await listen(withRequestIds(gate.http(toNodeHandler(app))), {
+    listener = await listen(withRequestIds(metrics.http(gate.http(toNodeHandler(app)))), {
       hostname: config.host,
       // No fallback port: a busy port must be an error, not a silent move elsewhere.
       port: { port: config.port, random: config.port === 0, ports: [], portRange: [], alternativePortRange: [], verbose: false } as never,
@@ -175,6 +210,7 @@ export async function startAgent(
   } catch (err) {
     // Restored processes stop again (and stay in the desired state for the next try).
     await runs.shutdown();
+    metrics.close();
     await supervisor.shutdown();
     board.close();
     await journal.close();
@@ -189,7 +225,10 @@ export async function startAgent(
   // Until there is an upgrade listener Node hands upgrades to the (gated) request handler; from here on
   // the gate intercepts them ahead of every listener.
   gate.install(server);
-  server.on('upgrade', dispatchUpgrades({ [INSPECT_PATH]: inspect.handle }, attach.handle));
+  server.on(
+    'upgrade',
+    table.upgrade((_req, socket) => refuseUpgrade(socket, 404, 'Not Found', `no WebSocket endpoint at ${pathOf(_req)}`)),
+  );
   server.on('clientError', answerClientError);
   // Node answers CONNECT through this event, never the request handler: without it the socket is closed silently.
   server.on('connect', (_req, socket: Duplex) => {
@@ -208,14 +247,19 @@ export async function startAgent(
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
 
   let closing: Promise<void> | null = null;
+  phase = 'serving';
   return {
     url: `http://${host}:${port}`,
     port,
     supervisor,
     runs,
     blobs,
+    routes: table,
+    app,
+    metrics: metrics.registry,
     close() {
       closing ??= (async () => {
+        phase = 'stopping';
         server.close(); // stop accepting; requests in flight finish
         attach.close();
         await runs.shutdown();
@@ -228,6 +272,7 @@ export async function startAgent(
         await new Promise((r) => setImmediate(r)); // let the event streams write those last records
         inspect.close();
         stately?.stop();
+        metrics.close();
         server.closeAllConnections();
         await listener.close().catch(() => {});
       })();
@@ -274,6 +319,7 @@ function withoutServer(
     },
   };
 }
+const pathOf = (req: IncomingMessage) => new URL(req.url ?? '/', 'http://agent').pathname;
 
 /** The user children run as (--user, when the agent runs as root). */
 function runAsUser(config: Config): RunAs | undefined {

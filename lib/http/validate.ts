@@ -1,6 +1,6 @@
 // Checks of request documents: every error is a 400 that names the field at fault.
 import { envStringProblem } from '../os/exec-limits.js';
-import { parseSignal, type SignalId } from '../os/signals.js';
+import { parseSignal, signalNamePattern, SIGNAL_NUMBERS, type SignalId } from '../os/signals.js';
 import type { StopOptions } from '../process/machine.js';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
 import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
@@ -8,6 +8,7 @@ import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
 import { asObject } from './body.js';
 import { ApiError } from './errors.js';
+import type { Schema } from '../api/schemas.js';
 
 // app and node become file names under the state directory: a conservative charset, no "..".
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -166,3 +167,71 @@ export function validateStop(b: Record<string, unknown>): StopOptions {
   }
   return { ...(signal ? { signal: signal.number } : {}), ...(g !== undefined ? { graceMs: g as number } : {}) };
 }
+
+// The JSON Schemas of the request bodies, for GET /openapi.json. They describe exactly what the
+// functions above accept; test/unit/openapi.test.ts runs both over the same corpus of bodies.
+const nameSchema = (what: string): Schema => ({
+  type: 'string',
+  pattern: NAME.source,
+  not: { pattern: '\\.\\.' },
+  description: what,
+});
+
+const signalSchema: Schema = {
+  oneOf: [
+    {
+      type: 'string',
+      pattern: signalNamePattern(),
+      description: 'a signal name, any case, with or without SIG: "SIGHUP", "hup", "SIGRTMIN+1"',
+    },
+    { type: 'integer', enum: SIGNAL_NUMBERS },
+  ],
+};
+
+export const createRequestSchema: Schema = {
+  type: 'object',
+  required: ['app', 'node', 'process_type', 'source_url'],
+  properties: {
+    app: nameSchema('the app: 1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")'),
+    node: nameSchema('the node within the app, e.g. "web.0"'),
+    process_type: { type: 'string', pattern: TYPE_PATTERN.source, description: 'the Procfile entry to run' },
+    source_url: {
+      type: 'string',
+      minLength: 1,
+      maxLength: MAX_URL_LENGTH,
+      format: 'uri',
+      description: 'http(s) URL of the app archive (tar.gz, tar, zip), a blob URL of this agent, or file: with --allow-file-urls',
+    },
+    env: {
+      type: ['object', 'null'],
+      maxProperties: MAX_ENV,
+      propertyNames: { pattern: ENV_NAME.source },
+      additionalProperties: { type: 'string', description: 'no NUL; NAME=value at most 131072 bytes; 256 KiB in all' },
+    },
+    restart: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: {
+        policy: { enum: [...RESTART_POLICIES] },
+        delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
+        max_delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS, description: 'not less than delay_ms' },
+        reset_after_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
+      },
+    },
+  },
+};
+
+export const signalRequestSchema: Schema = {
+  type: 'object',
+  required: ['signal'],
+  additionalProperties: false,
+  properties: { signal: signalSchema },
+};
+
+export const stopRequestSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { signal: signalSchema, grace_ms: { type: 'integer', minimum: 0, maximum: MAX_GRACE_MS } },
+};
+
+export const emptyRequestSchema: Schema = { type: 'object', additionalProperties: false, maxProperties: 0 };

@@ -15,7 +15,7 @@ export interface HelperReport {
   rusage?: { minflt: number; majflt: number; nswap: number; inblock: number; oublock: number; nvcsw: number; nivcsw: number };
 }
 
-function packageRoot(): string | null {
+export function packageRoot(): string | null {
   for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'package.json'))) return dir;
     if (dirname(dir) === dir) return null;
