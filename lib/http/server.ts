@@ -105,6 +105,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       unstartedTtlMs: config.runUnstartedTtlMs,
       retentionMs: config.eventsRetentionMs,
       stopGraceMs: config.stopGraceMs,
+      maxConcurrentRuns: config.maxConcurrentRuns,
+      adminReservedRuns: config.adminReservedRuns,
       unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
       log,
     });
