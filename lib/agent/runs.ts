@@ -697,6 +697,12 @@ export class Runs {
     return id;
   }
 
+  /** Appends an event of drover's (a callback attempt) to a run's log, if the run is still known. */
+  note(id: string, type: string, data: Record<string, unknown>): void {
+    const run = this.runs.get(id);
+    if (run && run.phase !== 'finalised') run.events.append(type, { run_id: run.id, data });
+  }
+
   /** The file a path of the run's output refers to (see files.ts for the checks). */
   async fileSize(path: string): Promise<number | null> {
     try {

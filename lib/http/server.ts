@@ -16,6 +16,8 @@ import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity
 import { forwardToStately } from '../agent/stately.js';
 import { Supervisor } from '../agent/supervisor.js';
 import { Runs } from '../agent/runs.js';
+import { Callbacks } from '../agent/callbacks.js';
+import { Outbox } from '../store/outbox.js';
 import { ReleaseCache } from '../release/cache.js';
 import { BlobStore, blobIdFromUrl } from '../store/blobs.js';
 import { sweepStaleGroups } from '../store/groups.js';
@@ -54,6 +56,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   let blobs: BlobStore;
   let supervisor: Supervisor;
   let runs: Runs;
+  let callbacks: Callbacks;
+  let stopCallbacks = () => {};
   let runAs: RunAs | undefined;
   try {
     blobs = new BlobStore({
@@ -111,6 +115,13 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       log,
     });
     await runs.init();
+    callbacks = new Callbacks(new Outbox(join(config.stateDir, 'callbacks', 'outbox.ndjson')), runs, {
+      secret: config.callbackSecret,
+      timeoutMs: config.callbackTimeoutMs,
+      backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
+      log,
+    });
+    stopCallbacks = callbacks.start();
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
@@ -145,6 +156,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   } catch (err) {
     // Restored processes stop again (and stay in the desired state for the next try).
     await runs.shutdown();
+    stopCallbacks();
+    callbacks.close();
     await supervisor.shutdown();
     await store.close();
     const msg = (err as Error).message;
@@ -186,6 +199,8 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         server.close(); // stop accepting; requests in flight finish
         attach.close();
         await runs.shutdown();
+        stopCallbacks();
+        callbacks.close();
         await supervisor.shutdown();
         await blobs.close();
         await store.close();
