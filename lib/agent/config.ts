@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
@@ -81,6 +82,16 @@ export interface Config {
   healthAuth: boolean;
   /** /readyz says "not ready" when the state directory's file system has less free space than this. */
   readyMinFreeBytes: number;
+  /** Runs building or executing at once (default: the number of cores); the rest wait queued. */
+  maxConcurrentRuns: number;
+  /** Of those, slots only admin-priority runs may use. */
+  adminReservedRuns: number;
+  /** Key of the X-Drover-Signature HMAC on callbacks; '' sends none. */
+  callbackSecret: string;
+  /** A callback POST not answered by then is a failed try. */
+  callbackTimeoutMs: number;
+  /** Waits before each retry of a callback, comma-separated ms; their count is the number of retries. */
+  callbackBackoffMs: string;
 }
 
 export const defaults: Config = {
@@ -119,6 +130,11 @@ export const defaults: Config = {
   eventsRetentionMs: 3_600_000,
   runTtlMs: 24 * 3_600_000,
   runUnstartedTtlMs: 3_600_000,
+  maxConcurrentRuns: availableParallelism(),
+  adminReservedRuns: 1,
+  callbackSecret: '',
+  callbackTimeoutMs: 30_000,
+  callbackBackoffMs: '60000,120000,240000',
   minUptimeMs: 1_000,
   procCaptureMaxBytes: 64 * 1024 * 1024,
   jobLeaseMs: 600_000,
@@ -166,6 +182,11 @@ const fileKeys: Record<string, keyof Config> = {
   events_retention_ms: 'eventsRetentionMs',
   run_ttl_ms: 'runTtlMs',
   run_unstarted_ttl_ms: 'runUnstartedTtlMs',
+  max_concurrent_runs: 'maxConcurrentRuns',
+  admin_reserved_runs: 'adminReservedRuns',
+  callback_secret: 'callbackSecret',
+  callback_timeout_ms: 'callbackTimeoutMs',
+  callback_backoff_ms: 'callbackBackoffMs',
   min_uptime_ms: 'minUptimeMs',
   proc_capture_max_bytes: 'procCaptureMaxBytes',
   job_lease_ms: 'jobLeaseMs',
@@ -179,7 +200,12 @@ const fileKeys: Record<string, keyof Config> = {
 const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
 
 /** Lower bounds other than the usual (0 for ports, redirects and times, else 1). */
-const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024, jobLeaseMs: 100, readyMinFreeBytes: 0 };
+const minimums: Partial<Record<keyof Config, number>> = {
+  eventsMaxBytes: 1024 * 1024,
+  jobLeaseMs: 100,
+  readyMinFreeBytes: 0,
+  adminReservedRuns: 0,
+};
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);
@@ -208,6 +234,10 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
     if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value))
       throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
+    if (key === 'callbackBackoffMs' && !/^\s*\d+(\s*,\s*\d+)*\s*$/.test(value))
+      throw new ConfigError(
+        `setting "${name}" must be comma-separated milliseconds like "60000,120000,240000", got ${JSON.stringify(value.slice(0, 200))}`,
+      );
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;

@@ -23,10 +23,13 @@ import { describeTypes } from '../release/procfile.js';
 import { unpack, type UnpackOptions } from '../release/unpack.js';
 import type { EventLogs } from '../store/event-log/registry.js';
 import type { EventLog } from '../store/event-log/log.js';
+import { parseSignal, type SignalId } from '../os/signals.js';
+import { signalGroup } from '../os/proc.js';
+import { nextToStart, serveOrder, countsByUser, type Priority, type QueueEntry } from './run-queue.js';
 import { ConflictError, type ManagedProcess, type Supervisor } from './supervisor.js';
 
 export type RunStage = 'build' | 'execute';
-export type RunPhase = 'created' | 'uploaded' | 'started' | 'building' | 'executing' | 'finished' | 'finalised';
+export type RunPhase = 'created' | 'uploaded' | 'queued' | 'started' | 'building' | 'executing' | 'finished' | 'finalised';
 
 /** The longest max_run_time accepted (a day, as yinyo's default maximum). */
 export const MAX_RUN_TIME_S = 86_400;
@@ -54,10 +57,22 @@ export interface StageExit {
   error?: string;
 }
 
+export interface CallbackSpec {
+  url: string;
+  signature?: string;
+  /** The event kinds posted; default DEFAULT_CALLBACK_EVENTS. */
+  events?: string[];
+  format?: 'json' | 'form';
+}
+
 export interface StartOptions {
   env: Record<string, string>;
   output: string[];
-  callback?: { url: string };
+  callback?: CallbackSpec;
+  /** Queue class or number (see run-queue.ts); default normal. */
+  priority?: Priority;
+  /** Whose run it is, for the queue's fairness; default "anonymous". */
+  user?: string;
   /** Seconds. */
   maxRunTime?: number;
   /** Bytes. */
@@ -97,6 +112,12 @@ export class Run {
   readonly network = { build: { in: 0, out: 0 }, execute: { in: 0, out: 0 } };
   proxy?: ForwardProxy;
   stopRequested = false;
+  /** Cancelled (POST /runs/ID/cancel): the final event says so. */
+  cancelled = false;
+  /** The build's process group while the build runs (a cancel signals it). */
+  buildPgid?: number;
+  cancelTimer?: NodeJS.Timeout;
+  queueSeq?: number;
   timedOut = false;
   hasCache = false;
   /** The uploaded app archive: what `downloading` hands to `building`, as a process's download does. */
@@ -161,6 +182,10 @@ export interface RunsOptions {
   unstartedTtlMs: number;
   retentionMs: number;
   stopGraceMs: number;
+  /** Runs building or executing at once; the rest wait queued. */
+  maxConcurrentRuns: number;
+  /** Slots only admin-priority runs may use. */
+  adminReservedRuns: number;
   unpack?: Omit<UnpackOptions, 'signal'>;
   log: (line: string) => void;
 }
@@ -171,6 +196,13 @@ export class Runs {
   private readonly listeners = new Set<(e: RunEventNotice, run: Run) => void>();
   private readonly forgetTimers = new Set<NodeJS.Timeout>();
   private closing = false;
+  /** Started runs waiting for a slot, and when each user was last served (fairness). */
+  private readonly queue = new Map<string, QueueEntry>();
+  private readonly lastServed = new Map<string, number>();
+  private served = 0;
+  private seq = 0;
+  /** Runs holding a slot (launched, not yet at `last`). */
+  private readonly active = new Set<string>();
 
   constructor(
     private readonly supervisor: Supervisor,
@@ -265,16 +297,89 @@ export class Runs {
     if (run.phase !== 'created' && run.phase !== 'uploaded') throw new RunError(409, why, field);
   }
 
-  /** Starts the run: its actor builds the app, then runs the command. */
+  /** Starts the run: it is queued, and its actor builds the app then runs the command once a slot is free. */
   async start(run: Run, options: StartOptions): Promise<void> {
     if (run.phase === 'finalised') throw new RunError(404, `run ${run.id}: finalised`, 'id');
     if (run.phase !== 'created' && run.phase !== 'uploaded') throw new RunError(409, 'the run has already been started', 'id');
     if (run.phase === 'created' || !run.appRoot) throw new RunError(400, 'app needs to be uploaded before starting a run', 'app');
     const spec = await this.specFor(run.appRoot, options);
+    if (run.phase !== 'uploaded') throw new RunError(409, 'the run has already been started', 'id');
     run.options = options;
+    run.phase = 'queued';
+    this.disarm(run);
+    run.queueSeq = ++this.seq;
+    this.queue.set(run.id, { id: run.id, user: options.user ?? 'anonymous', priority: options.priority ?? 'normal', seq: run.queueSeq });
+    this.specs.set(run.id, spec);
+    this.emit(run, 'queued', {
+      position: this.position(run.id),
+      user: options.user ?? 'anonymous',
+      priority: options.priority ?? 'normal',
+    });
+    this.pump();
+  }
+
+  private readonly specs = new Map<string, ProcessSpec>();
+
+  /** The 1-based place of a queued run in serve order, or null. */
+  position(id: string): number | null {
+    const i = this.queued().findIndex((e) => e.id === id);
+    return i < 0 ? null : i + 1;
+  }
+
+  /** The queue in the order it will be served. */
+  queued(): QueueEntry[] {
+    return serveOrder([...this.queue.values()], this.lastServed);
+  }
+
+  /** GET /queue's figures. */
+  queueState() {
+    const order = this.queued();
+    return {
+      running: this.active.size,
+      max_concurrent_runs: this.opts.maxConcurrentRuns,
+      admin_reserved_runs: this.opts.adminReservedRuns,
+      queued: order,
+      users: countsByUser(order),
+    };
+  }
+
+  /** Launches queued runs while slots are free. */
+  private pump(): void {
+    if (this.closing) return;
+    for (;;) {
+      const next = nextToStart(
+        [...this.queue.values()],
+        this.active.size,
+        { maxConcurrent: this.opts.maxConcurrentRuns, adminReserved: this.opts.adminReservedRuns },
+        this.lastServed,
+      );
+      if (!next) return;
+      this.queue.delete(next.id);
+      this.lastServed.set(next.user, ++this.served);
+      const run = this.runs.get(next.id);
+      const spec = this.specs.get(next.id);
+      this.specs.delete(next.id);
+      if (!run || !spec) continue;
+      this.active.add(run.id);
+      this.launch(run, spec).catch((err) => {
+        this.opts.log(`drover: run ${run.id}: cannot start: ${message(err)}`);
+        this.active.delete(run.id);
+        if (!run.finishedAt) {
+          run.finishedAt = new Date();
+          run.phase = run.phase === 'finalised' ? 'finalised' : 'finished';
+          this.recordStage(run, 'build', { exit_code: null, usage: this.stageUsage(run, 'build', null), error: message(err) });
+          run.lastEventId = this.emit(run, 'last', {});
+          run.endedResolve();
+        }
+        this.pump();
+      });
+    }
+  }
+
+  private async launch(run: Run, spec: ProcessSpec): Promise<void> {
+    const options = run.options!;
     run.phase = 'started';
     run.startedAt = new Date();
-    this.disarm(run);
     run.proxy = await startForwardProxy((e) => this.onExchange(run, e));
     const memory = options.memory;
     // Where the cgroup cannot carry the limit, RLIMIT_AS on each process is the (weaker) fallback.
@@ -295,6 +400,41 @@ export class Runs {
     proc.actor.subscribe((snap) => {
       if (snap.value === 'exited' || snap.value === 'deleted') void this.finish(run);
     });
+  }
+
+  /**
+   * Cancels the run: a queued one never runs; a building or executing one gets `signal` (default
+   * SIGTERM), then the usual stop (TERM, grace, KILL) after `graceMs`. Resolves once it is over.
+   */
+  async cancel(run: Run, signal: SignalId | null, graceMs: number): Promise<boolean> {
+    if (run.phase === 'finalised') throw new RunError(404, `run ${run.id}: finalised`, 'id');
+    if (run.finishedAt) return false;
+    if (run.phase === 'created' || run.phase === 'uploaded')
+      throw new RunError(409, 'the run has not been started: delete it instead', 'id');
+    run.cancelled = true;
+    if (this.queue.delete(run.id)) {
+      this.specs.delete(run.id);
+      run.finishedAt = new Date();
+      run.phase = 'finished';
+      this.emit(run, 'cancelled', { stage: null, reason: 'cancelled while queued' });
+      run.lastEventId = this.emit(run, 'last', {});
+      this.arm(run, this.opts.ttlMs);
+      run.endedResolve();
+      return true;
+    }
+    run.stopRequested = true;
+    const sig = signal ?? parseSignal('SIGTERM')!;
+    const pgid = run.stage === 'build' ? run.buildPgid : run.proc?.actor.getSnapshot().context.pgid;
+    if (pgid) signalGroup(pgid, sig.number);
+    clearTimeout(run.cancelTimer);
+    const stop = () => run.proc?.actor.send({ type: 'STOP', reason: 'cancelled' });
+    if (!pgid || graceMs <= 0) stop();
+    else {
+      run.cancelTimer = setTimeout(stop, graceMs);
+      run.cancelTimer.unref();
+    }
+    await run.ended;
+    return true;
   }
 
   /** The Procfile entry named by process_type (default `run`, else the only one), or `command`. */
@@ -345,6 +485,10 @@ export class Runs {
         onLine: (line) => proc.output.publish('build', line),
         meter: this.supervisor.buildMeter,
         runAs: this.supervisor.childUser,
+        track: (pgid) => {
+          run.buildPgid = pgid;
+          return () => (run.buildPgid = undefined);
+        },
       });
       await this.saveCache(run);
       const launch = await resolveLaunch({
@@ -378,7 +522,8 @@ export class Runs {
           exit_code: code ?? null,
           usage: this.stageUsage(run, 'build', usage),
           ...(run.stopRequested ? { stopped: true } : {}),
-          error: run.stopRequested ? 'stopped on request' : message(err),
+          ...(run.cancelled ? { cancelled: true } : {}),
+          error: run.cancelled ? 'cancelled' : run.stopRequested ? 'stopped on request' : message(err),
         });
       }
       throw err;
@@ -435,6 +580,7 @@ export class Runs {
     if (run.finishedAt || !run.proc) return;
     run.finishedAt = new Date();
     clearTimeout(run.runTimer);
+    clearTimeout(run.cancelTimer);
     const snap = run.proc.actor.getSnapshot();
     if (run.stage === 'execute' && !run.exitData.execute) {
       const exit = snap.context.lastExit;
@@ -444,15 +590,18 @@ export class Runs {
         ? `stopped after max_run_time of ${run.options?.maxRunTime} s`
         : oom
           ? `out of memory: the kernel killed it at the memory limit of ${memory} bytes`
-          : run.stopRequested
-            ? 'stopped on request'
-            : exit?.error;
+          : run.cancelled
+            ? 'cancelled'
+            : run.stopRequested
+              ? 'stopped on request'
+              : exit?.error;
       this.recordStage(run, 'execute', {
         exit_code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         usage: this.stageUsage(run, 'execute', exit?.usage),
         ...(run.stopRequested ? { stopped: true } : {}),
         ...(run.timedOut ? { timed_out: true } : {}),
+        ...(run.cancelled ? { cancelled: true } : {}),
         ...(oom ? { oom_killed: true } : {}),
         ...(why ? { error: why } : {}),
       });
@@ -462,14 +611,23 @@ export class Runs {
         exit_code: null,
         usage: this.stageUsage(run, 'build', null),
         ...(run.stopRequested ? { stopped: true } : {}),
-        error: run.stopRequested ? 'stopped on request' : (snap.context.errors.at(-1) ?? 'the build did not finish'),
+        ...(run.cancelled ? { cancelled: true } : {}),
+        error: run.cancelled
+          ? 'cancelled'
+          : run.stopRequested
+            ? 'stopped on request'
+            : (snap.context.errors.at(-1) ?? 'the build did not finish'),
       });
     }
+    const stage = run.stage;
     run.stage = null;
+    if (run.cancelled) this.emit(run, 'cancelled', { stage, reason: 'cancelled' });
     if (run.phase !== 'finalised') run.phase = 'finished';
     // Synchronously with the actor's last step: a finalise closes the log right after it.
     run.lastEventId = this.emit(run, 'last', {});
     if (run.phase === 'finished') this.arm(run, this.opts.ttlMs);
+    this.active.delete(run.id);
+    this.pump();
     await run.proxy?.close();
     run.endedResolve();
   }
@@ -477,6 +635,7 @@ export class Runs {
   /** Stops the run (TERM, grace, KILL to its tree); resolves with whether it was running, once it is over. */
   async stop(run: Run): Promise<boolean> {
     if (run.phase === 'finalised') throw new RunError(404, `run ${run.id}: finalised`, 'id');
+    if (this.queue.has(run.id)) return this.cancel(run, null, 0);
     if (!run.proc || run.finishedAt) return false;
     run.stopRequested = true;
     run.proc.actor.send({ type: 'STOP', reason: 'stop requested' });
@@ -487,6 +646,7 @@ export class Runs {
   /** Finalise: stop if needed, remove its directory, app, cache and files; its log stays for the retention time. */
   async finalise(run: Run): Promise<void> {
     if (run.phase === 'finalised') return;
+    if (this.queue.has(run.id)) await this.cancel(run, null, 0);
     this.disarm(run);
     if (run.proc && !run.finishedAt) run.stopRequested = true;
     const wasStarted = Boolean(run.proc);
@@ -535,6 +695,12 @@ export class Runs {
     return id;
   }
 
+  /** Appends an event of drover's (a callback attempt) to a run's log, if the run is still known. */
+  note(id: string, type: string, data: Record<string, unknown>): void {
+    const run = this.runs.get(id);
+    if (run && run.phase !== 'finalised') run.events.append(type, { run_id: run.id, data });
+  }
+
   /** The file a path of the run's output refers to (see files.ts for the checks). */
   async fileSize(path: string): Promise<number | null> {
     try {
@@ -553,6 +719,8 @@ export class Runs {
   /** Stops every run and removes their files (the agent is stopping: runs do not outlive it). */
   async shutdown(): Promise<void> {
     this.closing = true;
+    this.queue.clear();
+    this.specs.clear();
     for (const t of this.forgetTimers) clearTimeout(t);
     this.forgetTimers.clear();
     await Promise.all(this.list().map((r) => this.finalise(r).catch(() => {})));

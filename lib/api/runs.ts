@@ -8,7 +8,7 @@ export function runUrl(base: Base, id: string): string {
 }
 
 /** The state a client sees: the run's lifecycle phase. */
-export function runDocument(base: Base, run: Run) {
+export function runDocument(base: Base, run: Run, position: number | null = null) {
   const self = runUrl(base, run.id);
   const opts = run.options;
   return {
@@ -16,6 +16,11 @@ export function runDocument(base: Base, run: Run) {
     ...(run.name !== undefined ? { name: run.name } : {}),
     state: run.phase,
     stage: run.stage,
+    // The queue's word for a started run waiting for a slot, with its place (1 = next).
+    status: run.phase === 'queued' ? 'queued' : run.cancelled ? 'cancelled' : run.phase,
+    ...(run.phase === 'queued' ? { queue_position: position } : {}),
+    ...(opts?.user !== undefined ? { user: opts.user } : {}),
+    ...(opts?.priority !== undefined ? { priority: opts.priority } : {}),
     finished: run.finished,
     created_at: run.createdAt.toISOString(),
     started_at: run.startedAt?.toISOString() ?? null,
@@ -31,6 +36,7 @@ export function runDocument(base: Base, run: Run) {
       output: `${self}/output`,
       files: `${self}/files/`,
       stop: `${self}/stop`,
+      cancel: `${self}/cancel`,
       delete: self,
       // The actor's own event log (drover's form), as for processes.
       process_events: `${base.http}/process-events/${encodeURIComponent(run.slug)}`,
@@ -48,7 +54,7 @@ export function exitDataDocument(run: Run) {
 }
 
 /** The event types a run's stream carries; the rest of the actor's log (state, …) stays drover's. */
-const RUN_TYPES = new Set(['first', 'start', 'finish', 'network', 'last']);
+const RUN_TYPES = new Set(['first', 'queued', 'start', 'finish', 'network', 'cancelled', 'callback_attempt', 'last']);
 
 /**
  * One line of the run's drover log as a yinyo event `{id, run_id, time, type, data}`, or null

@@ -7,7 +7,9 @@ import { pipeline } from 'node:stream/promises';
 import type { H3, H3Event } from 'h3';
 import { create as tarCreate } from 'tar';
 import { openRunPath, RunPathError } from '../agent/run-files.js';
-import { MAX_RUN_TIME_S, RunError, type Run, type Runs, type StartOptions } from '../agent/runs.js';
+import { parsePriority, type Priority } from '../agent/run-queue.js';
+import { MAX_RUN_TIME_S, RunError, type CallbackSpec, type Run, type Runs, type StartOptions } from '../agent/runs.js';
+import { parseSignal } from '../os/signals.js';
 import type { Supervisor } from '../agent/supervisor.js';
 import type { Base } from '../api/base.js';
 import { exitDataDocument, runDocument, runEvent } from '../api/runs.js';
@@ -46,7 +48,18 @@ async function asApi<T>(work: () => Promise<T>): Promise<T> {
 
 /** Checks POST /runs/ID/start's body (yinyo's fields, and drover's). */
 export function validateStart(body: Record<string, unknown>): StartOptions {
-  const b = validateFields(body, ['env', 'output', 'callback', 'max_run_time', 'memory', 'process_type', 'command']);
+  const b = validateFields(body, [
+    'env',
+    'output',
+    'callback',
+    'max_run_time',
+    'memory',
+    'process_type',
+    'command',
+    'priority',
+    'user',
+    'retry_on_restart',
+  ]);
   const bad = (field: string, what: string): never => {
     throw new ApiError(400, `${field}: ${what}`, field);
   };
@@ -75,22 +88,22 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
       if (p.includes('\0')) bad('output', 'must not contain NUL');
     }
   }
-  let callback: { url: string } | undefined;
-  if (b.callback !== undefined && b.callback !== null) {
-    const c = typeof b.callback === 'string' ? { url: b.callback } : b.callback;
-    if (typeof c !== 'object' || typeof (c as { url?: unknown }).url !== 'string') bad('callback', 'must be {"url": "http(s)://…"}');
-    const url = (c as { url: string }).url;
-    if (url !== '') {
-      let u: URL | null = null;
-      try {
-        u = new URL(url);
-      } catch {
-        // below
-      }
-      if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) bad('callback', `url must be an absolute http(s) URL`);
-      callback = { url };
-    }
+  const callback = validateCallback(b.callback);
+  let priority: Priority | undefined;
+  if (b.priority !== undefined && b.priority !== null) {
+    const p = parsePriority(b.priority);
+    if (p === null) bad('priority', `must be "admin", "normal", "low" or a number, got ${JSON.stringify(b.priority).slice(0, 100)}`);
+    priority = p!;
   }
+  let user: string | undefined;
+  if (b.user !== undefined && b.user !== null) {
+    if (typeof b.user !== 'string' || b.user === '' || b.user.length > 200)
+      bad('user', 'must be a non-empty string of at most 200 characters');
+    user = b.user as string;
+  }
+  // Queued runs do not survive an agent restart yet, so there is nothing for retry_on_restart to ask for.
+  if (b.retry_on_restart !== undefined)
+    bad('retry_on_restart', 'is not supported: queued and running runs are not kept across an agent restart');
   const positive = (field: string, max: number): number | undefined => {
     const v = b[field];
     if (v === undefined || v === null || v === 0) return undefined;
@@ -118,10 +131,49 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
     env,
     output,
     ...(callback ? { callback } : {}),
+    ...(priority !== undefined ? { priority } : {}),
+    ...(user !== undefined ? { user } : {}),
     ...(maxRunTime !== undefined ? { maxRunTime } : {}),
     ...(memory !== undefined ? { memory } : {}),
     ...(processType !== undefined ? { processType } : {}),
     ...(command !== undefined ? { command } : {}),
+  };
+}
+
+/** Checks a `callback`: a URL string or {"url", "signature"?, "events"?, "format"?}. */
+export function validateCallback(v: unknown): CallbackSpec | undefined {
+  if (v === undefined || v === null) return undefined;
+  const bad = (what: string): never => {
+    throw new ApiError(400, `callback: ${what}`, 'callback');
+  };
+  const c = typeof v === 'string' ? { url: v } : v;
+  if (typeof c !== 'object' || Array.isArray(c) || typeof (c as { url?: unknown }).url !== 'string')
+    bad('must be {"url": "http(s)://…", "signature"?, "events"?, "format"?}');
+  const o = c as Record<string, unknown>;
+  const unknown = Object.keys(o).find((k) => !['url', 'signature', 'events', 'format'].includes(k));
+  if (unknown) bad(`unknown field "${unknown.slice(0, 50)}" (url, signature, events, format)`);
+  const url = o.url as string;
+  if (url === '') return undefined;
+  let u: URL | null = null;
+  try {
+    u = new URL(url);
+  } catch {
+    // below
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) bad('url must be an absolute http(s) URL');
+  if (o.signature !== undefined && (typeof o.signature !== 'string' || o.signature.length > 4096))
+    bad('signature must be a string of at most 4096 characters');
+  if (
+    o.events !== undefined &&
+    (!Array.isArray(o.events) || o.events.length > 50 || o.events.some((k) => typeof k !== 'string' || !/^[a-z_]{1,40}$/.test(k)))
+  )
+    bad('events must be a list of event kinds like ["queued", "running", "finished", "failed", "cancelled"]');
+  if (o.format !== undefined && o.format !== 'json' && o.format !== 'form') bad('format must be "json" or "form"');
+  return {
+    url,
+    ...(o.signature !== undefined ? { signature: o.signature as string } : {}),
+    ...(o.events !== undefined ? { events: o.events as string[] } : {}),
+    ...(o.format !== undefined ? { format: o.format as 'json' | 'form' } : {}),
   };
 }
 
@@ -145,7 +197,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 200))
       throw new ApiError(400, 'name: must be a string of at most 200 characters', 'name');
     const run = await asApi(() => runs.create(b.name as string | undefined));
-    const doc = runDocument(o.base(event), run);
+    const doc = runDocument(o.base(event), run, runs.position(run.id));
     event.res.status = 201;
     event.res.headers.set('location', doc.links.self);
     return doc;
@@ -153,10 +205,13 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
 
   app.get('/runs', (event) => {
     const b = o.base(event);
-    return { runs: runs.list().map((r) => runDocument(b, r)) };
+    return { runs: runs.list().map((r) => runDocument(b, r, runs.position(r.id))) };
   });
 
-  app.get('/runs/:id', (event) => runDocument(o.base(event), find(event)));
+  app.get('/runs/:id', (event) => {
+    const r = find(event);
+    return runDocument(o.base(event), r, runs.position(r.id));
+  });
 
   /** Stores a request's archive: streamed tar.gz (capped), or {"source_url"} / {"blob"} fetched like a create's source. */
   const receive = async (event: H3Event, run: Run): Promise<string> => {
@@ -214,7 +269,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
       throw new ApiError(409, 'the app cannot change once the run has started', 'app');
     const file = await receive(event, run);
     await asApi(() => runs.setApp(run, file));
-    return runDocument(o.base(event), run);
+    return runDocument(o.base(event), run, runs.position(run.id));
   });
   app.get('/runs/:id/app', (event) => {
     const run = live(event);
@@ -226,7 +281,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
       throw new ApiError(409, 'the cache cannot change once the run has started', 'cache');
     const file = await receive(event, run);
     await asApi(() => runs.setCache(run, file));
-    return runDocument(o.base(event), run);
+    return runDocument(o.base(event), run, runs.position(run.id));
   });
   app.get('/runs/:id/cache', (event) => {
     const run = live(event);
@@ -244,7 +299,7 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     }
     const options = validateStart(body);
     await asApi(() => runs.start(run, options));
-    return runDocument(o.base(event), run);
+    return runDocument(o.base(event), run, runs.position(run.id));
   });
 
   app.get('/runs/:id/exit-data', (event) => exitDataDocument(find(event)));
@@ -253,7 +308,45 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     const run = live(event);
     await readObject(event, o.maxBody, { optional: true, anyType: true });
     const wasRunning = await asApi(() => runs.stop(run));
-    return { was_running: wasRunning, ...runDocument(o.base(event), run) };
+    return { was_running: wasRunning, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  });
+
+  app.post('/runs/:id/cancel', async (event) => {
+    const run = live(event);
+    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['signal', 'grace_ms']);
+    let signal = null;
+    if (b.signal !== undefined && b.signal !== null) {
+      signal = parseSignal(b.signal);
+      if (!signal)
+        throw new ApiError(
+          400,
+          `signal: unknown signal ${JSON.stringify(b.signal).slice(0, 60)} (a name like "SIGUSR1" or a number)`,
+          'signal',
+        );
+    }
+    let graceMs = 5000;
+    if (b.grace_ms !== undefined && b.grace_ms !== null) {
+      if (typeof b.grace_ms !== 'number' || !Number.isInteger(b.grace_ms) || b.grace_ms < 0 || b.grace_ms > 3_600_000)
+        throw new ApiError(400, 'grace_ms: must be an integer from 0 to 3600000', 'grace_ms');
+      graceMs = b.grace_ms;
+    }
+    const wasActive = await asApi(() => runs.cancel(run, signal, graceMs));
+    return { cancelled: wasActive, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  });
+
+  app.get('/queue', (event) => {
+    const q = runs.queueState();
+    const base = o.base(event);
+    return {
+      ...q,
+      queued: q.queued.map((e, i) => ({
+        position: i + 1,
+        id: e.id,
+        user: e.user,
+        priority: e.priority,
+        links: { self: `${base.http}/runs/${e.id}` },
+      })),
+    };
   });
 
   app.delete('/runs/:id', async (event) => {

@@ -21,6 +21,8 @@ import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity
 import { forwardToStately } from '../agent/stately.js';
 import { Supervisor } from '../agent/supervisor.js';
 import { Runs } from '../agent/runs.js';
+import { Callbacks } from '../agent/callbacks.js';
+import { Outbox } from '../store/outbox.js';
 import { ReleaseCache } from '../release/cache.js';
 import { BlobStore, blobIdFromUrl } from '../store/blobs.js';
 import { sweepStaleGroups } from '../store/groups.js';
@@ -87,6 +89,8 @@ export async function startAgent(
   let runs: Runs;
   let journal: Journal<PleiadesRecord> | undefined;
   let board: JobBoard | undefined;
+  let callbacks: Callbacks;
+  let stopCallbacks = () => {};
   let runAs: RunAs | undefined;
   try {
     blobs = new BlobStore({
@@ -147,11 +151,20 @@ export async function startAgent(
       unstartedTtlMs: config.runUnstartedTtlMs,
       retentionMs: config.eventsRetentionMs,
       stopGraceMs: config.stopGraceMs,
+      maxConcurrentRuns: config.maxConcurrentRuns,
+      adminReservedRuns: config.adminReservedRuns,
       unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
       log,
     });
     await runs.init();
     for (const record of store.desired.all()) if (opts.forget?.(record)) await store.desired.remove(record.slug);
+    callbacks = new Callbacks(new Outbox(join(config.stateDir, 'callbacks', 'outbox.ndjson')), runs, {
+      secret: config.callbackSecret,
+      timeoutMs: config.callbackTimeoutMs,
+      backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
+      log,
+    });
+    stopCallbacks = callbacks.start();
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
@@ -211,6 +224,8 @@ export async function startAgent(
     // Restored processes stop again (and stay in the desired state for the next try).
     await runs.shutdown();
     metrics.close();
+    stopCallbacks();
+    callbacks.close();
     await supervisor.shutdown();
     board.close();
     await journal.close();
@@ -264,6 +279,8 @@ export async function startAgent(
         attach.close();
         await runs.shutdown();
         board.close(); // answers the long-polls, so the server can close
+        stopCallbacks();
+        callbacks.close();
         await supervisor.shutdown();
         await journal.close();
         await blobs.close();

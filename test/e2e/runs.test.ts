@@ -144,7 +144,7 @@ t.test('a scraper runs start to last: events, exit data, output, files, network'
   t.equal(kinds[0], 'first');
   t.equal(kinds.at(-1), 'last');
   const order = kinds.filter((k) => k !== 'log' && k !== 'network');
-  t.same(order, ['first', 'start:build', 'finish:build', 'start:execute', 'finish:execute', 'last']);
+  t.same(order, ['first', 'queued', 'start:build', 'finish:build', 'start:execute', 'finish:execute', 'last']);
   for (const e of events) {
     t.equal(e.run_id, id);
     t.type(e.id, 'string');
@@ -261,7 +261,7 @@ t.test('the cache round trip, and a failed build skips execute', async (t) => {
   const fe = await readEvents(`${failing.self}/events`);
   t.same(
     fe.filter((e) => e.type !== 'log').map((e) => e.type + (e.data.stage ? ':' + e.data.stage : '')),
-    ['first', 'start:build', 'finish:build', 'last'],
+    ['first', 'queued', 'start:build', 'finish:build', 'last'],
   );
   const exit = await api('GET', `${failing.self}/exit-data`);
   t.equal(exit.json.build.exit_code, 3);
