@@ -44,7 +44,7 @@ export const schemas: Record<string, Schema> = {
     }),
     description: 'Every refused request: the status, what is wrong, and the request field at fault when there is one.',
   },
-  Root: closed({ create: url, list: url, data: url, inspect: url, machine: url, ui: url }),
+  Root: closed({ create: url, list: url, data: url, runs: url, inspect: url, machine: url, ui: url }),
   RunUsage: nullable(
     closed({
       utime: nullable(num),
