@@ -1,13 +1,13 @@
-// Builds the optional exit helper, native/drover-wait.c, into native/build/. It never fails the
-// install: without a C compiler drover runs commands without it, reports `core_dump` as null
-// where it cannot be inferred, and measures usage with cgroups or /proc instead of wait4.
+// Builds the optional native helpers into native/build/. It never fails the install:
+//   - drover-wait.c, the exit helper: without it drover runs commands directly, reports
+//     `core_dump` as null where it cannot be inferred, and measures usage with cgroups or /proc.
+//   - drover-notify.c, systemd's notify protocol: without it `drover serve` falls back to
+//     systemd-notify(1) where that exists.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const src = fileURLToPath(new URL('./drover-wait.c', import.meta.url));
 const dir = fileURLToPath(new URL('./build/', import.meta.url));
-const out = `${dir}drover-wait`;
 
 const mtime = (p) => {
   try {
@@ -17,20 +17,33 @@ const mtime = (p) => {
   }
 };
 
+const helpers = [
+  {
+    name: 'drover-wait',
+    without: 'core dumps will be reported as unknown and usage measured without wait4',
+  },
+  {
+    name: 'drover-notify',
+    without: 'drover serve will use systemd-notify, where it exists, to tell systemd it is ready',
+  },
+];
+
 if (process.platform !== 'linux') {
-  console.warn('drover: not on Linux, skipping the exit helper (native/drover-wait.c)');
-} else if (mtime(out) < mtime(src)) {
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${out}.${process.pid}`;
-  const cc = process.env.CC || 'cc';
-  const r = spawnSync(cc, ['-O2', '-Wall', '-o', tmp, src], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.error || r.status !== 0) {
-    rmSync(tmp, { force: true });
-    console.warn(
-      `drover: could not build the exit helper with ${cc} (${r.error?.message ?? `exit ${r.status}`}); ` +
-        'core dumps will be reported as unknown and usage measured without wait4',
-    );
-  } else {
-    renameSync(tmp, out);
+  console.warn('drover: not on Linux, skipping the native helpers (native/*.c)');
+} else {
+  for (const { name, without } of helpers) {
+    const src = fileURLToPath(new URL(`./${name}.c`, import.meta.url));
+    const out = `${dir}${name}`;
+    if (mtime(out) >= mtime(src)) continue;
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${out}.${process.pid}`;
+    const cc = process.env.CC || 'cc';
+    const r = spawnSync(cc, ['-O2', '-Wall', '-o', tmp, src], { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.error || r.status !== 0) {
+      rmSync(tmp, { force: true });
+      console.warn(`drover: could not build ${name} with ${cc} (${r.error?.message ?? `exit ${r.status}`}); ${without}`);
+    } else {
+      renameSync(tmp, out);
+    }
   }
 }

@@ -8,7 +8,7 @@
  * wait4(2) returns; this helper sits between the agent and the command to keep them. When
  * the command has ended it writes one line to fd 3 (the agent's control socket):
  *
- *   exit STATUS UTIME_US STIME_US MAXRSS_KB
+ *   exit STATUS UTIME_US STIME_US MAXRSS_KB MINFLT MAJFLT NSWAP INBLOCK OUBLOCK NVCSW NIVCSW
  *
  * STATUS is the raw wait status (exit code, signal, core-dump flag); the usage is
  * RUSAGE_CHILDREN: the command plus every descendant that was waited for. Right after the
@@ -175,7 +175,8 @@ int main(int argc, char **argv) {
   struct rusage ru;
   memset(&ru, 0, sizeof ru);
   getrusage(RUSAGE_CHILDREN, &ru);
-  dprintf(3, "exit %d %lld %lld %ld\n", status, usec(ru.ru_utime), usec(ru.ru_stime), ru.ru_maxrss);
+  dprintf(3, "exit %d %lld %lld %ld %ld %ld %ld %ld %ld %ld %ld\n", status, usec(ru.ru_utime), usec(ru.ru_stime), ru.ru_maxrss,
+          ru.ru_minflt, ru.ru_majflt, ru.ru_nswap, ru.ru_inblock, ru.ru_oublock, ru.ru_nvcsw, ru.ru_nivcsw);
 
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) {

@@ -20,6 +20,8 @@ export interface FleetRun {
   startCpuS?: number;
   /** How long a graceful stop of all of them took (drover only). */
   stopS?: number;
+  /** Median round trip of GET /metrics with all of them running, in ms (drover only). */
+  scrapeMs?: number;
 }
 
 /** The same thing done by drover, PM2 and supervisord. */

@@ -1,7 +1,8 @@
 import { startAgent } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
 import { createMany, features, untilRunning, type StatusDoc } from '../lib/drover.js';
-import { json } from '../lib/http.js';
+import { json, request } from '../lib/http.js';
+import { median } from '../lib/stats.js';
 import { FLEET_SIZE, measureIdle, type FleetDriver, type FleetRun } from '../lib/fleet.js';
 import { cpuSeconds, rssBytes } from '../lib/procfs.js';
 import { sleep } from '../lib/wait.js';
@@ -40,13 +41,14 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
         const startS = (performance.now() - t0) / 1000;
         const startCpuS = cpuSeconds(agent.pid) - c0;
         const idle = await measureIdle(agent.pid);
+        const scrapeMs = await scrape(agent.url);
         notes.metrics = features(await json<StatusDoc>('GET', docs[0].status)).metrics;
         if (ctx.longIdle && !notes.longIdle) notes.longIdle = await longIdleRss(agent.pid, idle.rssMB);
         const stopS = (await agent.stop()) / 1000;
         ctx.log(
           `  drover: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`,
         );
-        return { startS, startCpuS, stopS, ...idle };
+        return { startS, startCpuS, stopS, scrapeMs, ...idle };
       } catch (err) {
         await agent.stop().catch(() => {});
         throw err;
@@ -54,6 +56,17 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
     },
     dispose: async () => {},
   };
+}
+
+/** GET /metrics with every process running: the median of 9 round trips (after one warm-up), in ms. */
+async function scrape(url: string): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const r = await request('GET', `${url}/metrics`);
+    if (r.status !== 200) throw new Error(`GET /metrics answered ${r.status}`);
+    if (i > 0) times.push(r.ms);
+  }
+  return median(times);
 }
 
 /**

@@ -78,5 +78,14 @@ export async function fleetScenario(ctx: BenchContext, peers: FleetDriver[]): Pr
           : 'no live usage in the status documents (sampling off, or not on main)',
       ],
     },
+    {
+      id: 'fleet-metrics-scrape',
+      label: `GET /metrics, ${FLEET_SIZE} running (median)`,
+      unit: 'ms',
+      figure: summarize(mine.map((r) => r.scrapeMs!)),
+      target: { max: 20, text: '<= 20 ms' },
+      peers: [],
+      notes: ['round trip over keep-alive, 9 scrapes after a warm-up, text format 0.0.4'],
+    },
   ];
 }

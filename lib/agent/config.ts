@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
@@ -63,10 +64,38 @@ export interface Config {
   bootTimeoutMs: number;
   /** start-first replace: how long the old child keeps serving after the process moved to the new port (clients re-read `port`). */
   replaceDrainMs: number;
+  /** How long a pull-mode worker holds a job without reporting `running` (/api/v0.5/). */
+  jobLeaseMs: number;
+  /** The longest a contract or job long-poll is held, whatever the client asks. */
+  jobPollMaxMs: number;
   /** Disk cap of each process's event log; the oldest events are dropped beyond it. */
   eventsMaxBytes: number;
   /** How long a deleted process's event log stays readable. */
   eventsRetentionMs: number;
+  /** Bytes a proc (POST /procs) may hold in its memory captures, all its fds together; the rest is dropped and named in its errors. */
+  procCaptureMaxBytes: number;
+  /** A finished run not finalised (DELETE) by then is finalised automatically. */
+  runTtlMs: number;
+  /** A run created but never started by then is finalised automatically. */
+  runUnstartedTtlMs: number;
+  /** File holding a read-only token accepted on GET /metrics only (or DROVER_METRICS_TOKEN); '' for none. */
+  metricsTokenFile: string;
+  /** The read-only metrics token itself (never a setting, like `token`). */
+  metricsToken?: string;
+  /** Ask for the token on /healthz and /readyz too (by default they answer anyone, for load balancers). */
+  healthAuth: boolean;
+  /** /readyz says "not ready" when the state directory's file system has less free space than this. */
+  readyMinFreeBytes: number;
+  /** Runs building or executing at once (default: the number of cores); the rest wait queued. */
+  maxConcurrentRuns: number;
+  /** Of those, slots only admin-priority runs may use. */
+  adminReservedRuns: number;
+  /** Key of the X-Drover-Signature HMAC on callbacks; '' sends none. */
+  callbackSecret: string;
+  /** A callback POST not answered by then is a failed try. */
+  callbackTimeoutMs: number;
+  /** Waits before each retry of a callback, comma-separated ms; their count is the number of retries. */
+  callbackBackoffMs: string;
 }
 
 export const defaults: Config = {
@@ -103,9 +132,22 @@ export const defaults: Config = {
   inspectUrl: '',
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
+  runTtlMs: 24 * 3_600_000,
+  runUnstartedTtlMs: 3_600_000,
+  maxConcurrentRuns: availableParallelism(),
+  adminReservedRuns: 1,
+  callbackSecret: '',
+  callbackTimeoutMs: 30_000,
+  callbackBackoffMs: '60000,120000,240000',
   minUptimeMs: 1_000,
   bootTimeoutMs: 60_000,
   replaceDrainMs: 1_000,
+  procCaptureMaxBytes: 64 * 1024 * 1024,
+  jobLeaseMs: 600_000,
+  jobPollMaxMs: 60_000,
+  metricsTokenFile: '',
+  healthAuth: false,
+  readyMinFreeBytes: 64 * 1024 * 1024,
 };
 
 export class ConfigError extends Error {}
@@ -144,16 +186,34 @@ const fileKeys: Record<string, keyof Config> = {
   inspect_url: 'inspectUrl',
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',
+  run_ttl_ms: 'runTtlMs',
+  run_unstarted_ttl_ms: 'runUnstartedTtlMs',
+  max_concurrent_runs: 'maxConcurrentRuns',
+  admin_reserved_runs: 'adminReservedRuns',
+  callback_secret: 'callbackSecret',
+  callback_timeout_ms: 'callbackTimeoutMs',
+  callback_backoff_ms: 'callbackBackoffMs',
   min_uptime_ms: 'minUptimeMs',
   boot_timeout_ms: 'bootTimeoutMs',
   replace_drain_ms: 'replaceDrainMs',
+  proc_capture_max_bytes: 'procCaptureMaxBytes',
+  job_lease_ms: 'jobLeaseMs',
+  job_poll_max_ms: 'jobPollMaxMs',
+  metrics_token_file: 'metricsTokenFile',
+  health_auth: 'healthAuth',
+  ready_min_free_bytes: 'readyMinFreeBytes',
 };
 
 // A host name or "*.domain", lower case; the same forms an allow-list entry may take.
 const HOST_PATTERN = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
 
 /** Lower bounds other than the usual (0 for ports, redirects and times, else 1). */
-const minimums: Partial<Record<keyof Config, number>> = { eventsMaxBytes: 1024 * 1024 };
+const minimums: Partial<Record<keyof Config, number>> = {
+  eventsMaxBytes: 1024 * 1024,
+  jobLeaseMs: 100,
+  readyMinFreeBytes: 0,
+  adminReservedRuns: 0,
+};
 
 /** Names accepted in a config file (snake_case) and as flags (--kebab-case). */
 export const settingNames = Object.keys(fileKeys);
@@ -182,6 +242,10 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
     if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value))
       throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
+    if (key === 'callbackBackoffMs' && !/^\s*\d+(\s*,\s*\d+)*\s*$/.test(value))
+      throw new ConfigError(
+        `setting "${name}" must be comma-separated milliseconds like "60000,120000,240000", got ${JSON.stringify(value.slice(0, 200))}`,
+      );
     return [key, key === 'stateDir' ? resolve(value) : value];
   }
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;

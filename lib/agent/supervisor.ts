@@ -9,7 +9,7 @@ import { agentEnv } from '../release/env.js';
 import { checkSpec, resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
 import { Child } from '../os/child.js';
-import { userEnv, type RunAs } from '../os/identity.js';
+import { resolveUser, userEnv, type RunAs } from '../os/identity.js';
 import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
 import { groupMeter, type GroupMeter } from '../os/meter.js';
@@ -24,15 +24,17 @@ import { groupHasLiveMembers, signalGroup } from '../os/proc.js';
 import { ProcessRecorder } from '../process/record.js';
 import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
+import { join } from 'node:path';
+import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
+import type { ArgvSpec } from '../release/launch.js';
+import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
-export type CreateRequest = Pick<
-  DesiredProcess,
-  'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'
-> & {
-  /** Start from this process's env (config kept across a deploy that adds processes); `env` is merged over it. */
-  envFrom?: string;
-};
+export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'> &
+  Partial<Pick<DesiredProcess, 'job'>> & {
+    /** Start from this process's env (config kept across a deploy that adds processes); `env` is merged over it. */
+    envFrom?: string;
+  };
 
 /** A replace: a new source and/or env, built while the old child runs, then swapped in. */
 export interface ReplaceOptions {
@@ -70,6 +72,29 @@ export interface RestartSettings {
 
 export type { Launch };
 
+/** Limits a run's child gets beyond a process's. */
+export interface ChildLimits {
+  /** Hard memory limit of the tree: the cgroup's when the run gets one that can carry it. */
+  memoryBytes?: number;
+}
+
+/**
+ * A run-to-completion actor (POST /runs): the same machine, log, inspector and usage as a
+ * process, restart policy `never`, failed builds not retried, not in the desired state. Its
+ * owner supplies what `downloading` and `building` do (the uploaded app, the run's own build).
+ */
+export interface RunActorRequest {
+  slug: string;
+  app: string;
+  node: string;
+  processType: string;
+  env: Record<string, string>;
+  events: EventLog;
+  prepare(signal: AbortSignal): Promise<unknown>;
+  build(proc: ManagedProcess, prepared: unknown, signal: AbortSignal): Promise<Launch>;
+  limits?: ChildLimits;
+}
+
 type ProcessActor = Actor<typeof processMachine>;
 
 /** A supervised process: its saved record (the one copy of what was asked for) and what runs it. */
@@ -88,6 +113,12 @@ export class ManagedProcess {
   current: { child: ChildHandle; readyAt: Date | null } | null = null;
   /** A replace under way: a second one is refused (409). */
   replacing = false;
+  /** Set for a proc (POST /procs): its errors, captures and end. */
+  proc?: ProcRuntime;
+  /** A long-running process, or a run (POST /runs) that runs once. */
+  kind: 'process' | 'run' = 'process';
+  /** Limits for its children (runs). */
+  limits: ChildLimits = {};
   /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts). */
   private appPidKnown: Promise<unknown> = Promise.resolve();
 
@@ -142,8 +173,12 @@ export class ManagedProcess {
   get port(): number {
     return this.record.port;
   }
-  /** Web processes, and any created with `readiness: {port: true}`, are ready once $PORT accepts connections. */
+  /**
+   * Web processes, and any created with `readiness: {port: true}`, are ready once $PORT accepts
+   * connections. Procs (no $PORT) and runs (they run once, nothing to restart) are not checked.
+   */
   get checksReadiness(): boolean {
+    if (this.proc || this.kind === 'run') return false;
     return this.record.readiness?.port ?? this.record.processType === 'web';
   }
   /** When the current child became ready: for a process without a readiness check, when it started. */
@@ -182,12 +217,14 @@ export class Supervisor {
   /** Set by shutdown: a create still in flight is saved but not started (the next agent starts it). */
   private closing = false;
   private readonly ports = new PortPool();
-  private readonly baseEnv: Record<string, string>;
+  /** The environment every child and build step starts from (the agent's minus DROVER_*, and --user's). */
+  readonly baseEnv: Record<string, string>;
   /** How runs are measured here (see usage.ts): found once, used for every child. */
   readonly sampler: UsageSampler;
   readonly cgroups: Cgroups | null;
   readonly waitHelper: string | null;
-  private readonly buildMeter: GroupMeter;
+  /** Measures build steps (runs' builds too). */
+  readonly buildMeter: GroupMeter;
   /** Every actor's state transitions, for /inspect and the dashboard. */
   readonly inspection: InspectionHub;
 
@@ -214,17 +251,119 @@ export class Supervisor {
     return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
+  /** Fetches an archive through the release cache (blob URLs from disk), as a create's download does. */
+  fetchArchive(url: string, signal?: AbortSignal): Promise<Archive> {
+    return this.releases.fetch(url, { signal });
+  }
+
+  /** The user children run as (--user), if any. */
+  get childUser(): RunAs | undefined {
+    return this.runAs;
+  }
+
   /** The event log of a process, or of a deleted one still within its retention time. */
   eventLog(slug: string): EventLog | undefined {
     return this.store.events.get(slug);
   }
 
+  /** A long-running process (runs are reached through their registry, see runs.ts). */
   get(slug: string): ManagedProcess | undefined {
-    return this.procs.get(slug);
+    const p = this.procs.get(slug);
+    return p?.kind === 'process' ? p : undefined;
   }
 
+  /** The long-running processes. */
   list(): ManagedProcess[] {
+    return [...this.procs.values()].filter((p) => p.kind === 'process');
+  }
+
+  /** Every actor: processes and runs. */
+  private all(): ManagedProcess[] {
     return [...this.procs.values()];
+  }
+
+  /** Whether a run's memory limit can be a cgroup's here (else it is RLIMIT_AS, see runs.ts). */
+  get cgroupMemoryLimits(): boolean {
+    return Boolean(this.cgroups?.memory) && !(this.runAs && !this.waitHelper);
+  }
+
+  /**
+   * Creates a run's actor (restart policy `never`) and starts it on the next turn. Not saved in
+   * the desired state: runs are short-term, and an agent restart ends them.
+   */
+  async createRun(req: RunActorRequest): Promise<ManagedProcess> {
+    const { slug, events } = req;
+    if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`"${slug}" already exists`);
+    if (this.closing) throw new ConflictError('the agent is shutting down');
+    this.reserved.add(slug);
+    let port: number;
+    try {
+      // A $PORT like any process's: a scraper may start a helper server of its own.
+      port = await this.ports.reserve();
+    } finally {
+      this.reserved.delete(slug);
+    }
+    const record: DesiredProcess = {
+      slug,
+      app: req.app,
+      node: req.node,
+      processType: req.processType,
+      sourceUrl: '',
+      env: { ...req.env },
+      restart: { policy: 'never' },
+      port,
+      createdAt: new Date().toISOString(),
+    };
+    const output = new OutputHub((stream, line) => events.output(stream, line));
+    const settings = this.restartSettings(record.restart);
+    const recorder = new ProcessRecorder(events, port);
+    const observe = this.inspection.observer(slug);
+    const proc = new ManagedProcess(record, events, output, new ProcessMetrics(this.config.usageSamples), settings, (self) =>
+      createActor(processMachine, {
+        id: slug,
+        input: {
+          deps: {
+            download: (signal) => req.prepare(signal),
+            build: (prepared, signal) => req.build(self, prepared, signal),
+            start: (launch) => this.spawn(self, launch as Launch, port).child,
+            backoff: { initialMs: settings.delayMs, maxMs: settings.maxDelayMs, resetAfterMs: settings.resetAfterMs },
+            stopGraceMs: this.config.stopGraceMs,
+            minUptimeMs: 0,
+          },
+          maxErrors: this.config.maxErrors,
+          policy: 'never',
+          retryFailures: false,
+        },
+        inspect: (ev) => {
+          recorder.inspect(ev);
+          observe(ev);
+        },
+      }),
+    );
+    proc.kind = 'run';
+    proc.limits = { ...req.limits };
+    this.procs.set(slug, proc);
+    recorder.begin(proc.actor, 'created', {});
+    proc.actor.start();
+    setImmediate(() => proc.actor.send({ type: 'START' }));
+    return proc;
+  }
+
+  /** Stops a run's actor (if it still runs) and forgets it; its log is retired (readable for the retention time). */
+  async removeRun(slug: string): Promise<void> {
+    const proc = this.procs.get(slug);
+    if (!proc || proc.kind !== 'run') return;
+    let deletion = this.deletions.get(slug);
+    if (!deletion) {
+      deletion = (async () => {
+        await this.stop(proc, 'run finalised');
+        await this.store.events.retire(slug);
+        this.procs.delete(slug);
+        this.ports.release(proc.port);
+      })().finally(() => this.deletions.delete(slug));
+      this.deletions.set(slug, deletion);
+    }
+    await deletion;
   }
 
   /**
@@ -254,6 +393,7 @@ export class Supervisor {
         sourceUrl: req.sourceUrl,
         env: { ...baseEnv, ...req.env },
         ...(req.argv ? { argv: req.argv } : {}),
+        ...(req.job ? { job: { ...req.job } } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
         ...(req.readiness ? { readiness: { ...req.readiness } } : {}),
         port,
@@ -263,6 +403,52 @@ export class Supervisor {
       return this.launch(record, events, false, opts.requestId);
     } catch (err) {
       if (port) this.ports.release(port);
+      if (events) await this.store.events.abandon(slug);
+      throw err;
+    } finally {
+      this.reserved.delete(slug);
+    }
+  }
+
+  /** The proc with this client id, if any. */
+  getProc(id: string): ManagedProcess | undefined {
+    const p = this.procs.get(procSlug(id));
+    return p?.proc?.id === id ? p : undefined;
+  }
+
+  /** Every proc (POST /procs), in the order they were created. */
+  listProcs(): ManagedProcess[] {
+    return this.list().filter((p) => p.proc);
+  }
+
+  /**
+   * Creates a proc: an argv spec with no source archive, run once (restart policy never). Its
+   * `downloading` and `building` resolve at once; what keeps it from starting (a missing
+   * executable, a file it cannot open) is its error, not the request's.
+   */
+  async createProc(id: string, spec: ArgvSpec): Promise<ManagedProcess> {
+    const slug = procSlug(id);
+    if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`duplicate proc id: ${id}`);
+    this.reserved.add(slug);
+    let events: EventLog | undefined;
+    try {
+      events = await this.store.events.open(slug);
+      const record: DesiredProcess = {
+        slug,
+        app: 'proc',
+        node: procKey(id),
+        processType: 'proc',
+        sourceUrl: '',
+        env: {},
+        argv: spec,
+        restart: { policy: 'never' },
+        port: 0,
+        createdAt: new Date().toISOString(),
+        proc: { id },
+      };
+      await this.store.desired.put(record);
+      return this.launch(record, events, false);
+    } catch (err) {
       if (events) await this.store.events.abandon(slug);
       throw err;
     } finally {
@@ -321,15 +507,31 @@ export class Supervisor {
       }),
     );
     proc.requestId = requestId;
+    if (record.proc) {
+      const rt = new ProcRuntime(
+        record.proc.id,
+        join(this.config.stateDir, 'procs', record.node),
+        record.argv?.fds ?? [],
+        this.config.procCaptureMaxBytes,
+      );
+      proc.proc = rt;
+      if (restored) {
+        rt.restored = true;
+        rt.restoreFrom(record.proc);
+        // It ran under the previous agent, which died without seeing its end: say so, never re-run it.
+        if (!record.proc.final) rt.errors.push('the agent restarted while the proc was running; how it ended is unknown');
+      }
+    }
     this.procs.set(slug, proc);
     recorder.begin(proc.actor, restored ? 'restored after an agent restart' : 'created', requestId ? { request_id: requestId } : {});
     this.watch(proc);
     proc.actor.start();
     if (!this.closing) {
       // A process that was kept down comes back down; the rest start again.
-      setImmediate(() =>
-        proc.actor.send(restored && record.stopped ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }),
-      );
+      // A restored proc is over (it runs once): it comes back down, with its end or its loss.
+      const down = restored && (record.stopped || record.proc);
+      setImmediate(() => proc.actor.send(down ? { type: 'STOP', reason: 'kept down across the agent restart' } : { type: 'START' }));
+      if (restored && record.proc && !record.proc.final) void this.saveProcFinal(proc);
     }
     return proc;
   }
@@ -344,7 +546,8 @@ export class Supervisor {
       const next = view(snap);
       const { newError } = diffSnapshots(prev, next);
       prev = next;
-      if (newError !== null) this.log(`drover: ${slug}: ${oneLine(newError)}`);
+      if (newError !== null && !proc.proc) this.log(`drover: ${slug}: ${oneLine(newError)}`);
+      if (proc.proc && snap.value === 'exited' && !proc.proc.restored && !record.proc?.final) void this.saveProcFinal(proc);
       // Restarts are saved so that an agent restart does not count from 0 again.
       let save = false;
       if (snap.context.restarts !== (record.restarts ?? 0) && !this.closing && !this.deletions.has(slug)) {
@@ -369,7 +572,7 @@ export class Supervisor {
    * before anything is stopped; if it cannot be saved, nothing changes and this throws.
    */
   async delete(slug: string): Promise<boolean> {
-    const proc = this.procs.get(slug);
+    const proc = this.get(slug);
     if (!proc) return false;
     let deletion = this.deletions.get(slug);
     if (!deletion) {
@@ -377,8 +580,9 @@ export class Supervisor {
         await this.store.desired.remove(slug);
         await this.stop(proc, 'delete requested');
         await this.store.events.retire(slug);
+        await proc.proc?.removeFiles();
         this.procs.delete(slug);
-        this.ports.release(proc.port);
+        if (proc.port) this.ports.release(proc.port);
       })().finally(() => this.deletions.delete(slug));
       this.deletions.set(slug, deletion);
     }
@@ -396,6 +600,8 @@ export class Supervisor {
   async replace(slug: string, opts: ReplaceOptions): Promise<ReplaceOutcome> {
     const proc = this.procs.get(slug);
     if (!proc) throw new ConflictError(`process "${slug}" does not exist`);
+    if (proc.proc || proc.kind === 'run')
+      throw new ConflictError(`"${slug}" is a ${proc.proc ? 'proc' : 'run'}: it has no release to replace`);
     const live = () => !this.deletions.has(slug) && this.procs.get(slug) === proc && !proc.actor.getSnapshot().context.deleting;
     if (!live()) throw new ConflictError(`process "${slug}" is being deleted`);
     if (proc.replacing) throw new ConflictError(`process "${slug}" is already being replaced`);
@@ -534,7 +740,9 @@ export class Supervisor {
   async shutdown(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.deletions.values()].map((d) => d.catch(() => {})));
-    await Promise.all(this.list().map((p) => this.stop(p, 'agent shutting down')));
+    await Promise.all(this.all().map((p) => this.stop(p, 'agent shutting down')));
+    // A proc stopped by the shutdown ended here: the next agent reports that end.
+    await Promise.all(this.listProcs().map((p) => (p.record.proc?.final || p.proc?.restored ? null : this.saveProcFinal(p, true))));
     this.sampler.close();
     this.cgroups?.close();
   }
@@ -544,6 +752,22 @@ export class Supervisor {
     for (const p of this.procs.values()) {
       const pgid = p.actor.getSnapshot().context.pgid;
       if (pgid) signalGroup(pgid, 'SIGKILL');
+    }
+  }
+
+  /** Saves a proc's end in its record (and its memory captures beside it), once. */
+  private async saveProcFinal(proc: ManagedProcess, closing = false): Promise<void> {
+    const { record, slug } = proc;
+    const rt = proc.proc;
+    if (!rt || !record.proc || record.proc.final || this.deletions.has(slug) || (this.closing && !closing)) return;
+    try {
+      const final = await rt.saveFinal();
+      if (this.deletions.has(slug) || !this.procs.has(slug)) return;
+      record.proc.final = final;
+      record.stopped = true;
+      await this.store.desired.put(record);
+    } catch (err) {
+      this.log(`drover: ${slug}: cannot save how the proc ended: ${message(err)}`);
     }
   }
 
@@ -567,13 +791,16 @@ export class Supervisor {
     // no surprise upgrade if the URL now serves something else. Later downloads (after a
     // failure) go to the source again.
     let reuse = restored ? proc.record.archive : undefined;
+    // A proc has no source: downloading and building resolve at once.
+    const sourceless = proc.record.sourceUrl === '';
     return {
       download: async (signal) => {
+        if (sourceless) return null as unknown as Archive;
         const cached = reuse ? await this.releases.cached(reuse) : null;
         reuse = undefined;
         return cached ? { ...cached, reused: true } : this.download(proc, signal);
       },
-      build: (archive, signal) => this.build(proc, archive, signal),
+      build: (archive, signal) => (sourceless ? this.resolveProc(proc) : this.build(proc, archive, signal)),
       start: (launch) => this.spawn(proc, launch as Launch, proc.record.port).child,
       backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
@@ -595,6 +822,29 @@ export class Supervisor {
       this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
     }
     return archive;
+  }
+
+  /**
+   * What a proc runs, in the agent's working directory unless its spec says otherwise. A
+   * failure here (an environment over the kernel's limits) is the proc's error when it starts,
+   * never a retry: a proc runs once.
+   */
+  private async resolveProc(proc: ManagedProcess): Promise<Launch> {
+    const { record } = proc;
+    const spec = specOf(record);
+    try {
+      return await resolveLaunch({
+        dir: process.cwd(),
+        spec,
+        agentEnv: this.baseEnv,
+        env: {},
+        port: 0,
+        identity: { app: record.app, node: record.node, slug: record.slug, processType: record.processType },
+      });
+    } catch (err) {
+      proc.proc?.errors.push(message(err));
+      return { argv: spec.kind === 'argv' ? spec.argv : [], cwd: process.cwd(), env: {}, failed: true } as Launch;
+    }
   }
 
   /** Builds the release (or finds it built) and resolves what the process runs in it. */
@@ -639,6 +889,29 @@ export class Supervisor {
   }
 
   /**
+   * A proc's program and fds, checked and opened before it starts: what fails here is the
+   * proc's error (state `error`), in Procstar's words ("execve failed: …").
+   */
+  private procChildOptions(proc: ManagedProcess, rt: ProcRuntime, launch: Launch) {
+    try {
+      if ((launch as { failed?: boolean }).failed) throw new SetupError(rt.errors.at(-1) ?? 'cannot start');
+      if (!launch.argv) throw new SetupError('a proc needs an argv');
+      const exe = launch.exe ?? launch.argv[0];
+      const path = checkExecutable(exe, launch.cwd);
+      if (rt.fds.some((e) => e.spec.type === 'capture' && e.spec.mode === 'tempfile')) rt.ensureDir();
+      const prepared = prepareFds(rt.fds, launch.cwd, (fd) => rt.tempfile(fd));
+      // execve semantics: a name without a slash is a file in the cwd, never looked up in PATH.
+      // drover's extension: a proc of its own user (validated at create: the agent is root).
+      const user = launch.user;
+      const runAs = user ? resolveUser(user) : this.runAs;
+      return { exe: exe.includes('/') ? exe : path, prepared, captures: rt.captures, runAs };
+    } catch (err) {
+      if (!(launch as { failed?: boolean }).failed) rt.errors.push(message(err));
+      throw err;
+    }
+  }
+
+  /**
    * Starts one child of the process, measured, registered as a live group, throttled by its log.
    * A process checked for readiness is watched until it accepts connections on `port`; one that
    * does not within the boot timeout is stopped and restarted by its actor (unless `detached`: a
@@ -651,14 +924,23 @@ export class Supervisor {
     opts: { detached?: boolean } = {},
   ): { child: Child; ready: Promise<boolean> | null; makeCurrent: () => void } {
     const { slug, events, metrics } = proc;
+    const rt = proc.proc;
+    const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
+    const runAs = procOptions ? procOptions.runAs : this.runAs;
+    // A --user child cannot join a cgroup by itself; the exit helper does it as root.
+    const cgroup = runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null);
+    if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
+      cgroup?.remove();
+      throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
+    }
     const child = new Child({
       ...launch,
-      runAs: this.runAs,
+      ...procOptions,
+      runAs,
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
-      // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-      cgroup: this.runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null),
+      cgroup,
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
     });
@@ -701,8 +983,18 @@ export class Supervisor {
     // When the log's queue is high (disk slower than the child), stop reading the child.
     if (events.isCongested) child.pauseOutput(true);
     const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
+    if (rt) {
+      rt.startedAt = child.startedAt;
+      void child.appPid.then((p) => (rt.pid = p ?? rt.pid));
+    }
     void child.exited.then((exit) => {
       cancelReady();
+      if (rt) {
+        // Before the actor hears of the exit: `terminated` comes with everything in place.
+        rt.exit = exit;
+        if (exit.error) rt.errors.push(exit.error);
+        rt.noteDropped('setting proc_capture_max_bytes');
+      }
       metrics.runEnded(exit.usage ?? null);
       unwatch();
       if (pid) this.store.groups.remove(pid);

@@ -7,6 +7,7 @@ export function rootDocument(base: Base) {
     create: `${base.http}/create-process`,
     list: `${base.http}/list-processes`,
     data: `${base.http}/data`,
+    runs: `${base.http}/runs`,
     // Server-Sent Events at this URL; a WebSocket at the same path (ws://).
     inspect: `${base.http}/inspect`,
     machine: `${base.http}/machine`,

@@ -40,6 +40,8 @@ export interface ProcessView {
   readyAt: Date | null;
   /** sha256 of the archive the process runs (or last fetched). */
   archive?: string;
+  /** Set for a proc (POST /procs): the client's id. */
+  procId?: string;
 }
 
 export function processView(proc: ManagedProcess): ProcessView {
@@ -67,6 +69,7 @@ export function processView(proc: ManagedProcess): ProcessView {
     checksReadiness: proc.checksReadiness,
     readyAt: proc.readyAt,
     archive: proc.record.archive,
+    ...(proc.proc ? { procId: proc.proc.id } : {}),
   };
 }
 
@@ -92,7 +95,8 @@ export function statusDocument(base: Base, p: ProcessView) {
     events: `${base.http}/process-events/${slug}`,
     pid: p.pid,
     pgid: p.pgid,
-    port: p.port,
+    // A proc gets no $PORT.
+    port: p.procId !== undefined ? null : p.port,
     restarts: p.restarts,
     created_at: p.createdAt.toISOString(),
     started_at: p.state === 'running' && p.startedAt ? p.startedAt.toISOString() : null,
@@ -115,6 +119,8 @@ export function statusDocument(base: Base, p: ProcessView) {
     },
     last_exit: exitDetail(p.lastExit),
     usage: liveDetail(p.metrics.live),
+    // A proc of the Procstar API: its id there and its RESULT.
+    ...(p.procId !== undefined ? { proc_id: p.procId, proc: `${base.http}/procs/${encodeURIComponent(p.procId)}` } : {}),
   };
 }
 

@@ -78,7 +78,8 @@ export function plan(desired: PlannedProcess[], current: Doc[], managed: (doc: D
       else out.keep.push(cur);
     }
   }
-  for (const doc of current) if (managed(doc) && !wanted.has(String(doc.slug))) out.remove.push(doc);
+  // Procs (POST /procs, `proc_id`) belong to their scheduler, never to a deploy or a manifest.
+  for (const doc of current) if (doc.proc_id === undefined && managed(doc) && !wanted.has(String(doc.slug))) out.remove.push(doc);
   return out;
 }
 
@@ -134,7 +135,7 @@ export async function execute(client: Client, p: Plan, opts: ExecuteOptions = {}
       strategy: opts.strategy ?? 'stop-first',
     };
     const doc = await client.json('POST', linkOf(r.current, 'replace', 'replacing processes'), { body });
-    const rep = (doc.replace ?? {}) as Doc;
+    const rep = (doc.replaced ?? {}) as Doc;
     const changed = Array.isArray(rep.changed) ? (rep.changed as string[]) : [];
     if (changed.length === 0 && !sourceChanged) continue; // the merged env is what it had
     touched.push(doc);

@@ -1,10 +1,12 @@
 import { version } from './version.js';
+import { buildInfo } from '../release/build-info.js';
 
 const usage = `Usage: drover <command> [options]
 
 Agent:
   serve                 run the agent (see drover serve --help)
   demo                  run the agent with the example app deployed (what npm start runs)
+  worker --server URL   pull jobs from a Pleiades server and run them (see drover worker --help)
 
 Client (talks to DROVER_URL, default http://127.0.0.1:8080, with DROVER_TOKEN if set):
   ps                    list processes: state, pid, restarts, uptime, CPU, memory
@@ -32,6 +34,7 @@ Exit codes: 0 ok, 1 failed, 2 bad usage, 3 agent unreachable, 4 credentials refu
 const verbs: Record<string, (argv: string[]) => Promise<number>> = {
   serve: async (a) => (await import('./serve.js')).serve(a),
   demo: async (a) => (await import('./demo.js')).demo(a),
+  worker: async (a) => (await import('./worker.js')).worker(a),
   ps: async (a) => (await import('./ps.js')).ps(a),
   deploy: async (a) => (await import('./deploy.js')).deploy(a),
   apply: async (a) => (await import('./apply.js')).apply(a),
@@ -49,7 +52,7 @@ const verbs: Record<string, (argv: string[]) => Promise<number>> = {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === '--version' || cmd === '-v') {
-    process.stdout.write(`drover ${version()}\n`);
+    process.stdout.write(`drover ${version()} (commit ${buildInfo().commit})\n`);
     return 0;
   }
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {

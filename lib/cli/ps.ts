@@ -27,7 +27,8 @@ export function psRows(docs: Doc[], now: number, paint = painter(false)): string
       // An agent with stop/start reports a stopped process as exited plus `stopped: true`.
       const state = d.stopped === true ? 'stopped' : String(d.state);
       return [
-        String(d.slug),
+        // A proc (POST /procs) by its client's id: `proc:ID`.
+        d.proc_id !== undefined ? `proc:${String(d.proc_id)}` : String(d.slug),
         paint(stateColor(state), state),
         d.pid == null ? '-' : String(d.pid),
         d.port == null ? '-' : String(d.port),

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
 import { startAgent, StartError, type Agent } from '../http/server.js';
-import { loadToken } from '../http/token.js';
+import { loadMetricsToken, loadToken } from '../http/token.js';
+import { SystemdNotifier } from '../os/sd-notify.js';
 
 export const serveUsage = `Usage: drover serve [options]
 
@@ -23,10 +24,41 @@ Options:
                        agent's own, e.g. https://dash.example.com (others get 403)
   --allowed-hosts LIST comma-separated names the agent answers to without a token besides
                        loopback and the bound address, e.g. myhost.lan (others get 421)
+  --metrics-token-file FILE  a read-only token accepted on GET /metrics only (or set
+                       DROVER_METRICS_TOKEN), for a Prometheus that should not hold the agent token
+  --health-auth true   ask for the token on /healthz and /readyz too (open by default)
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
-Settings: ${settingNames.join(', ')}`;
+Settings: ${settingNames.join(', ')}
+
+API (GET /openapi.json describes every route, body and answer; SLUG is APP.NODE):
+  GET /                            the index: links to everything else
+  GET /list-processes              every process's status document
+  POST /create-process             run process NODE of APP from a source archive
+  GET /process-status/SLUG         one process's status document
+  POST /delete-process/SLUG        stop it and its process group, and forget it
+  GET /process-events/SLUG         its event log, NDJSON or Server-Sent Events
+  WS /attach-console/SLUG          its output as a WebSocket, one text frame per line
+  POST /signal-process/SLUG        signal its process group
+  POST /stop-process/SLUG          stop it gracefully; it stays exited until start
+  POST /start-process/SLUG         start an exited process
+  POST /restart-process/SLUG       graceful stop, then a new child at once
+  POST /replace-process/SLUG       a new release (source, env), built while the old child runs
+  GET /process-metrics/SLUG        its usage per stage and recent samples
+  POST /data                       store a blob (the deploy command's uploads)
+  GET /data                        the blobs held
+  GET /data/ID                     one blob's metadata
+  GET /data/ID/blob                one blob's bytes
+  GET /inspect                     transition records as Server-Sent Events
+  WS /inspect                      the same records as a WebSocket
+  GET /machine                     the state machine, for drawing
+  GET /ui                          the dashboard (no token needed for its files)
+  GET /ui/FILE                     the dashboard's scripts and styles
+  GET /metrics                     Prometheus metrics (also with --metrics-token-file's token)
+  GET /healthz                     liveness (no token needed unless --health-auth true)
+  GET /readyz                      readiness: restore done, state dir writable, disk not full
+  GET /openapi.json                the OpenAPI 3.1 document of all of this`;
 
 /** Turns flags, the config file and DROVER_TOKEN into a Config; throws ConfigError with a one-line message. */
 export async function resolveConfig(
@@ -53,7 +85,9 @@ export async function resolveConfig(
   const config = applySettings(applySettings(defaults, fromFile), fromFlags);
   const { token, warnings } = await loadToken(config.tokenFile, env);
   for (const w of warnings) warn(w);
-  return token ? { ...config, token } : config;
+  const metrics = await loadMetricsToken(config.metricsTokenFile, env);
+  for (const w of metrics.warnings) warn(w);
+  return { ...config, ...(token ? { token } : {}), ...(metrics.token ? { metricsToken: metrics.token } : {}) };
 }
 
 export async function serve(argv: string[]): Promise<number> {
@@ -61,11 +95,20 @@ export async function serve(argv: string[]): Promise<number> {
     process.stdout.write(`${serveUsage}\n`);
     return 0;
   }
+  // Taken out of the environment before anything starts, so no child inherits it.
+  const notifier = SystemdNotifier.fromEnv({ warn: (line) => process.stderr.write(`drover: warning: ${line}\n`) });
   const started = await launch(argv);
-  if (typeof started === 'number') return started;
+  if (typeof started === 'number') {
+    await notifier?.close();
+    return started;
+  }
   const { agent } = started;
   process.stderr.write(`drover: ${agent.supervisor.describeMeasurement()}\n`);
-  return untilSignal(agent);
+  // Restore has finished and the API listens: systemd may start what depends on the agent.
+  notifier?.ready(`listening on ${agent.url}, ${agent.supervisor.list().length} process(es)`);
+  const code = await untilSignal(agent, () => notifier?.stopping('stopping every process'));
+  await notifier?.close();
+  return code;
 }
 
 /**
@@ -81,6 +124,7 @@ export async function launch(
     config = await resolveConfig(argv, process.env, (line) => process.stderr.write(`drover: warning: ${line}\n`));
     // Read once; children never inherit it, even through a spawn that forgets to pass an env.
     delete process.env.DROVER_TOKEN;
+    delete process.env.DROVER_METRICS_TOKEN;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`drover: ${err.message}\n`);
@@ -103,7 +147,7 @@ export async function launch(
 }
 
 /** Runs until SIGINT/SIGTERM, then stops every process gracefully; a second Ctrl-C kills them. */
-export function untilSignal(agent: Agent): Promise<number> {
+export function untilSignal(agent: Agent, onStopping: () => void = () => {}): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -116,6 +160,7 @@ export function untilSignal(agent: Agent): Promise<number> {
         return;
       }
       stopping = true;
+      onStopping();
       process.stderr.write(`drover: ${sig}, stopping every process (Ctrl-C again to force)\n`);
       agent.close().then(() => {
         process.off('SIGINT', onSignal);

@@ -15,6 +15,7 @@ import { errorBody } from '../api/errors.js';
 import { checkBrowser, type BrowserPolicy, type Refusal } from './browser.js';
 import { refuseOnSocket } from './errors.js';
 import { isDashboardAsset } from './ui.js';
+import type { Access } from './route-table.js';
 
 /** A browser WebSocket offers ['drover', 'drover.token.' + base64url(token)]; the agent answers 'drover'. */
 export const SUBPROTOCOL = 'drover';
@@ -50,17 +51,41 @@ function refuse(req: IncomingMessage, res: ServerResponse, status: number, detai
  * token, the token check. Without a token (loopback-only use; see checkBinding) only the
  * browser protections apply.
  */
-export function createGate(token: string | undefined, browser?: Omit<BrowserPolicy, 'token'>): Gate {
+export interface GateOptions {
+  /** A read-only token accepted on routes whose access is `metrics` (besides the agent token). */
+  metricsToken?: string;
+  /** Routes whose access is `health` ask for the token too (off: they answer anyone). */
+  healthAuth?: boolean;
+  /** Who may call a request, by the route table (route-table.ts). */
+  accessOf?: (method: string, pathname: string) => Access;
+}
+
+export function createGate(token: string | undefined, browser?: Omit<BrowserPolicy, 'token'>, opts: GateOptions = {}): Gate {
   const policy: BrowserPolicy | null = browser ? { ...browser, token: Boolean(token) } : null;
   const browserRefusal = (req: IncomingMessage, upgrade: boolean): Refusal | null => (policy ? checkBrowser(req, policy, upgrade) : null);
   // Comparing fixed-size digests keeps the time independent of where (and whether) they differ, and of the length.
   const expected = token ? digest(token) : null;
   const matches = (candidate: string) => expected !== null && timingSafeEqual(digest(candidate), expected);
+  const metricsExpected = opts.metricsToken ? digest(opts.metricsToken) : null;
+  // Both compared every time, so the timing does not say which token was presented.
+  const matchesForMetrics = (candidate: string) => {
+    const d = digest(candidate);
+    const a = expected !== null && timingSafeEqual(d, expected);
+    const b = metricsExpected !== null && timingSafeEqual(d, metricsExpected);
+    return a || b;
+  };
 
   return {
     http: (handler) => (req, res) => {
       const refused = browserRefusal(req, false);
       if (refused) return refuse(req, res, refused.status, refused.detail);
+      const access = opts.accessOf?.(req.method ?? 'GET', new URL(req.url ?? '/', 'http://agent').pathname) ?? 'token';
+      if (access === 'health' && !opts.healthAuth) return handler(req, res);
+      if (access === 'metrics' && metricsExpected) {
+        const verdict = check(req, matchesForMetrics, false);
+        if (verdict.ok) return handler(req, res);
+        return refuse(req, res, verdict.status, verdict.detail, verdict.status === 401 ? { 'www-authenticate': challenge(verdict) } : {});
+      }
       if (!token || isDashboardAsset(req.method, req.url)) return handler(req, res);
       const verdict = check(req, matches, acceptsQueryToken(req));
       if (verdict.ok) return handler(req, res);

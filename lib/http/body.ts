@@ -15,15 +15,22 @@ export function asObject(body: unknown): Record<string, unknown> {
 }
 
 /** A JSON object body; an absent or empty one is `{}` where `optional` allows it. */
-export async function readObject(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<Record<string, unknown>> {
+/** `anyType`: read JSON whatever the Content-Type, forms included (yinyo's server does; `curl -d` sends a form type). */
+export interface ReadJsonOptions {
+  optional?: boolean;
+  anyType?: boolean;
+}
+
+export async function readObject(event: H3Event, maxBytes: number, opts: ReadJsonOptions = {}): Promise<Record<string, unknown>> {
   const body = await readJson(event, maxBytes, opts);
   return body === undefined ? {} : asObject(body);
 }
 
 /** Reads a JSON request body (any Content-Type but a form), bounded in size, with 413/415/400 for what is not acceptable. */
-export async function readJson(event: H3Event, maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
+export async function readJson(event: H3Event, maxBytes: number, opts: ReadJsonOptions = {}): Promise<unknown> {
   const type = event.req.headers.get('content-type');
-  if (type && notJsonTypes.test(type.trim())) throw new ApiError(415, `request body must be application/json, got ${type.split(';')[0]}`);
+  if (type && !opts.anyType && notJsonTypes.test(type.trim()))
+    throw new ApiError(415, `request body must be application/json, got ${type.split(';')[0]}`);
   const declared = Number(event.req.headers.get('content-length') ?? 0);
   if (declared > maxBytes) throw new ApiError(413, `request body is larger than ${maxBytes} bytes`);
   const body = event.req.body;

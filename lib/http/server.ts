@@ -4,35 +4,71 @@ import type { Server } from 'node:http';
 import { toNodeHandler } from 'h3/node';
 import { listen } from 'listhen';
 import type { Config } from '../agent/config.js';
-import { createAttachHandler } from './attach.js';
+import { attachWebSocket, createAttachHandler, refuseUpgrade } from './attach.js';
+import type { H3 } from 'h3';
+import type { IncomingMessage } from 'node:http';
+import type { Registry } from '../os/prometheus.js';
+import { healthRoutes } from './health.js';
+import { createAgentMetrics, metricsRoute } from './metrics.js';
+import type { RouteTable } from './route-table.js';
 import { checkBinding, createGate } from './auth.js';
 import type { Duplex } from 'node:stream';
 import { answerClientError, refuseOnSocket } from './errors.js';
-import { createInspectUpgrade, INSPECT_PATH } from './inspect.js';
+import { createInspectUpgrade, inspectWebSocket } from './inspect.js';
 import { createRoutes } from './routes.js';
 import { withRequestIds } from './request-id.js';
-import { dispatchUpgrades } from './upgrade.js';
 import { canReach, IdentityError, resolveUser, type RunAs } from '../os/identity.js';
 import { forwardToStately } from '../agent/stately.js';
 import { Supervisor } from '../agent/supervisor.js';
+import { Runs } from '../agent/runs.js';
+import { Callbacks } from '../agent/callbacks.js';
+import { Outbox } from '../store/outbox.js';
 import { ReleaseCache } from '../release/cache.js';
 import { BlobStore, blobIdFromUrl } from '../store/blobs.js';
 import { sweepStaleGroups } from '../store/groups.js';
 import { Store, StoreOpenError } from '../store/store.js';
+import { JobBoard } from '../agent/pleiades.js';
+import { openPleiadesJournal } from '../store/pleiades.js';
+import type { Journal } from '../store/journal.js';
+import type { PleiadesRecord } from '../store/pleiades.js';
+import type { DesiredProcess } from '../store/desired.js';
 
 export interface Agent {
   url: string;
   port: number;
   supervisor: Supervisor;
+  /** The run-to-completion jobs (POST /runs). */
+  runs: Runs;
+  /** The agent's blob store (the bytes behind /data and /api/v0.5/data). */
+  blobs: BlobStore;
   /** Stops accepting, stops every process gracefully, closes the server. */
   close(): Promise<void>;
   /** SIGKILLs every child's group at once (second Ctrl-C). */
   kill(): void;
+  /** Every route and WebSocket endpoint served (the source of GET /openapi.json); absent without HTTP. */
+  routes?: RouteTable;
+  /** The h3 app the routes are registered on; absent without HTTP. */
+  app?: H3;
+  /** The /metrics registry: a feature registers its own series here in one line (see lib/os/prometheus.ts); absent without HTTP. */
+  metrics?: Registry;
 }
 
 export class StartError extends Error {}
 
-export async function startAgent(config: Config, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Agent> {
+export interface StartOptions {
+  /** Listen for HTTP (default); false runs the supervisor alone (`drover worker` without --serve). */
+  listen?: boolean;
+  /** Saved processes to forget instead of restoring (a worker's jobs: the server re-queues them). */
+  forget?: (record: DesiredProcess) => boolean;
+}
+
+export async function startAgent(
+  config: Config,
+  log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+  opts: StartOptions = {},
+): Promise<Agent> {
+  const metrics = createAgentMetrics();
+  let phase: 'starting' | 'serving' | 'stopping' = 'starting';
   const refused = await checkBinding(config.host, Boolean(config.token), config.insecure, log);
   if (refused) throw new StartError(refused);
   let store: Store;
@@ -50,6 +86,11 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   }
   let blobs: BlobStore;
   let supervisor: Supervisor;
+  let runs: Runs;
+  let journal: Journal<PleiadesRecord> | undefined;
+  let board: JobBoard | undefined;
+  let callbacks: Callbacks;
+  let stopCallbacks = () => {};
   let runAs: RunAs | undefined;
   try {
     blobs = new BlobStore({
@@ -57,15 +98,23 @@ export async function startAgent(config: Config, log: (line: string) => void = (
       maxBytes: config.blobMaxBytes,
       retentionMs: config.blobRetentionMs,
       referenced: (): Set<string> =>
-        new Set(
-          supervisor
+        new Set([
+          ...supervisor
             .list()
             .map((p) => p.sourceUrl && blobIdFromUrl(p.sourceUrl))
             .filter((id): id is string => !!id),
-        ),
+          ...(board?.referencedData() ?? []),
+        ]),
       log,
     });
     await blobs.init();
+    journal = await openPleiadesJournal(config.stateDir, log);
+    board = new JobBoard(journal, {
+      leaseMs: config.jobLeaseMs,
+      maxWaitMs: config.jobPollMaxMs,
+      dataExists: async (id) => (await blobs.get(id)) !== null,
+      log,
+    });
     runAs = runAsUser(config);
     // Whatever a previous agent that died hard left running goes before anything is restored.
     const swept = await sweepStaleGroups(store.previousGroups);
@@ -92,9 +141,30 @@ export async function startAgent(config: Config, log: (line: string) => void = (
         store.groups.add(pgid, '', 'build');
         return () => store.groups.remove(pgid);
       },
+      observe: metrics.stage,
     });
     await releases.init();
     supervisor = new Supervisor(config, releases, store, log, runAs);
+    runs = new Runs(supervisor, store.events, {
+      dir: join(config.stateDir, 'runs'),
+      ttlMs: config.runTtlMs,
+      unstartedTtlMs: config.runUnstartedTtlMs,
+      retentionMs: config.eventsRetentionMs,
+      stopGraceMs: config.stopGraceMs,
+      maxConcurrentRuns: config.maxConcurrentRuns,
+      adminReservedRuns: config.adminReservedRuns,
+      unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
+      log,
+    });
+    await runs.init();
+    for (const record of store.desired.all()) if (opts.forget?.(record)) await store.desired.remove(record.slug);
+    callbacks = new Callbacks(new Outbox(join(config.stateDir, 'callbacks', 'outbox.ndjson')), runs, {
+      secret: config.callbackSecret,
+      timeoutMs: config.callbackTimeoutMs,
+      backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
+      log,
+    });
+    stopCallbacks = callbacks.start();
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
@@ -102,21 +172,45 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     if (desired.length) log(`drover: restored ${desired.length} process(es) from ${config.stateDir}`);
     await store.events.recover(new Set(desired.map((r) => r.slug)));
   } catch (err) {
+    board?.close();
+    await journal?.close();
+    metrics.close();
     await store.close(); // releases the state directory for the next try
     throw err;
   }
-  const gate = createGate(config.token, {
-    boundHost: config.host,
-    allowedHosts: config.allowedHosts,
-    allowedOrigins: config.allowedOrigins,
+  if (opts.listen === false) {
+    metrics.close();
+    return withoutServer(supervisor, runs, blobs, store, board!, journal!);
+  }
+  metrics.watch(supervisor, store.events);
+  const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes, clients: metrics.clients });
+  const inspect = createInspectUpgrade(supervisor.inspection, metrics.clients);
+  const { app, table } = createRoutes({
+    supervisor,
+    runs,
+    board,
+    config,
+    log,
+    blobs,
+    clients: metrics.clients,
+    extra: (table) => {
+      table.websocket(inspectWebSocket(inspect.handle));
+      table.websocket(attachWebSocket(attach.handle));
+      table.route(metricsRoute(metrics));
+      for (const r of healthRoutes({ stateDir: config.stateDir, minFreeBytes: config.readyMinFreeBytes, phase: () => phase }))
+        table.route(r);
+    },
   });
-  const app = createRoutes({ supervisor, config, log, blobs });
-  const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes });
-  const inspect = createInspectUpgrade(supervisor.inspection);
+  metrics.routes(table);
+  const gate = createGate(
+    config.token,
+    { boundHost: config.host, allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins },
+    { metricsToken: config.metricsToken, healthAuth: config.healthAuth, accessOf: (method, path) => table.access(method, path) },
+  );
 
   let listener;
   try {
-    listener = await listen(withRequestIds(gate.http(toNodeHandler(app))), {
+    listener = await listen(withRequestIds(metrics.http(gate.http(toNodeHandler(app)))), {
       hostname: config.host,
       // No fallback port: a busy port must be an error, not a silent move elsewhere.
       port: { port: config.port, random: config.port === 0, ports: [], portRange: [], alternativePortRange: [], verbose: false } as never,
@@ -128,7 +222,13 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     });
   } catch (err) {
     // Restored processes stop again (and stay in the desired state for the next try).
+    await runs.shutdown();
+    metrics.close();
+    stopCallbacks();
+    callbacks.close();
     await supervisor.shutdown();
+    board.close();
+    await journal.close();
     await store.close();
     const msg = (err as Error).message;
     if (/Unable to find an available port|EADDRINUSE/.test(msg))
@@ -140,7 +240,10 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   // Until there is an upgrade listener Node hands upgrades to the (gated) request handler; from here on
   // the gate intercepts them ahead of every listener.
   gate.install(server);
-  server.on('upgrade', dispatchUpgrades({ [INSPECT_PATH]: inspect.handle }, attach.handle));
+  server.on(
+    'upgrade',
+    table.upgrade((_req, socket) => refuseUpgrade(socket, 404, 'Not Found', `no WebSocket endpoint at ${pathOf(_req)}`)),
+  );
   server.on('clientError', answerClientError);
   // Node answers CONNECT through this event, never the request handler: without it the socket is closed silently.
   server.on('connect', (_req, socket: Duplex) => {
@@ -159,21 +262,34 @@ export async function startAgent(config: Config, log: (line: string) => void = (
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
 
   let closing: Promise<void> | null = null;
+  phase = 'serving';
   return {
     url: `http://${host}:${port}`,
     port,
     supervisor,
+    runs,
+    blobs,
+    routes: table,
+    app,
+    metrics: metrics.registry,
     close() {
       closing ??= (async () => {
+        phase = 'stopping';
         server.close(); // stop accepting; requests in flight finish
         attach.close();
+        await runs.shutdown();
+        board.close(); // answers the long-polls, so the server can close
+        stopCallbacks();
+        callbacks.close();
         await supervisor.shutdown();
+        await journal.close();
         await blobs.close();
         await store.close();
         supervisor.inspection.close(); // after the shutdown, so watchers see every process reach `deleted`
         await new Promise((r) => setImmediate(r)); // let the event streams write those last records
         inspect.close();
         stately?.stop();
+        metrics.close();
         server.closeAllConnections();
         await listener.close().catch(() => {});
       })();
@@ -185,6 +301,42 @@ export async function startAgent(config: Config, log: (line: string) => void = (
     },
   };
 }
+
+/** The supervisor and its stores without HTTP: closed the same way. */
+function withoutServer(
+  supervisor: Supervisor,
+  runs: Runs,
+  blobs: BlobStore,
+  store: Store,
+  board: JobBoard,
+  journal: Journal<PleiadesRecord>,
+): Agent {
+  blobs.startSweeping();
+  let closing: Promise<void> | null = null;
+  return {
+    url: '',
+    port: 0,
+    supervisor,
+    runs,
+    blobs,
+    close() {
+      closing ??= (async () => {
+        board.close();
+        await runs.shutdown();
+        await supervisor.shutdown();
+        await journal.close();
+        await blobs.close();
+        await store.close();
+        supervisor.inspection.close();
+      })();
+      return closing;
+    },
+    kill() {
+      supervisor.killAll();
+    },
+  };
+}
+const pathOf = (req: IncomingMessage) => new URL(req.url ?? '/', 'http://agent').pathname;
 
 /** The user children run as (--user, when the agent runs as root). */
 function runAsUser(config: Config): RunAs | undefined {

@@ -15,12 +15,21 @@ export interface LoadedToken {
   warnings: string[];
 }
 
-export async function loadToken(tokenFile: string, env: NodeJS.ProcessEnv): Promise<LoadedToken> {
-  const fromEnv = env.DROVER_TOKEN;
+export function loadToken(tokenFile: string, env: NodeJS.ProcessEnv): Promise<LoadedToken> {
+  return loadSecret(tokenFile, env, 'DROVER_TOKEN', '--token-file');
+}
+
+/** The read-only metrics token: DROVER_METRICS_TOKEN or --metrics-token-file, with the same rules. */
+export function loadMetricsToken(tokenFile: string, env: NodeJS.ProcessEnv): Promise<LoadedToken> {
+  return loadSecret(tokenFile, env, 'DROVER_METRICS_TOKEN', '--metrics-token-file');
+}
+
+async function loadSecret(tokenFile: string, env: NodeJS.ProcessEnv, envName: string, flag: string): Promise<LoadedToken> {
+  const fromEnv = env[envName];
   if (fromEnv !== undefined && tokenFile) {
-    throw new ConfigError('both DROVER_TOKEN and --token-file are set; use one of them');
+    throw new ConfigError(`both ${envName} and ${flag} are set; use one of them`);
   }
-  if (fromEnv !== undefined) return { token: checked(fromEnv, 'DROVER_TOKEN'), warnings: [] };
+  if (fromEnv !== undefined) return { token: checked(fromEnv, envName), warnings: [] };
   if (!tokenFile) return { warnings: [] };
 
   const warnings: string[] = [];

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import { getRouterParam, type H3 } from 'h3';
+import { getRouterParam } from 'h3';
+import { errorAnswer, type RouteTable } from './route-table.js';
 import { ApiError } from './errors.js';
 
 const TYPES: Record<string, string> = {
@@ -51,7 +52,7 @@ async function loadAssets(dir: string): Promise<Map<string, Asset>> {
 }
 
 /** `GET /ui` (the dashboard page) and `GET /ui/FILE` (its scripts and styles). No build step. */
-export function registerUi(app: H3, dir?: string): void {
+export function registerUi(table: RouteTable, dir?: string): void {
   let assets: Promise<Map<string, Asset>> | undefined;
   const serve = async (name: string) => {
     assets ??= loadAssets(dir ?? uiDirectory()).catch((err) => {
@@ -64,6 +65,36 @@ export function registerUi(app: H3, dir?: string): void {
       headers: { 'content-type': asset.type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff' },
     });
   };
-  app.get('/ui', () => serve('index.html'));
-  app.get('/ui/:file', (event) => serve(getRouterParam(event, 'file') ?? ''));
+  const page = {
+    description: 'The file',
+    content: { 'text/html': null, 'text/javascript': null, 'text/css': null, 'image/svg+xml': null },
+  };
+  table.route({
+    method: 'GET',
+    path: '/ui',
+    operationId: 'dashboard',
+    tag: 'dashboard',
+    summary: 'The dashboard page (served without the token: it asks for it)',
+    access: 'public',
+    responses: { 200: { description: 'The page', content: { 'text/html': null } } },
+    handler: () => serve('index.html'),
+  });
+  table.route({
+    method: 'GET',
+    path: '/ui/:file',
+    operationId: 'dashboardFile',
+    tag: 'dashboard',
+    summary: 'A script, style or image of the dashboard (served without the token)',
+    access: 'public',
+    params: [
+      {
+        name: 'file',
+        in: 'path',
+        description: 'e.g. app.js',
+        schema: { type: 'string', pattern: '^[a-z][a-z0-9-]*\\.(html|js|css|svg)$' },
+      },
+    ],
+    responses: { 200: page, 404: errorAnswer('No such file') },
+    handler: (event) => serve(getRouterParam(event, 'file') ?? ''),
+  });
 }

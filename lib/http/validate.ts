@@ -1,6 +1,6 @@
 // Checks of request documents: every error is a 400 that names the field at fault.
 import { envStringProblem } from '../os/exec-limits.js';
-import { parseSignal, type SignalId } from '../os/signals.js';
+import { parseSignal, signalNamePattern, SIGNAL_NUMBERS, type SignalId } from '../os/signals.js';
 import type { StopOptions } from '../process/machine.js';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
 import type { CreateRequest, RestartRequest } from '../agent/supervisor.js';
@@ -8,6 +8,7 @@ import { hostAllowed } from '../release/download.js';
 import { TYPE_PATTERN } from '../release/procfile.js';
 import { asObject } from './body.js';
 import { ApiError } from './errors.js';
+import type { Schema } from '../api/schemas.js';
 
 // app and node become file names under the state directory: a conservative charset, no "..".
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -66,8 +67,8 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   };
 }
 
-/** `source_url`: an absolute URL of an allowed scheme and host. */
-function validateSourceUrl(b: Record<string, unknown>, opts: ValidateOptions): string {
+/** `source_url` of a body: an absolute http(s) URL (file: when allowed) on an allowed host. */
+export function validateSourceUrl(b: Record<string, unknown>, opts: ValidateOptions): string {
   const sourceUrl = str(b, 'source_url');
   if (sourceUrl.length > MAX_URL_LENGTH) bad('source_url', `is longer than ${MAX_URL_LENGTH} characters`);
   let url: URL;
@@ -115,7 +116,7 @@ export function validateReplace(body: unknown, opts: ValidateOptions): ReplaceRe
     if (!['source_url', 'env', 'env_merge', 'strategy'].includes(k))
       bad(k.slice(0, 40), 'is not a field of a replace request; use source_url, env, env_merge, strategy');
   }
-  const strategy = b.strategy ?? 'stop-first';
+  const strategy = b.strategy === undefined ? 'stop-first' : b.strategy;
   if (strategy !== 'stop-first' && strategy !== 'start-first') bad('strategy', 'must be "stop-first" or "start-first"');
   if (b.env_merge !== undefined && typeof b.env_merge !== 'boolean') bad('env_merge', 'must be true or false');
   return {
@@ -162,7 +163,7 @@ function validateRestart(v: unknown): RestartRequest | null {
   return out;
 }
 
-function validateEnv(v: unknown): Record<string, string> {
+export function validateEnv(v: unknown): Record<string, string> {
   if (v === undefined || v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v)) bad('env', 'must be an object mapping names to strings');
   const entries = Object.entries(v as Record<string, unknown>);
@@ -219,3 +220,105 @@ export function validateStop(b: Record<string, unknown>): StopOptions {
   }
   return { ...(signal ? { signal: signal.number } : {}), ...(g !== undefined ? { graceMs: g as number } : {}) };
 }
+
+// The JSON Schemas of the request bodies, for GET /openapi.json. They describe exactly what the
+// functions above accept; test/unit/openapi.test.ts runs both over the same corpus of bodies.
+const nameSchema = (what: string): Schema => ({
+  type: 'string',
+  pattern: NAME.source,
+  not: { pattern: '\\.\\.' },
+  description: what,
+});
+
+const signalSchema: Schema = {
+  oneOf: [
+    {
+      type: 'string',
+      pattern: signalNamePattern(),
+      description: 'a signal name, any case, with or without SIG: "SIGHUP", "hup", "SIGRTMIN+1"',
+    },
+    { type: 'integer', enum: SIGNAL_NUMBERS },
+  ],
+};
+
+const sourceUrlSchema: Schema = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_URL_LENGTH,
+  format: 'uri',
+  description: 'http(s) URL of the app archive (tar.gz, tar, zip), a blob URL of this agent, or file: with --allow-file-urls',
+};
+
+const envSchema: Schema = {
+  type: ['object', 'null'],
+  maxProperties: MAX_ENV,
+  propertyNames: { pattern: ENV_NAME.source },
+  additionalProperties: { type: 'string', description: 'no NUL; NAME=value at most 131072 bytes; 256 KiB in all' },
+};
+
+const readinessSchema: Schema = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  required: ['port'],
+  properties: { port: { type: 'boolean', description: 'ready once something in the process group accepts connections on $PORT' } },
+  description: 'readiness check; web processes check $PORT by default',
+};
+
+export const createRequestSchema: Schema = {
+  type: 'object',
+  required: ['app', 'node', 'process_type', 'source_url'],
+  properties: {
+    app: nameSchema('the app: 1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")'),
+    node: nameSchema('the node within the app, e.g. "web.0"'),
+    process_type: { type: 'string', pattern: TYPE_PATTERN.source, description: 'the Procfile entry to run' },
+    source_url: sourceUrlSchema,
+    env: envSchema,
+    restart: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: {
+        policy: { enum: [...RESTART_POLICIES] },
+        delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
+        max_delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS, description: 'not less than delay_ms' },
+        reset_after_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
+      },
+    },
+    readiness: readinessSchema,
+    env_from: {
+      type: 'string',
+      maxLength: 200,
+      description: "slug of a process whose env this one starts from (the body's env is merged over it)",
+    },
+  },
+};
+
+/** The body of POST /replace-process: what is left out stays as it is. */
+export const replaceRequestSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    source_url: { ...sourceUrlSchema, description: 'the new release; absent: the same source (rebuilt)' },
+    env: { ...envSchema, description: 'the new env (replaces it, or merged over it with env_merge); absent: kept' },
+    env_merge: { type: 'boolean', description: 'merge env over the current env instead of replacing it' },
+    strategy: {
+      enum: ['stop-first', 'start-first'],
+      description:
+        'stop-first (default): stop the old child, start the new one on the same $PORT; start-first: start the new one on a new port, stop the old one once the new one is ready',
+    },
+  },
+};
+
+export const signalRequestSchema: Schema = {
+  type: 'object',
+  required: ['signal'],
+  additionalProperties: false,
+  properties: { signal: signalSchema },
+};
+
+export const stopRequestSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { signal: signalSchema, grace_ms: { type: 'integer', minimum: 0, maximum: MAX_GRACE_MS } },
+};
+
+export const emptyRequestSchema: Schema = { type: 'object', additionalProperties: false, maxProperties: 0 };

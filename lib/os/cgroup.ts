@@ -220,6 +220,44 @@ export class RunCgroup {
     }
   }
 
+  /** Whether a hard memory limit can be set on this run (a memory controller reaches it). */
+  get canLimitMemory(): boolean {
+    return this.memory !== null;
+  }
+
+  /**
+   * A hard limit on the memory charged to the whole tree: v2 `memory.max`, v1
+   * `memory.limit_in_bytes`. Past it the kernel reclaims, then OOM-kills inside the group. Set
+   * before the wrapper joins, so nothing of the run ever runs unlimited.
+   */
+  limitMemory(bytes: number): boolean {
+    if (!this.memory) return false;
+    const file = this.memory.version === 'v2' ? 'memory.max' : 'memory.limit_in_bytes';
+    try {
+      writeFileSync(join(this.memory.dir, file), String(bytes));
+      if (this.memory.version === 'v2') tryWrite(join(this.memory.dir, 'memory.swap.max'), '0');
+      else tryWrite(join(this.memory.dir, 'memory.memsw.limit_in_bytes'), String(bytes));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** How many processes of the run the kernel OOM-killed (v2 memory.events, v1 memory.oom_control); null if unknown. */
+  oomKills(): number | null {
+    if (!this.memory) return null;
+    try {
+      const file = this.memory.version === 'v2' ? 'memory.events' : 'memory.oom_control';
+      const k = keyed(readFileSync(join(this.memory.dir, file), 'utf8'));
+      if (k.oom_kill !== undefined) return k.oom_kill;
+      // Older v1 kernels have no oom_kill count: hitting the limit at all is the best sign.
+      const fail = Number(readFileSync(join(this.memory.dir, 'memory.failcnt'), 'utf8'));
+      return fail > 0 ? null : 0;
+    } catch {
+      return null;
+    }
+  }
+
   /** The run's CPU time and memory peak so far; once every member ended, its totals. */
   read(): CgroupFigures {
     const out: CgroupFigures = {};

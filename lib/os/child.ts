@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { asUser, type RunAs } from './identity.js';
 import { constants } from 'node:os';
 import type { RunCgroup } from './cgroup.js';
+import { closeOpened, type MemoryCaptures, type PreparedFds } from './fds.js';
 import { LineSplitter } from './lines.js';
 import { groupHasLiveMembers, liveGroupMembers, sharedProcessList, signalGroup, signalProcess, type ProcEntry } from './proc.js';
 import type { WatchOptions } from './sampler.js';
@@ -39,6 +41,18 @@ export interface ChildOptions {
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
   sampler?: GroupSampler | null;
   onSample?: (usage: LiveUsage) => void;
+  /**
+   * Explicit fds (a Procstar spec, see fds.ts) instead of stdout and stderr as line streams:
+   * memory captures go to `captures` as bytes; captured stdout and stderr also reach onLine.
+   */
+  prepared?: PreparedFds;
+  captures?: MemoryCaptures;
+  /** The file executed instead of argv[0] (argv[0] is then only the name the program sees). */
+  exe?: string;
+  /** Standard input read from this file instead of /dev/null (a job's input). */
+  stdinFile?: string;
+  /** Standard output written to this file (created or truncated) instead of lines of output. */
+  stdoutFile?: string;
 }
 
 export interface ExitInfo {
@@ -54,6 +68,10 @@ export interface ExitInfo {
   error?: string;
   /** CPU and memory totals of the whole run, with the method behind each figure. */
   usage?: RunUsage | null;
+  /** The rest of wait4's rusage of the run, when the exit helper reported it. */
+  rusage?: HelperReport['rusage'];
+  /** Processes of the run the kernel OOM-killed in its cgroup (set only when some were). */
+  oomKills?: number;
 }
 
 // Every catchable signal that would end the watchdog (by number: portable across sh
@@ -78,16 +96,22 @@ const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _
  * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
  * An argv comes after $2 with an empty $1: it is exec'd as it is, never parsed.
  */
-const WRAPPER = [
-  `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1 &)`,
-  `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
-  `exec 3<&-`,
-  `__drover_command=$1`,
-  `shift 2`,
-  `[ -n "$__drover_command" ] || exec "$@"`,
-  `set --`,
-  `eval "$__drover_command"`,
-].join('\n');
+function wrapperScript(prelude: readonly string[] = [], watchdogCloses: readonly number[] = []): string {
+  const closes = watchdogCloses.map((n) => ` ${n}>&-`).join('');
+  return [
+    `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1${closes} &)`,
+    `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `exec 3<&-`,
+    // Explicit fds (fds.ts): only redirections built from validated fd numbers.
+    ...prelude,
+    `__drover_command=$1`,
+    `shift 2`,
+    `[ -n "$__drover_command" ] || exec "$@"`,
+    `set --`,
+    `eval "$__drover_command"`,
+  ].join('\n');
+}
+const WRAPPER = wrapperScript();
 
 // Shell syntax, builtins (`exec exit 3` would look for a program called exit) and leading
 // assignments cannot follow `exec`.
@@ -139,10 +163,11 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
  */
 function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
   // $1 and $2 of the wrapper, then the argv if there is one.
+  const script = spec.prepared ? wrapperScript(spec.prepared.prelude, spec.prepared.watchdogCloses) : WRAPPER;
   const wrapper = (cgroupFiles: string) =>
     spec.argv
-      ? ['/bin/sh', '-c', WRAPPER, 'drover', '', cgroupFiles, ...spec.argv]
-      : ['/bin/sh', '-c', WRAPPER, 'drover', shellCommand(spec.command), cgroupFiles];
+      ? ['/bin/sh', '-c', script, 'drover', '', cgroupFiles, ...execArgv(spec.argv, spec.exe)]
+      : ['/bin/sh', '-c', script, 'drover', shellCommand(spec.command), cgroupFiles];
   const cgroups = spec.cgroup?.procsFiles ?? [];
   if (spec.runAs && helper && cgroups.length > 0) {
     const [setpriv, args] = asUser(spec.runAs, helper, wrapper(''));
@@ -150,6 +175,15 @@ function commandLine(spec: ChildSpec, helper: string | null): [string, string[]]
   }
   const inner = helper ? [helper, ...wrapper(cgroups.join(' '))] : wrapper(cgroups.join(' '));
   return asUser(spec.runAs, inner[0], inner.slice(1));
+}
+
+/** Runs `exe` as argv[0] says when they differ: dash's exec cannot set argv[0], bash's `exec -a` can. */
+export const ARGV0_SHELL = '/bin/bash';
+
+/** What the wrapper execs for an argv: the argv itself, or bash setting argv[0] for another file. */
+export function execArgv(argv: readonly string[], exe?: string): string[] {
+  if (exe === undefined || exe === argv[0]) return [...argv];
+  return [ARGV0_SHELL, '-c', 'f=$1; shift; exec -a "$0" "$f" "$@"', argv[0], exe, ...argv.slice(1)];
 }
 
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
@@ -171,6 +205,8 @@ export class Child {
   private readonly samples = new SampleTracker();
   private stopping: Promise<void> | null = null;
   private outputPaused = false;
+  /** The pipes the agent reads (stdout and stderr, or a spec's memory captures). */
+  private readonly outputs: NodeJS.ReadableStream[] = [];
   private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
@@ -178,14 +214,22 @@ export class Child {
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
     let proc: ChildProcess;
+    // Files are opened here and closed once spawn() has handed them to the child.
+    const fds: number[] = [];
     try {
+      let stdin: 'ignore' | number = 'ignore';
+      let stdout: 'pipe' | number = 'pipe';
+      if (spec.stdinFile !== undefined) fds.push((stdin = openSync(spec.stdinFile, 'r')));
+      if (spec.stdoutFile !== undefined) fds.push((stdout = openSync(spec.stdoutFile, 'w', 0o600)));
       proc = spawn(file, argv, {
         cwd: spec.cwd,
         env: spec.env,
         detached: true, // own process group, so signals reach the whole tree
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+        stdio: spec.prepared ? spec.prepared.stdio : [stdin, stdout, 'pipe', 'pipe'],
       });
     } catch (err) {
+      if (spec.prepared) closeOpened(spec.prepared);
+      for (const fd of fds) closeSync(fd);
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
@@ -206,6 +250,9 @@ export class Child {
       });
       return;
     }
+    // The child has its own copies now (or never will: an async spawn error).
+    if (spec.prepared) closeOpened(spec.prepared);
+    for (const fd of fds) closeSync(fd);
     this.proc = proc;
     this.pid = proc.pid;
     this.appPid =
@@ -216,8 +263,23 @@ export class Child {
     const max = spec.maxLineLength ?? 64 * 1024;
     const out = new LineSplitter((l) => spec.onLine('stdout', l), max);
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
-    proc.stdout!.on('data', (c: Buffer) => out.push(c));
-    proc.stderr!.on('data', (c: Buffer) => err.push(c));
+    if (spec.prepared) {
+      for (const [fd, index] of spec.prepared.pipes) {
+        const stream = proc.stdio[index] as NodeJS.ReadableStream;
+        this.outputs.push(stream);
+        const lines = fd === 1 ? out : fd === 2 ? err : null;
+        stream.on('data', (c: Buffer) => {
+          spec.captures?.push(fd, c);
+          lines?.push(c);
+        });
+        stream.on('error', () => {});
+      }
+    } else {
+      if (proc.stdout) this.outputs.push(proc.stdout);
+      this.outputs.push(proc.stderr!);
+      proc.stdout?.on('data', (c: Buffer) => out.push(c));
+      proc.stderr!.on('data', (c: Buffer) => err.push(c));
+    }
     const control = proc.stdio[3] as NodeJS.ReadableStream;
     const lines = new LineSplitter((l) => this.onControl(l), MAX_CONTROL_BYTES);
     control.on('data', (c: Buffer) => lines.push(c));
@@ -249,8 +311,18 @@ export class Child {
         lines.flush();
         const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
         const usage = error ? null : this.usage();
+        // Read before the group goes: only it knows whether the kernel OOM-killed inside it.
+        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
         spec.cgroup?.remove();
-        resolve({ ...how, startedAt: this.startedAt, endedAt: Date.now(), usage, ...(error ? { error } : {}) });
+        resolve({
+          ...how,
+          startedAt: this.startedAt,
+          endedAt: Date.now(),
+          usage,
+          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
+          ...(oomKills ? { oomKills } : {}),
+          ...(error ? { error } : {}),
+        });
       };
       proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
@@ -263,8 +335,7 @@ export class Child {
         // Stdio closes once every holder died; bound the wait in case one escaped the group.
         const timer = setTimeout(() => {
           if (!closed) {
-            proc.stdout?.destroy();
-            proc.stderr?.destroy();
+            for (const s of this.outputs) (s as unknown as { destroy(): void }).destroy();
             (control as unknown as { destroy(): void }).destroy();
           }
         }, 2000);
@@ -296,9 +367,9 @@ export class Child {
     if (paused && this.exitSeen) return;
     if (paused === this.outputPaused) return;
     this.outputPaused = paused;
-    for (const s of [this.proc?.stdout, this.proc?.stderr]) {
-      if (paused) s?.pause();
-      else s?.resume();
+    for (const s of this.outputs) {
+      if (paused) s.pause();
+      else s.resume();
     }
   }
 

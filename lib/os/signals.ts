@@ -78,3 +78,19 @@ export function decodeWaitStatus(status: number): WaitStatus {
   if (sig === 0) return { code: (status >> 8) & 0xff, signal: null, signum: null, coreDump: false };
   return { code: null, signal: signalName(sig) ?? `SIG${sig}`, signum: sig, coreDump: (status & 0x80) !== 0 };
 }
+
+/**
+ * The names parseSignal accepts, as a regular expression without flags (JSON Schema's kind):
+ * any case, with or without "SIG", surrounding blanks allowed, SIGRTMIN+0 to SIGRTMIN+30.
+ */
+export function signalNamePattern(): string {
+  const anyCase = (s: string) => s.replace(/[A-Z]/g, (c) => `[${c}${c.toLowerCase()}]`);
+  const bare = Object.keys(numbers)
+    .filter((n) => n.startsWith('SIG'))
+    .map((n) => anyCase(n.slice(3)));
+  const rt = `${anyCase('RTMIN')}(\\+(0?[0-9]|[12][0-9]|30))?`;
+  return `^\\s*(${anyCase('SIG')})?(${[...bare, rt].join('|')})\\s*$`;
+}
+
+/** The numbers parseSignal accepts. */
+export const SIGNAL_NUMBERS = Array.from({ length: RTMAX }, (_v, i) => i + 1).filter((n) => signalName(n) !== null);

@@ -11,9 +11,11 @@ export interface HelperReport {
   stime: number;
   /** Bytes: the largest resident set among the reaped processes (not their sum). */
   maxrss: number;
+  /** The rest of wait4's rusage (absent from a helper built from an older source). */
+  rusage?: { minflt: number; majflt: number; nswap: number; inblock: number; oublock: number; nvcsw: number; nivcsw: number };
 }
 
-function packageRoot(): string | null {
+export function packageRoot(): string | null {
   for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
     if (existsSync(join(dir, 'package.json'))) return dir;
     if (dirname(dir) === dir) return null;
@@ -55,9 +57,14 @@ export function parsePidLine(line: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-/** Parses `exit STATUS UTIME_US STIME_US MAXRSS_KB`; null for anything else. */
+/** Parses `exit STATUS UTIME_US STIME_US MAXRSS_KB [MINFLT MAJFLT NSWAP INBLOCK OUBLOCK NVCSW NIVCSW]`; null for anything else. */
 export function parseHelperLine(line: string): HelperReport | null {
-  const m = /^exit (-?\d+) (\d+) (\d+) (\d+)$/.exec(line);
+  const m = /^exit (-?\d+) (\d+) (\d+) (\d+)((?: \d+){7})?$/.exec(line);
   if (!m) return null;
-  return { status: Number(m[1]), utime: Number(m[2]) / 1e6, stime: Number(m[3]) / 1e6, maxrss: Number(m[4]) * 1024 };
+  const report: HelperReport = { status: Number(m[1]), utime: Number(m[2]) / 1e6, stime: Number(m[3]) / 1e6, maxrss: Number(m[4]) * 1024 };
+  if (m[5]) {
+    const [minflt, majflt, nswap, inblock, oublock, nvcsw, nivcsw] = m[5].trim().split(' ').map(Number);
+    report.rusage = { minflt, majflt, nswap, inblock, oublock, nvcsw, nivcsw };
+  }
+  return report;
 }

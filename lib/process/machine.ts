@@ -57,6 +57,8 @@ export interface ProcessContext {
   maxErrors: number;
   /** Set when a delete arrived while a child runs: `deleted` follows its exit. */
   deleting: boolean;
+  /** Retry failed downloads and builds with backoff (processes); false: rest in `exited` (runs, which run once). */
+  retryFailures: boolean;
   policy: RestartPolicy;
   /** Stopped on request: stays `exited` until START (or RESTART). */
   stopped: boolean;
@@ -144,7 +146,7 @@ export const processMachine = setup({
   types: {
     context: {} as ProcessContext,
     events: {} as ProcessEvent,
-    input: {} as { deps: ProcessDeps; maxErrors?: number; policy?: RestartPolicy; restarts?: number },
+    input: {} as { deps: ProcessDeps; maxErrors?: number; policy?: RestartPolicy; restarts?: number; retryFailures?: boolean },
   },
   actors: {
     download: fromPromise<unknown, { deps: ProcessDeps }>(({ input, signal }) => input.deps.download(signal)),
@@ -156,6 +158,7 @@ export const processMachine = setup({
   },
   guards: {
     deleting: ({ context }) => context.deleting,
+    retriesFailures: ({ context }) => context.retryFailures,
     hasLaunch: ({ context }) => context.launch !== null,
     shouldRestart: ({ context }) => shouldRestart(context),
   },
@@ -190,6 +193,7 @@ export const processMachine = setup({
     errors: [],
     maxErrors: input.maxErrors ?? 20,
     deleting: false,
+    retryFailures: input.retryFailures ?? true,
     policy: input.policy ?? 'always',
     stopped: false,
     stopping: false,
@@ -213,10 +217,17 @@ export const processMachine = setup({
         src: 'download',
         input: ({ context }) => ({ deps: context.deps }),
         onDone: { target: 'building', actions: assign({ archive: ({ event }) => event.output }) },
-        onError: {
-          target: 'restarting',
-          actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
-        },
+        onError: [
+          {
+            guard: 'retriesFailures',
+            target: 'restarting',
+            actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
+          },
+          {
+            target: 'exited',
+            actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
+          },
+        ],
       },
       // Leaving the state aborts the download through its AbortSignal.
       on: { STOP: { target: 'exited', actions: assign({ stopped: true }) }, REPLACE: { target: 'running', actions: 'takeRelease' } },
@@ -226,10 +237,17 @@ export const processMachine = setup({
         src: 'build',
         input: ({ context }) => ({ deps: context.deps, archive: context.archive }),
         onDone: { target: 'running', actions: assign({ launch: ({ event }) => event.output }) },
-        onError: {
-          target: 'restarting',
-          actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
-        },
+        onError: [
+          {
+            guard: 'retriesFailures',
+            target: 'restarting',
+            actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
+          },
+          {
+            target: 'exited',
+            actions: assign({ errors: ({ context, event }) => addError(context, message(event.error)), lastRunMs: null }),
+          },
+        ],
       },
       on: { STOP: { target: 'exited', actions: assign({ stopped: true }) }, REPLACE: { target: 'running', actions: 'takeRelease' } },
     },

@@ -69,6 +69,8 @@ export interface ReleaseCacheOptions {
   localSource?: (url: string) => Promise<string | null>;
   /** Told about each build process group (so a crashed agent's successor can sweep them). */
   track?: (pgid: number) => () => void;
+  /** Told how each real download and build (not one served from the cache) ended, and how long it took. */
+  observe?: (stage: 'download' | 'build', outcome: 'ok' | 'failed' | 'aborted', seconds: number) => void;
 }
 
 export interface FetchOptions {
@@ -175,7 +177,8 @@ export class ReleaseCache {
     let task = this.downloads.get(url);
     if (!task) {
       const t = new SharedTask<Archive, [number, number | null]>(
-        (signal, notify) => this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId),
+        (signal, notify) =>
+          this.observed('download', signal, () => this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId)),
         () => {
           if (this.downloads.get(url) === t) this.downloads.delete(url);
         },
@@ -259,6 +262,19 @@ export class ReleaseCache {
     return { sha256, file, bytes };
   }
 
+  /** Runs one real download or build, telling `observe` how it ended. */
+  private async observed<T>(stage: 'download' | 'build', signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      const r = await work();
+      this.opts.observe?.(stage, 'ok', (performance.now() - started) / 1000);
+      return r;
+    } catch (err) {
+      this.opts.observe?.(stage, signal.aborted ? 'aborted' : 'failed', (performance.now() - started) / 1000);
+      throw err;
+    }
+  }
+
   private async doBuild(
     archive: Archive,
     env: Record<string, string>,
@@ -274,42 +290,44 @@ export class ReleaseCache {
     const done = await readMarker(marker, dir);
     if (done) return { id, ...done };
 
-    await rm(marker, { force: true });
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(this.releasesDir, { recursive: true });
-    await mkdir(this.metaDir, { recursive: true });
-    const tail: string[] = [];
-    const onLine = (line: string): void => {
-      tail.push(line.length > FAILURE_LOG_LINE_CHARS ? line.slice(0, FAILURE_LOG_LINE_CHARS) : line);
-      if (tail.length > FAILURE_LOG_LINES) tail.shift();
-      void notify({ line });
-    };
-    try {
-      const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
-      // Each waiter checks the app can run for it; those that cannot leave before any step runs.
-      await notify({ unpacked: root });
-      signal.throwIfAborted();
-      const runAs = this.opts.runAs;
-      if (runAs) await chownTree(root, runAs.uid, runAs.gid);
-      let usage: RunUsage | null;
+    return this.observed('build', signal, async () => {
+      await rm(marker, { force: true });
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(this.releasesDir, { recursive: true });
+      await mkdir(this.metaDir, { recursive: true });
+      const tail: string[] = [];
+      const onLine = (line: string): void => {
+        tail.push(line.length > FAILURE_LOG_LINE_CHARS ? line.slice(0, FAILURE_LOG_LINE_CHARS) : line);
+        if (tail.length > FAILURE_LOG_LINES) tail.shift();
+        void notify({ line });
+      };
       try {
-        usage = await runBuild(root, { signal, env, onLine, runAs, meter, track: this.opts.track });
+        const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
+        // Each waiter checks the app can run for it; those that cannot leave before any step runs.
+        await notify({ unpacked: root });
+        signal.throwIfAborted();
+        const runAs = this.opts.runAs;
+        if (runAs) await chownTree(root, runAs.uid, runAs.gid);
+        let usage: RunUsage | null;
+        try {
+          usage = await runBuild(root, { signal, env, onLine, runAs, meter, track: this.opts.track });
+        } catch (err) {
+          // A build step failed (not an abort): remember it for these bytes and inputs.
+          if (!signal.aborted && err instanceof ReleaseError) await this.rememberFailure(id, env, err, tail);
+          throw err;
+        }
+        signal.throwIfAborted();
+        const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
+        await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');
+        await rename(tmp, marker);
+        await rm(this.failureOf(id, env), { force: true });
+        return { id, root, usage };
       } catch (err) {
-        // A build step failed (not an abort): remember it for these bytes and inputs.
-        if (!signal.aborted && err instanceof ReleaseError) await this.rememberFailure(id, env, err, tail);
+        // Leave nothing half-built behind, so a retry starts from scratch.
+        await rm(dir, { recursive: true, force: true, maxRetries: 3 });
         throw err;
       }
-      signal.throwIfAborted();
-      const tmp = `${marker}.${randomBytes(8).toString('hex')}`;
-      await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');
-      await rename(tmp, marker);
-      await rm(this.failureOf(id, env), { force: true });
-      return { id, root, usage };
-    } catch (err) {
-      // Leave nothing half-built behind, so a retry starts from scratch.
-      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
-      throw err;
-    }
+    });
   }
 }
 

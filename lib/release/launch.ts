@@ -5,6 +5,7 @@
 // the agent may be root while the app's files are not its own.
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ChildCommand } from '../os/child.js';
+import type { FdEntry } from '../os/fds.js';
 import { checkExecSize } from '../os/exec-limits.js';
 import { buildEnvPath } from './build.js';
 import { childEnv, readDotenv, type EnvLayers } from './env.js';
@@ -27,12 +28,61 @@ export interface ArgvSpec {
   argv: string[];
   cwd?: string;
   env?: Record<string, string>;
+  /** The file executed (execve semantics: relative to cwd, no PATH search); argv[0] by default. Set for procs. */
+  exe?: string;
+  /**
+   * A proc's environment, exactly (Procstar's `env`): the agent's variables it inherits (all,
+   * none, or those named that exist), then `vars` (null unsets). No .env, PORT or DROVER_*.
+   */
+  environ?: ProcEnv;
+  /** The child's fds, in the order they are set up (Procstar's `fds`). */
+  fds?: FdEntry[];
+  /** The user a proc runs as (drover's extension; the agent must be root). */
+  user?: string;
 }
 
-export type ProcessSpec = ProcfileSpec | ArgvSpec;
+export interface ProcEnv {
+  inherit: boolean | string[];
+  vars: Record<string, string | null>;
+}
+
+/** A proc's environment from the agent's (already without DROVER_*). */
+export function procEnv(agentEnv: Record<string, string>, spec: ProcEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (spec.inherit === true) Object.assign(env, agentEnv);
+  else if (Array.isArray(spec.inherit)) for (const name of spec.inherit) if (Object.hasOwn(agentEnv, name)) env[name] = agentEnv[name];
+  for (const [name, value] of Object.entries(spec.vars)) {
+    if (value === null) delete env[name];
+    else env[name] = value;
+  }
+  return env;
+}
+
+/**
+ * Run the Procfile entry of this type once, as a pull-mode job: stdin read from one file (the
+ * job's input), stdout written to another (its output), byte for byte; stderr is the log.
+ */
+export interface JobSpec {
+  kind: 'job';
+  processType: string;
+  /** Absolute path of the input. */
+  stdin: string;
+  /** Absolute path the output is written to (created or truncated at each start). */
+  stdout: string;
+}
+
+export type ProcessSpec = ProcfileSpec | ArgvSpec | JobSpec;
 
 /** What a process needs to start its command: produced by `building`, reused on every restart. */
-export type Launch = ChildCommand & { cwd: string; env: Record<string, string> };
+export type Launch = ChildCommand & {
+  cwd: string;
+  env: Record<string, string>;
+  exe?: string;
+  fds?: readonly FdEntry[];
+  user?: string;
+  stdinFile?: string;
+  stdoutFile?: string;
+};
 
 export type Procfile = Map<string, ProcfileEntry>;
 
@@ -53,7 +103,7 @@ export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
  * Checked right after unpacking, so no build time goes to a release that cannot run.
  */
 export async function checkSpec(dir: string, spec: ProcessSpec): Promise<void> {
-  if (spec.kind !== 'procfile') return;
+  if (spec.kind === 'argv') return;
   const procfile = await readProcfile(dir);
   if (!procfile) throw new Error('the source archive has no Procfile at its root');
   procfileEntry(procfile, spec.processType);
@@ -78,15 +128,32 @@ export interface LaunchInput {
 /** Resolves a spec in DIR into the command, cwd and environment to start. */
 export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   const { dir, spec } = input;
+  if (spec.kind === 'argv' && spec.environ) {
+    // A proc: no release, no layered app environment; exactly what its spec says.
+    if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
+    const env = procEnv(input.agentEnv, spec.environ);
+    checkExecSize(spec.argv, env);
+    const cwd = spec.cwd === undefined ? dir : resolve(dir, spec.cwd);
+    return {
+      argv: [...spec.argv],
+      cwd,
+      env,
+      ...(spec.exe !== undefined ? { exe: spec.exe } : {}),
+      ...(spec.fds ? { fds: spec.fds } : {}),
+      ...(spec.user ? { user: spec.user } : {}),
+    };
+  }
   let command: ChildCommand;
   let specEnv: Record<string, string>;
   let cwd = dir;
-  if (spec.kind === 'procfile') {
+  let files: Pick<Launch, 'stdinFile' | 'stdoutFile'> = {};
+  if (spec.kind === 'procfile' || spec.kind === 'job') {
     const procfile = input.procfile ?? (await readProcfile(dir));
     if (!procfile) throw new Error('the source archive has no Procfile at its root');
     const entry = procfileEntry(procfile, spec.processType);
     command = { command: entry.command };
     specEnv = entry.env;
+    if (spec.kind === 'job') files = { stdinFile: spec.stdin, stdoutFile: spec.stdout };
   } else {
     if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
     command = { argv: [...spec.argv] };
@@ -104,5 +171,5 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   env.PATH = buildEnvPath(dir, env.PATH ?? '');
   // Past the kernel's limits spawn() would fail with a bare E2BIG: say which variable instead.
   checkExecSize(command.argv ?? [command.command], env);
-  return { ...command, cwd, env };
+  return { ...command, cwd, env, ...files };
 }

@@ -9,7 +9,7 @@
 import { open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
-import type { ArgvSpec, ProcessSpec } from '../release/launch.js';
+import type { ArgvSpec, JobSpec, ProcessSpec } from '../release/launch.js';
 
 /** Restart policy and backoff of a create request; the agent's settings fill in the rest. */
 export interface RestartRequest {
@@ -29,6 +29,8 @@ export interface DesiredProcess {
   env: Record<string, string>;
   /** An explicit command run instead of the Procfile entry; absent in every record before specs. */
   argv?: ArgvSpec;
+  /** A pull-mode job (drover worker): its Procfile entry run once with stdin and stdout on files. */
+  job?: JobSpec;
   /** The child's $PORT, kept across agent restarts. */
   port: number;
   createdAt: string;
@@ -42,11 +44,27 @@ export interface DesiredProcess {
   restarts?: number;
   /** Kept down (stopped, or finished under its restart policy): restored without starting. */
   stopped?: boolean;
+  /** Set for a proc (POST /procs): the client's id, and how it ended once it has. */
+  proc?: ProcRecord;
+}
+
+/** What is kept of a proc across agent restarts. */
+export interface ProcRecord {
+  id: string;
+  /** Its end, saved when it ended (its exit as ExitInfo, plain JSON), so a restarted agent still reports it. */
+  final?: {
+    errors: string[];
+    pid: number | null;
+    startedAt: number | null;
+    exit: unknown;
+    /** Bytes captured in memory per fd, saved beside its tempfiles. */
+    saved: Record<string, number>;
+  };
 }
 
 /** What the process runs. */
-export function specOf(p: Pick<DesiredProcess, 'processType' | 'argv'>): ProcessSpec {
-  return p.argv ?? { kind: 'procfile', processType: p.processType };
+export function specOf(p: Pick<DesiredProcess, 'processType' | 'argv' | 'job'>): ProcessSpec {
+  return p.job ?? p.argv ?? { kind: 'procfile', processType: p.processType };
 }
 
 type Op = { op: 'put'; process: DesiredProcess } | { op: 'del'; slug: string };
@@ -269,6 +287,7 @@ function isDesiredProcess(v: unknown): v is DesiredProcess {
     (p.stopped === undefined || typeof p.stopped === 'boolean') &&
     (p.restart === undefined || isRestart(p.restart)) &&
     (p.argv === undefined || isArgv(p.argv)) &&
+    (p.job === undefined || isJob(p.job)) &&
     typeof p.env === 'object' &&
     p.env !== null &&
     Object.values(p.env).every((x) => typeof x === 'string')
@@ -288,6 +307,12 @@ function isArgv(v: unknown): boolean {
     (a.cwd === undefined || typeof a.cwd === 'string') &&
     (a.env === undefined || isStrings(a.env))
   );
+}
+
+function isJob(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  const j = v as Record<string, unknown>;
+  return j.kind === 'job' && ['processType', 'stdin', 'stdout'].every((k) => typeof j[k] === 'string');
 }
 
 function isRestart(v: unknown): boolean {

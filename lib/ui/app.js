@@ -131,11 +131,57 @@ function refreshListSoon() {
 
 async function pollList() {
   // Usage figures change all the time; the states come live from the inspector.
-  if (document.visibilityState === 'visible') await refreshList();
+  if (document.visibilityState === 'visible') await Promise.all([refreshList(), refreshRuns()]);
   setTimeout(pollList, procs.size > 500 ? 10_000 : 5_000);
 }
 
+// ---- runs (POST /runs): listed apart from the long-running processes ------------------------
+
+/** A run's actor: `run.` and its 128-bit id. */
+const RUN_SLUG = /^run\.[0-9a-f]{32}$/;
+let runsTimer = 0;
+
+async function refreshRuns() {
+  if (!links.runs) return;
+  try {
+    const { runs } = await request('GET', links.runs);
+    const box = $('run-list');
+    box.replaceChildren(
+      ...runs.map((r) => {
+        const row = document.createElement('div');
+        row.className = 'row run';
+        const cells = [
+          r.name ?? r.id.slice(0, 12),
+          r.state,
+          r.stage ?? NONE,
+          r.started_at ? new Date(r.started_at).toLocaleTimeString() : NONE,
+        ];
+        for (const c of cells) {
+          const span = document.createElement('span');
+          span.textContent = c;
+          row.append(span);
+        }
+        const a = document.createElement('a');
+        a.href = r.links.events;
+        a.textContent = 'events';
+        a.target = '_blank';
+        row.append(a);
+        return row;
+      }),
+    );
+    $('runs-empty').hidden = runs.length > 0;
+  } catch {
+    // the process list reports the agent being down
+  }
+}
+
+function refreshRunsSoon() {
+  clearTimeout(runsTimer);
+  runsTimer = setTimeout(refreshRuns, 250);
+}
+
 function onTransition(r) {
+  if (RUN_SLUG.test(r.slug)) return refreshRunsSoon();
   const known = procs.has(r.slug);
   const p = upsert(r.slug);
   p.state = r.to;
@@ -159,6 +205,7 @@ function onSnapshot(s) {
   clockOffset = Date.parse(s.time) - Date.now();
   const live = new Set();
   for (const v of s.processes) {
+    if (RUN_SLUG.test(v.slug)) continue;
     const p = upsert(v.slug);
     Object.assign(p, { state: v.state, since: v.since, pid: v.pid, restarts: v.restarts, last_error: v.last_error });
     live.add(v.slug);
@@ -494,7 +541,7 @@ async function boot() {
   $('agent').textContent = new URL(links.list).host;
   $('new-process').disabled = !links.create;
   if (links.machine) diagram = new Diagram($('diagram'), await request('GET', links.machine), filterByState);
-  await refreshList();
+  await Promise.all([refreshList(), refreshRuns()]);
   if (links.inspect) connectInspect();
   setTimeout(pollList, 5000);
   const wanted = decodeURIComponent(location.hash.slice(1));

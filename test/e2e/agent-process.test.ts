@@ -68,7 +68,7 @@ t.test('command line: version, help, bad flags, busy port', async (t) => {
   const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 30_000 });
   const v = run('--version');
   t.equal(v.status, 0);
-  t.match(v.stdout, /^drover \d+\.\d+\.\d+\n$/);
+  t.match(v.stdout, /^drover \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,40}(-dirty)?|unknown)\)\n$/);
   const h = run('--help');
   t.equal(h.status, 0);
   t.match(h.stdout, /serve/);

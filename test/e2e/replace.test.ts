@@ -159,12 +159,12 @@ for (const strategy of ['start-first', 'stop-first'] as const) {
     t.equal(after.slug, before.slug, 'one actor: same slug');
     t.ok(after.restarts >= before.restarts, 'restarts not reset');
     t.same(after.env_names, ['KEEP'], 'env kept when the replace does not change it');
-    t.equal(after.replace.strategy, strategy);
+    t.equal(after.replaced.strategy, strategy);
     const failures = poll.seen.filter((s) => s.body === null).length;
     if (strategy === 'start-first') {
       t.equal(failures, 0, 'no request failed');
       t.not(after.port, before.port, 'moved to a new port');
-      t.equal(after.replace.down_ms, 0);
+      t.equal(after.replaced.down_ms, 0);
       const ev = await (await fetch(`${before.events}?follow=false`)).text();
       t.match(ev, new RegExp(`"type":"port_changed".*"from":${before.port}.*"to":${after.port}`), 'the port change is logged');
     } else {
@@ -181,7 +181,7 @@ for (const strategy of ['start-first', 'stop-first'] as const) {
       const gap = longestGap(poll.seen);
       // Generous, for a loaded machine: boot time + 1 s, plus the old child's stop and the polling.
       t.ok(gap < boot + 1000 + 2000, `gap ${gap} ms is about the boot time (${boot} ms), not the build`);
-      t.ok(after.replace.down_ms !== null && after.replace.down_ms >= BOOT_MS, `down_ms ${after.replace.down_ms}`);
+      t.ok(after.replaced.down_ms !== null && after.replaced.down_ms >= BOOT_MS, `down_ms ${after.replaced.down_ms}`);
     }
     // Ids continue in the one event log.
     const ids = (await (await fetch(`${before.events}?follow=false`)).text())

@@ -57,6 +57,7 @@ t.test('the root document links every entry point from the base', async (t) => {
     create: 'http://agent:8080/create-process',
     list: 'http://agent:8080/list-processes',
     data: 'http://agent:8080/data',
+    runs: 'http://agent:8080/runs',
     inspect: 'http://agent:8080/inspect',
     machine: 'http://agent:8080/machine',
     ui: 'http://agent:8080/ui',

@@ -24,6 +24,7 @@ const current = (slug: string, type: string, sourceUrl: string, env: Record<stri
     source_digest: sourceDigest(sourceUrl),
     env_digest: envDigest(env),
     delete: `http://a/delete-process/${slug}`,
+    replace: `http://a/replace-process/${slug}`,
   };
 };
 
@@ -64,6 +65,12 @@ t.test('expand and plan: create what is missing, replace what changed, delete wh
     'shop.web.5     delete',
     'shop.worker.0  replace (env changed)',
   ]);
+  // An agent without the replace link (older), or a changed process type: delete and create.
+  const old = plan(want, [{ ...now[1], replace: undefined }], (d) => d.app === 'shop');
+  t.same(
+    old.replace.map((r) => [r.current.slug, r.recreate]),
+    [['shop.worker.0', true]],
+  );
 
   const everything = plan(want, now, () => true);
   t.same(

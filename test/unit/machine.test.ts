@@ -31,6 +31,7 @@ function harness(
     download?: (s: AbortSignal) => Promise<unknown>;
     build?: (a: unknown, s: AbortSignal) => Promise<unknown>;
     policy?: RestartPolicy;
+    retryFailures?: boolean;
   } = {},
 ) {
   const clock = new SimulatedClock();
@@ -46,7 +47,7 @@ function harness(
     backoff: policy,
     stopGraceMs: 1000,
   };
-  const actor = createActor(processMachine, { input: { deps, policy: opts.policy }, clock });
+  const actor = createActor(processMachine, { input: { deps, policy: opts.policy, retryFailures: opts.retryFailures }, clock });
   const seen: string[] = [];
   actor.subscribe((s) => {
     if (seen.at(-1) !== s.value) seen.push(s.value as string);
@@ -400,4 +401,19 @@ t.test('stop right after an exit (before the restart timer) keeps it exited', as
   await settle(h, 60_000);
   t.equal(h.actor.getSnapshot().value, 'exited');
   t.equal(h.children.length, 1);
+});
+
+t.test('a run (retryFailures false) rests in exited after a failed build, with the error', async (t) => {
+  const h = harness({
+    policy: 'never',
+    retryFailures: false,
+    build: async () => Promise.reject(new Error('build step "bin/build" exited with code 3')),
+  });
+  h.actor.send({ type: 'START' });
+  await until(() => h.actor.getSnapshot().value === 'exited');
+  h.clock.increment(60_000);
+  await tick();
+  t.same(h.seen, ['pending', 'downloading', 'building', 'exited']);
+  t.same(h.actor.getSnapshot().context.errors, ['build step "bin/build" exited with code 3']);
+  t.equal(h.children.length, 0);
 });

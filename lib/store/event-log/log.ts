@@ -27,6 +27,8 @@ export interface EventLogOptions {
   warn?: (message: string) => void;
   /** Name used in warnings. */
   name?: string;
+  /** Told how many output lines were dropped, each time some are. */
+  onDrop?: (count: number) => void;
 }
 
 export class EventLog {
@@ -35,6 +37,8 @@ export class EventLog {
   /** Last id written to the OS (or given up on after a write failure): what readers may see. */
   writtenId: number;
   private closed = false;
+  /** Output lines refused because the write queue was full (see `lines_dropped` events). */
+  droppedLines = 0;
   private readonly window: RecentWindow;
   private readonly queue: WriteQueue;
   private readonly waiters = new Set<() => void>();
@@ -56,6 +60,8 @@ export class EventLog {
         this.wake();
       },
       dropped: (count) => {
+        this.droppedLines += count;
+        opts.onDrop?.(count);
         if (!this.closed) this.append('lines_dropped', { count, reason: 'output arrived faster than the event log could be written' });
       },
     });
@@ -85,6 +91,11 @@ export class EventLog {
   get firstId(): number {
     const start = this.segments.firstStart;
     return Math.min(start ?? this.writtenId + 1, this.window.firstId);
+  }
+
+  /** Bytes of its segment files on disk. */
+  get diskBytes(): number {
+    return this.segments.bytes;
   }
 
   get isClosed(): boolean {

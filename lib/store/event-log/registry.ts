@@ -16,6 +16,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class EventLogs {
   private readonly logs = new Map<string, EventLog>();
   private readonly expiry = new Map<string, NodeJS.Timeout>();
+  /** Output lines dropped by every log since the agent started (a full write queue). */
+  droppedLines = 0;
 
   constructor(
     private readonly root: string,
@@ -29,7 +31,13 @@ export class EventLogs {
     if (old && !old.isClosed) throw new Error(`event log of ${slug} is already open`);
     const dir = join(this.root, slug);
     await rm(join(dir, MARKER), { force: true });
-    const log = await EventLog.open({ dir, maxBytes: this.opts.maxBytes, warn: this.opts.warn, name: slug });
+    const log = await EventLog.open({
+      dir,
+      maxBytes: this.opts.maxBytes,
+      warn: this.opts.warn,
+      name: slug,
+      onDrop: (n) => (this.droppedLines += n),
+    });
     this.logs.set(slug, log);
     return log;
   }
@@ -37,6 +45,11 @@ export class EventLogs {
   /** The log of a live process, or of a deleted one still retained. */
   get(slug: string): EventLog | undefined {
     return this.logs.get(slug);
+  }
+
+  /** Every open or retained log. */
+  all(): IterableIterator<EventLog> {
+    return this.logs.values();
   }
 
   /** After a delete: closes the log, keeps it readable for the retention time, then removes it. */
@@ -89,7 +102,13 @@ export class EventLogs {
         continue;
       }
       try {
-        const log = await EventLog.open({ dir, maxBytes: this.opts.maxBytes, warn: this.opts.warn, name: slug });
+        const log = await EventLog.open({
+          dir,
+          maxBytes: this.opts.maxBytes,
+          warn: this.opts.warn,
+          name: slug,
+          onDrop: (n) => (this.droppedLines += n),
+        });
         await log.close();
         this.logs.set(slug, log);
         this.scheduleExpiry(slug, deletedAt + this.opts.retentionMs);

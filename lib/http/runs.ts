@@ -1,0 +1,479 @@
+// The runs API (run-to-completion jobs; yinyo's wire behaviour, drover's links). See
+// agent/runs.ts for the lifecycle and api/runs.ts for the documents.
+import { copyFile, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { H3, H3Event } from 'h3';
+import { create as tarCreate } from 'tar';
+import { openRunPath, RunPathError } from '../agent/run-files.js';
+import { parsePriority, type Priority } from '../agent/run-queue.js';
+import { MAX_RUN_TIME_S, RunError, type CallbackSpec, type Run, type Runs, type StartOptions } from '../agent/runs.js';
+import { parseSignal } from '../os/signals.js';
+import type { Supervisor } from '../agent/supervisor.js';
+import type { Base } from '../api/base.js';
+import { exitDataDocument, runDocument, runEvent } from '../api/runs.js';
+import { isBlobId, type BlobStore } from '../store/blobs.js';
+import { followLog } from '../store/event-log/follow.js';
+import { lineId } from '../store/event-log/line.js';
+import { asObject, readJson, readObject } from './body.js';
+import { requestStream } from './data.js';
+import { ApiError, conflictsAs409 } from './errors.js';
+import { eventId } from './events.js';
+import { validateEnv, validateFields, validateSourceUrl, type ValidateOptions } from './validate.js';
+
+export interface RunRoutesOptions {
+  runs: Runs;
+  supervisor: Supervisor;
+  blobs: BlobStore;
+  base: (event: H3Event) => Base;
+  maxBody: number;
+  /** Largest app or cache archive accepted. */
+  maxUpload: number;
+  validate: ValidateOptions;
+}
+
+const KEEPALIVE_MS = 15_000;
+
+/** A run's agent errors as API errors. */
+async function asApi<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await conflictsAs409('id', work);
+  } catch (err) {
+    if (err instanceof RunError) throw new ApiError(err.status, err.message, err.field);
+    if (err instanceof RunPathError) throw new ApiError(err.status, err.message, 'path');
+    throw err;
+  }
+}
+
+/** Checks POST /runs/ID/start's body (yinyo's fields, and drover's). */
+export function validateStart(body: Record<string, unknown>): StartOptions {
+  const b = validateFields(body, [
+    'env',
+    'output',
+    'callback',
+    'max_run_time',
+    'memory',
+    'process_type',
+    'command',
+    'priority',
+    'user',
+    'retry_on_restart',
+  ]);
+  const bad = (field: string, what: string): never => {
+    throw new ApiError(400, `${field}: ${what}`, field);
+  };
+  // yinyo sends env as [{name, value}]; drover's create takes {name: value}. Both are accepted.
+  let envObj: unknown = b.env;
+  if (Array.isArray(b.env)) {
+    const o: Record<string, unknown> = {};
+    b.env.forEach((e, i) => {
+      if (typeof e !== 'object' || e === null || typeof (e as { name?: unknown }).name !== 'string')
+        bad('env', `entry ${i} must be {"name": string, "value": string}`);
+      const { name, value } = e as { name: string; value?: unknown };
+      o[name] = value ?? '';
+    });
+    envObj = o;
+  }
+  const env = validateEnv(envObj);
+  let output: string[] = [];
+  if (b.output !== undefined && b.output !== null && b.output !== '') {
+    const list = typeof b.output === 'string' ? [b.output] : b.output;
+    if (!Array.isArray(list) || list.length > 100 || list.some((p) => typeof p !== 'string' || p === '' || p.length > 4096))
+      bad('output', 'must be a relative path or a list of up to 100 of them');
+    output = list as string[];
+    for (const p of output) {
+      if (p.startsWith('/')) bad('output', `must be relative to the run's directory, got ${JSON.stringify(p.slice(0, 200))}`);
+      if (p.split('/').includes('..')) bad('output', `must not contain "..", got ${JSON.stringify(p.slice(0, 200))}`);
+      if (p.includes('\0')) bad('output', 'must not contain NUL');
+    }
+  }
+  const callback = validateCallback(b.callback);
+  let priority: Priority | undefined;
+  if (b.priority !== undefined && b.priority !== null) {
+    const p = parsePriority(b.priority);
+    if (p === null) bad('priority', `must be "admin", "normal", "low" or a number, got ${JSON.stringify(b.priority).slice(0, 100)}`);
+    priority = p!;
+  }
+  let user: string | undefined;
+  if (b.user !== undefined && b.user !== null) {
+    if (typeof b.user !== 'string' || b.user === '' || b.user.length > 200)
+      bad('user', 'must be a non-empty string of at most 200 characters');
+    user = b.user as string;
+  }
+  // Queued runs do not survive an agent restart yet, so there is nothing for retry_on_restart to ask for.
+  if (b.retry_on_restart !== undefined)
+    bad('retry_on_restart', 'is not supported: queued and running runs are not kept across an agent restart');
+  const positive = (field: string, max: number): number | undefined => {
+    const v = b[field];
+    if (v === undefined || v === null || v === 0) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) bad(field, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if ((v as number) > max) bad(field, `should not be larger than ${max}`);
+    return v as number;
+  };
+  const maxRunTime = positive('max_run_time', MAX_RUN_TIME_S);
+  const memory = positive('memory', Number.MAX_SAFE_INTEGER);
+  if (memory !== undefined && memory < 1024 * 1024) bad('memory', 'must be at least 1048576 bytes (1 MiB)');
+  let processType: string | undefined;
+  if (b.process_type !== undefined) {
+    if (typeof b.process_type !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/.test(b.process_type))
+      bad('process_type', 'must be a Procfile type: 1-63 letters, digits, "_" or "-"');
+    processType = b.process_type as string;
+  }
+  let command: string | undefined;
+  if (b.command !== undefined) {
+    if (typeof b.command !== 'string' || b.command.trim() === '' || b.command.length > 64 * 1024)
+      bad('command', 'must be a non-empty shell command');
+    if (processType !== undefined) bad('command', 'give either command or process_type, not both');
+    command = b.command as string;
+  }
+  return {
+    env,
+    output,
+    ...(callback ? { callback } : {}),
+    ...(priority !== undefined ? { priority } : {}),
+    ...(user !== undefined ? { user } : {}),
+    ...(maxRunTime !== undefined ? { maxRunTime } : {}),
+    ...(memory !== undefined ? { memory } : {}),
+    ...(processType !== undefined ? { processType } : {}),
+    ...(command !== undefined ? { command } : {}),
+  };
+}
+
+/** Checks a `callback`: a URL string or {"url", "signature"?, "events"?, "format"?}. */
+export function validateCallback(v: unknown): CallbackSpec | undefined {
+  if (v === undefined || v === null) return undefined;
+  const bad = (what: string): never => {
+    throw new ApiError(400, `callback: ${what}`, 'callback');
+  };
+  const c = typeof v === 'string' ? { url: v } : v;
+  if (typeof c !== 'object' || Array.isArray(c) || typeof (c as { url?: unknown }).url !== 'string')
+    bad('must be {"url": "http(s)://…", "signature"?, "events"?, "format"?}');
+  const o = c as Record<string, unknown>;
+  const unknown = Object.keys(o).find((k) => !['url', 'signature', 'events', 'format'].includes(k));
+  if (unknown) bad(`unknown field "${unknown.slice(0, 50)}" (url, signature, events, format)`);
+  const url = o.url as string;
+  if (url === '') return undefined;
+  let u: URL | null = null;
+  try {
+    u = new URL(url);
+  } catch {
+    // below
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) bad('url must be an absolute http(s) URL');
+  if (o.signature !== undefined && (typeof o.signature !== 'string' || o.signature.length > 4096))
+    bad('signature must be a string of at most 4096 characters');
+  if (
+    o.events !== undefined &&
+    (!Array.isArray(o.events) || o.events.length > 50 || o.events.some((k) => typeof k !== 'string' || !/^[a-z_]{1,40}$/.test(k)))
+  )
+    bad('events must be a list of event kinds like ["queued", "running", "finished", "failed", "cancelled"]');
+  if (o.format !== undefined && o.format !== 'json' && o.format !== 'form') bad('format must be "json" or "form"');
+  return {
+    url,
+    ...(o.signature !== undefined ? { signature: o.signature as string } : {}),
+    ...(o.events !== undefined ? { events: o.events as string[] } : {}),
+    ...(o.format !== undefined ? { format: o.format as 'json' | 'form' } : {}),
+  };
+}
+
+export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
+  const { runs } = o;
+  const idOf = (event: H3Event) => event.url.pathname.split('/')[2] ?? '';
+  const find = (event: H3Event): Run => {
+    const id = decodeURIComponent(idOf(event));
+    const run = runs.get(id);
+    if (!run) throw new ApiError(404, `run ${id.slice(0, 80)}: not found`, 'id');
+    return run;
+  };
+  const live = (event: H3Event): Run => {
+    const run = find(event);
+    if (run.phase === 'finalised') throw new ApiError(404, `run ${run.id}: finalised (only its events are kept)`, 'id');
+    return run;
+  };
+
+  app.post('/runs', async (event) => {
+    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['name']);
+    if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 200))
+      throw new ApiError(400, 'name: must be a string of at most 200 characters', 'name');
+    const run = await asApi(() => runs.create(b.name as string | undefined));
+    const doc = runDocument(o.base(event), run, runs.position(run.id));
+    event.res.status = 201;
+    event.res.headers.set('location', doc.links.self);
+    return doc;
+  });
+
+  app.get('/runs', (event) => {
+    const b = o.base(event);
+    return { runs: runs.list().map((r) => runDocument(b, r, runs.position(r.id))) };
+  });
+
+  app.get('/runs/:id', (event) => {
+    const r = find(event);
+    return runDocument(o.base(event), r, runs.position(r.id));
+  });
+
+  /** Stores a request's archive: streamed tar.gz (capped), or {"source_url"} / {"blob"} fetched like a create's source. */
+  const receive = async (event: H3Event, run: Run): Promise<string> => {
+    const file = runs.uploadPath(run);
+    const type = (event.req.headers.get('content-type') ?? '').split(';')[0].trim().toLowerCase();
+    try {
+      if (type === 'application/json') {
+        const b = validateFields(asObject(await readJson(event, o.maxBody)), ['source_url', 'blob']);
+        if (b.blob !== undefined) {
+          if (typeof b.blob !== 'string' || !isBlobId(b.blob) || !(await o.blobs.get(b.blob)))
+            throw new ApiError(400, 'blob: must be the id of a data object this agent holds', 'blob');
+          await copyFile(o.blobs.path(b.blob), file);
+        } else {
+          const url = validateSourceUrl(b, o.validate);
+          let archive;
+          try {
+            archive = await o.supervisor.fetchArchive(url, event.req.signal);
+          } catch (err) {
+            throw new ApiError(400, `source_url: cannot be fetched: ${(err as Error).message}`, 'source_url');
+          }
+          await copyFile(archive.file, file);
+        }
+      } else {
+        const declared = Number(event.req.headers.get('content-length') ?? 0);
+        const tooLarge = () =>
+          new ApiError(413, `archive is larger than the limit of ${o.maxUpload} bytes`, 'body', { connection: 'close' });
+        if (declared > o.maxUpload) throw tooLarge();
+        let n = 0;
+        const cap = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            n += chunk.length;
+            if (n > o.maxUpload) cb(tooLarge());
+            else cb(null, chunk);
+          },
+        });
+        await pipeline(requestStream(event), cap, createWriteStream(file));
+      }
+      return file;
+    } catch (err) {
+      await rm(file, { force: true });
+      throw err;
+    }
+  };
+
+  const sendArchive = (run: Run, which: 'app' | 'cache', file: string, present: boolean): Response => {
+    if (!present) throw new ApiError(404, `run ${run.id}: no ${which} uploaded`, which);
+    return new Response(Readable.toWeb(runs.readArchive(file)) as ReadableStream, {
+      headers: { 'content-type': 'application/gzip', 'content-disposition': `attachment; filename="${which}.tar.gz"` },
+    });
+  };
+
+  app.put('/runs/:id/app', async (event) => {
+    const run = live(event);
+    if (run.phase !== 'created' && run.phase !== 'uploaded')
+      throw new ApiError(409, 'the app cannot change once the run has started', 'app');
+    const file = await receive(event, run);
+    await asApi(() => runs.setApp(run, file));
+    return runDocument(o.base(event), run, runs.position(run.id));
+  });
+  app.get('/runs/:id/app', (event) => {
+    const run = live(event);
+    return sendArchive(run, 'app', run.appArchive, run.appRoot !== undefined);
+  });
+  app.put('/runs/:id/cache', async (event) => {
+    const run = live(event);
+    if (run.phase !== 'created' && run.phase !== 'uploaded')
+      throw new ApiError(409, 'the cache cannot change once the run has started', 'cache');
+    const file = await receive(event, run);
+    await asApi(() => runs.setCache(run, file));
+    return runDocument(o.base(event), run, runs.position(run.id));
+  });
+  app.get('/runs/:id/cache', (event) => {
+    const run = live(event);
+    return sendArchive(run, 'cache', run.cacheArchive, run.hasCache);
+  });
+
+  app.post('/runs/:id/start', async (event) => {
+    const run = live(event);
+    let body: Record<string, unknown>;
+    try {
+      body = await readObject(event, o.maxBody, { optional: true, anyType: true });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 400) throw new ApiError(400, `JSON in body not correctly formatted: ${err.message}`);
+      throw err;
+    }
+    const options = validateStart(body);
+    await asApi(() => runs.start(run, options));
+    return runDocument(o.base(event), run, runs.position(run.id));
+  });
+
+  app.get('/runs/:id/exit-data', (event) => exitDataDocument(find(event)));
+
+  app.post('/runs/:id/stop', async (event) => {
+    const run = live(event);
+    await readObject(event, o.maxBody, { optional: true, anyType: true });
+    const wasRunning = await asApi(() => runs.stop(run));
+    return { was_running: wasRunning, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  });
+
+  app.post('/runs/:id/cancel', async (event) => {
+    const run = live(event);
+    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['signal', 'grace_ms']);
+    let signal = null;
+    if (b.signal !== undefined && b.signal !== null) {
+      signal = parseSignal(b.signal);
+      if (!signal)
+        throw new ApiError(
+          400,
+          `signal: unknown signal ${JSON.stringify(b.signal).slice(0, 60)} (a name like "SIGUSR1" or a number)`,
+          'signal',
+        );
+    }
+    let graceMs = 5000;
+    if (b.grace_ms !== undefined && b.grace_ms !== null) {
+      if (typeof b.grace_ms !== 'number' || !Number.isInteger(b.grace_ms) || b.grace_ms < 0 || b.grace_ms > 3_600_000)
+        throw new ApiError(400, 'grace_ms: must be an integer from 0 to 3600000', 'grace_ms');
+      graceMs = b.grace_ms;
+    }
+    const wasActive = await asApi(() => runs.cancel(run, signal, graceMs));
+    return { cancelled: wasActive, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  });
+
+  app.get('/queue', (event) => {
+    const q = runs.queueState();
+    const base = o.base(event);
+    return {
+      ...q,
+      queued: q.queued.map((e, i) => ({
+        position: i + 1,
+        id: e.id,
+        user: e.user,
+        priority: e.priority,
+        links: { self: `${base.http}/runs/${e.id}` },
+      })),
+    };
+  });
+
+  app.delete('/runs/:id', async (event) => {
+    const run = find(event);
+    await runs.finalise(run);
+    return {};
+  });
+
+  const serveFile = async (event: H3Event, run: Run, path: string, label: string): Promise<Response> => {
+    if (!run.appRoot) throw new ApiError(404, `run ${run.id}: no app uploaded, so no files`, 'path');
+    const opened = await asApi(() => openRunPath(run.appRoot!, path));
+    if (opened.kind === 'directory') {
+      const format = event.url.searchParams.get('format');
+      if (format !== 'tar.gz')
+        throw new ApiError(400, `${JSON.stringify(path.slice(0, 200))} is a directory: ask for ?format=tar.gz`, 'format');
+      // Links are stored as links (never followed); devices, FIFOs and sockets are left out.
+      const tar = tarCreate(
+        {
+          gzip: true,
+          cwd: opened.path,
+          portable: true,
+          follow: false,
+          filter: (_p, st) => {
+            const s = st as { isFile?: () => boolean; isDirectory?: () => boolean; isSymbolicLink?: () => boolean };
+            return Boolean(s.isFile?.() || s.isDirectory?.() || s.isSymbolicLink?.());
+          },
+        },
+        ['.'],
+      );
+      // node-tar's stream is a minipass, not a Node Readable: adapt it through its async iterator.
+      return new Response(Readable.toWeb(Readable.from(tar)) as ReadableStream, { headers: { 'content-type': 'application/gzip' } });
+    }
+    const stream = opened.handle!.createReadStream({ autoClose: true });
+    return new Response(Readable.toWeb(stream) as ReadableStream, {
+      headers: {
+        'content-type': 'application/octet-stream',
+        'content-length': String(opened.size),
+        'x-run-file': encodeURIComponent(label),
+      },
+    });
+  };
+
+  app.get('/runs/:id/output', async (event) => {
+    const run = live(event);
+    const first = run.options?.output[0];
+    if (!first) throw new ApiError(404, `run ${run.id}: no output file was named when it started`, 'output');
+    try {
+      return await serveFile(event, run, first, first);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404)
+        throw new ApiError(404, `run ${run.id} did not produce its output ${JSON.stringify(first)}`, 'output');
+      throw err;
+    }
+  });
+
+  app.get('/runs/:id/files/**', async (event) => {
+    const run = live(event);
+    const raw = event.url.pathname.split('/').slice(4).join('/');
+    let path: string;
+    try {
+      path = decodeURIComponent(raw);
+    } catch {
+      throw new ApiError(400, 'path: invalid percent-encoding', 'path');
+    }
+    if (path === '') path = '.';
+    return serveFile(event, run, path, path);
+  });
+
+  app.get('/runs/:id/events', (event) => {
+    const run = find(event);
+    const log = o.supervisor.eventLog(run.slug);
+    if (!log) throw new ApiError(404, `run ${run.id}: its events are no longer kept`, 'id');
+    const query = event.url.searchParams;
+    const sse = /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(event.req.headers.get('accept') ?? '');
+    const since =
+      (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ??
+      eventId(query.get('last_id'), 'last_id') ??
+      eventId(query.get('since'), 'since') ??
+      0;
+    // Nothing follows the last event: a resume from it (or past it) ends at once.
+    if (run.lastEventId !== undefined && since >= run.lastEventId)
+      return new Response(sse ? 'retry: 1000\n\n' : '', {
+        headers: { 'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8' },
+      });
+    const ac = new AbortController();
+    const lines = followLog(log, since, { follow: true, signal: ac.signal, keepaliveMs: sse ? KEEPALIVE_MS : 0 });
+    const encoder = new TextEncoder();
+    let done = false;
+    const body = new ReadableStream<Uint8Array>(
+      {
+        start(controller) {
+          if (sse) controller.enqueue(encoder.encode('retry: 1000\n\n'));
+        },
+        async pull(controller) {
+          for (;;) {
+            if (done) return controller.close();
+            const r = await lines.next();
+            if (r.done) return controller.close();
+            if (r.value === null) return controller.enqueue(encoder.encode(': keep-alive\n\n'));
+            let out = '';
+            for (const line of r.value) {
+              const e = runEvent(line, run.id);
+              if (!e) continue;
+              out += sse ? `id: ${lineId(line)}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n` : JSON.stringify(e) + '\n';
+              // The stream ends after the run's last event: a client reads to the end.
+              if (e.type === 'last') {
+                done = true;
+                ac.abort();
+                break;
+              }
+            }
+            if (out) return controller.enqueue(encoder.encode(out));
+          }
+        },
+        async cancel() {
+          ac.abort();
+          await lines.return(undefined);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    return new Response(body, {
+      headers: {
+        'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no',
+      },
+    });
+  });
+}

@@ -1,0 +1,72 @@
+// The callbacks' durable outbox: one NDJSON file, appended and fsync'ed before a delivery counts
+// as emitted, so a kill -9 between an event and its POST still delivers it after a restart.
+// Lines are {"add": delivery} or {"done": id}; a delivery without its done is still owed.
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export interface Delivery {
+  /** The idempotency key (X-Drover-Delivery). */
+  id: string;
+  /** Deliveries of one key go in order. */
+  key: string;
+  url: string;
+  format: 'json' | 'form';
+  fields: Record<string, unknown>;
+  /** A give-up notice has no give-up of its own. */
+  giveUp?: boolean;
+}
+
+export class Outbox {
+  private fd: number;
+  private readonly owed = new Map<string, Delivery>();
+
+  constructor(private readonly file: string) {
+    mkdirSync(dirname(file), { recursive: true });
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // a first start
+    }
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        const e = JSON.parse(line) as { add?: Delivery; done?: string };
+        if (e.add) this.owed.set(e.add.id, e.add);
+        else if (e.done) this.owed.delete(e.done);
+      } catch {
+        // a torn last line from a crash: that add never counted
+      }
+    }
+    // Compacted to what is still owed, then appended to.
+    const tmp = `${file}.tmp`;
+    writeFileSync(tmp, [...this.owed.values()].map((d) => JSON.stringify({ add: d }) + '\n').join(''));
+    renameSync(tmp, file);
+    this.fd = openSync(file, 'a');
+  }
+
+  /** Deliveries owed, in the order they were added. */
+  pending(): Delivery[] {
+    return [...this.owed.values()];
+  }
+
+  /** Durable once this returns. */
+  add(d: Delivery): void {
+    this.write({ add: d });
+    this.owed.set(d.id, d);
+  }
+
+  done(id: string): void {
+    if (!this.owed.delete(id)) return;
+    this.write({ done: id });
+  }
+
+  private write(e: unknown): void {
+    writeSync(this.fd, JSON.stringify(e) + '\n');
+    fsyncSync(this.fd);
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
