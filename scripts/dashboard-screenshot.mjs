@@ -51,7 +51,11 @@ const agent = await startAgent(
   () => {},
 );
 const post = async (path, body) => {
-  const res = await fetch(`${agent.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${agent.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   return res.json();
 };
 try {
@@ -67,12 +71,23 @@ try {
   ])
     await post('/create-process', { app, node, process_type: type, source_url: source, env });
   await new Promise((r) => setTimeout(r, 2500));
-  for (const path of ['/', '/cart', '/items/42', '/checkout']) await fetch(`${agent.url.replace(/:\d+$/, '')}:${(await (await fetch(`${agent.url}/process-status/shop.web.0`)).json()).port}${path}`).catch(() => {});
+  for (const path of ['/', '/cart', '/items/42', '/checkout'])
+    await fetch(
+      `${agent.url.replace(/:\d+$/, '')}:${(await (await fetch(`${agent.url}/process-status/shop.web.0`)).json()).port}${path}`,
+    ).catch(() => {});
   await new Promise((r) => setTimeout(r, 3000));
 
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
   });
   try {
     const page = await (await browser.newContext({ viewport: { width, height } })).newPage();

@@ -26,7 +26,7 @@ import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
 import { join } from 'node:path';
 import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
-import type { ArgvSpec } from '../release/launch.js';
+import type { ArgvSpec, LaunchOrigin } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
@@ -113,6 +113,8 @@ export class ManagedProcess {
   current: { child: ChildHandle; readyAt: Date | null } | null = null;
   /** A replace under way: a second one is refused (409). */
   replacing = false;
+  /** What the current (or last) child runs and where that comes from (Procfile, package.json, argv). */
+  origin?: LaunchOrigin;
   /** Set for a proc (POST /procs): its errors, captures and end. */
   proc?: ProcRuntime;
   /** A long-running process, or a run (POST /runs) that runs once. */
@@ -933,8 +935,9 @@ export class Supervisor {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
     }
+    const { origin, ...command } = launch;
     const child = new Child({
-      ...launch,
+      ...command,
       ...procOptions,
       runAs,
       onLine: (s, line) => proc.output.publish(s, line),
@@ -949,6 +952,7 @@ export class Supervisor {
       proc.startedAt = new Date(child.startedAt);
       proc.childStarted(child.appPid);
       proc.current = entry;
+      proc.origin = origin;
     }
     const pid = child.pid;
     let ready: Promise<boolean> | null = null;
@@ -978,6 +982,7 @@ export class Supervisor {
       proc.startedAt = new Date(child.startedAt);
       proc.childStarted(child.appPid);
       proc.current = entry;
+      proc.origin = origin;
     };
     if (pid) this.store.groups.add(pid, slug, 'child');
     // When the log's queue is high (disk slower than the child), stop reading the child.

@@ -60,6 +60,11 @@ const statusFields: Record<string, Schema> = {
   ready: { type: 'boolean' },
   ready_at: nullable(time),
   release: ref('Release'),
+  command: { ...nullable(str), description: 'what the current (or last) child runs; null before the first start' },
+  command_from: {
+    enum: ['Procfile', 'package.json', 'argv', null],
+    description: 'package.json: no Procfile, so `web: npm start` (the app has a start script)',
+  },
   errors: { type: 'array', items: str },
   env_names: { type: 'array', items: str },
   source_digest: { type: 'string', pattern: '^[0-9a-f]{64}$' },

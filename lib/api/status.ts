@@ -40,6 +40,8 @@ export interface ProcessView {
   readyAt: Date | null;
   /** sha256 of the archive the process runs (or last fetched). */
   archive?: string;
+  /** What the current (or last) child runs and where that comes from; absent before the first start. */
+  origin?: { command: string; from: string };
   /** Set for a proc (POST /procs): the client's id. */
   procId?: string;
 }
@@ -69,6 +71,7 @@ export function processView(proc: ManagedProcess): ProcessView {
     checksReadiness: proc.checksReadiness,
     readyAt: proc.readyAt,
     archive: proc.record.archive,
+    ...(proc.origin ? { origin: proc.origin } : {}),
     ...(proc.proc ? { procId: proc.proc.id } : {}),
   };
 }
@@ -105,6 +108,9 @@ export function statusDocument(base: Base, p: ProcessView) {
     ready: p.readyAt !== null,
     ready_at: p.readyAt ? p.readyAt.toISOString() : null,
     release: releaseOf(p),
+    // What runs: the Procfile entry (or package.json's `npm start`, or the argv).
+    command: p.origin?.command ?? null,
+    command_from: p.origin?.from ?? null,
     errors: p.errors,
     // Names only: values often hold secrets.
     env_names: Object.keys(p.env),

@@ -3,7 +3,7 @@ import { parse, parseEnvPairs, parseScale, readEnvFile, usageError } from './arg
 import { Client, CliError, EXIT, type Doc } from './client.js';
 import { describePlan, execute, expand, isEmpty, plan, waitHealthy } from './converge.js';
 import { bytes, colorsEnabled, painter, type Out } from './format.js';
-import { checkTypes, isUrl, readProcfile, resolveSource } from './source.js';
+import { checkTypes, fromPackageJson, isUrl, readProcfile, resolveSource } from './source.js';
 
 export const deployUsage = `Usage: drover deploy DIR|URL --app NAME [options]
 
@@ -66,6 +66,8 @@ export async function deployApp(client: Client, opts: DeployOptions): Promise<De
   if (!isUrl(opts.source)) {
     const procfile = await readProcfile(opts.source);
     procfileTypes = [...procfile.keys()];
+    if (out && fromPackageJson(procfile))
+      out.write(`${opts.source} has no Procfile: running web: npm start (package.json's start script)\n`);
     if (counts) checkTypes(opts.source, procfile, Object.keys(counts));
   }
   const current = await client.processes();

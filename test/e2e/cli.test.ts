@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { list as tarList } from 'tar';
@@ -77,7 +77,7 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
 
   const table = await runCli(['ps'], { url: agent.url });
   t.equal(table.code, 0);
-  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\n/);
+  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\s+RELEASE\s+COMMAND\n/);
   t.match(table.stdout, new RegExp(`shop\\.web\\.0\\s+running\\s+${doc.pid}\\s+${doc.port}\\s+0\\s+\\d+s`));
 
   const status = await runCli(['status', 'shop.web.0'], { url: agent.url });
@@ -121,6 +121,46 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
   t.match(rm.stdout, /shop\.web\.0/);
   t.match(rm.stdout, /shop\.web\.1/);
   t.same(await ps(agent.url), []);
+});
+
+t.test('no Procfile, a start script: web: npm start, shown as from package.json; one word for stopped', async (t) => {
+  const agent = await agentFor(t);
+  const app = join(t.testdir(), 'npmstart');
+  cpSync(join(examples, 'web'), app, { recursive: true });
+  rmSync(join(app, 'Procfile'));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ type: 'module', private: true, scripts: { start: 'node server.js' } }));
+  const r = await runCli(['deploy', app, '--app', 'npm', '--env', 'GREETING=from npm start'], { url: agent.url });
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /has no Procfile: running web: npm start \(package\.json's start script\)/);
+  t.match(r.stdout, /npm\.web\.0\s+ready on port \d+/);
+  t.notMatch(r.stdout, /npm run build/, 'no build banner without a build script');
+  const [doc] = await ps(agent.url);
+  t.match(doc, { command: 'npm start', command_from: 'package.json', release: { id: /^[0-9a-f]{12}$/ } });
+  t.equal(await answer(doc.port), 'from npm start (web.0)\n');
+  const table = await runCli(['ps'], { url: agent.url });
+  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\s+RELEASE\s+COMMAND\n/);
+  t.match(table.stdout, new RegExp(`npm\\.web\\.0\\s+running\\s+.*${doc.release.id} upload\\s+npm start \\(package\\.json\\)\\n`));
+  const status = await runCli(['status', 'npm.web.0'], { url: agent.url });
+  t.match(status.stdout, new RegExp(`release\\s+${doc.release.id} from http://`));
+  t.match(status.stdout, /command\s+npm start \(package\.json start script: no Procfile\)/);
+  t.match(status.stdout, /ready\s+yes, accepts connections since /);
+
+  // stop says what ps says.
+  const stop = await runCli(['stop', 'npm.web.0'], { url: agent.url });
+  t.equal(stop.stdout, 'npm.web.0: stopped\n');
+  t.match((await runCli(['ps'], { url: agent.url })).stdout, /npm\.web\.0\s+stopped\s/);
+  t.match((await runCli(['status', 'npm.web.0'], { url: agent.url })).stdout, /state\s+stopped/);
+  const start = await runCli(['start', 'npm.web.0'], { url: agent.url });
+  t.match(start.stdout, /^npm\.web\.0: (pending|downloading|building|running)\n$/);
+
+  // Without a start script either, the deploy says what is missing.
+  writeFileSync(join(app, 'package.json'), '{"private": true}');
+  oneLineError(
+    t,
+    await runCli(['deploy', app, '--app', 'npm'], { url: agent.url }),
+    2,
+    /has no Procfile .* nor a package\.json with a "start" script/,
+  );
 });
 
 t.test('a deploy that fails to start exits non-zero and says why', async (t) => {

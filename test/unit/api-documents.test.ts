@@ -67,7 +67,10 @@ t.test('the root document links every entry point from the base', async (t) => {
 t.test('the status document of a running process', async (t) => {
   const doc = statusDocument(
     base,
-    view({ metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] } }),
+    view({
+      metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] },
+      origin: { command: 'npm start', from: 'package.json' },
+    }),
   );
   const s = 'shop.web%2F0'; // the slug is encoded once in every link
   t.strictSame(doc, {
@@ -97,6 +100,8 @@ t.test('the status document of a running process', async (t) => {
     ready: false,
     ready_at: null,
     release: { id: null, source: 'http://src/shop.tgz' },
+    command: 'npm start',
+    command_from: 'package.json',
     errors: ['exited with code 1'],
     env_names: ['SECRET', 'PORT_HINT'],
     source_digest: sourceDigest('http://src/shop.tgz'),
