@@ -687,6 +687,9 @@ export class Supervisor {
         // Measured until the new child answers (or, without a readiness check, runs).
         downMs = await this.waitNewChild(proc, oldPgid, stoppedAt);
       } else {
+        // The new child answered all along; the answer waits until the actor has adopted it,
+        // so the status document's pid is the new child's, as its port already is.
+        await this.waitNewChild(proc, oldPgid, stoppedAt);
         downMs = 0;
       }
       if (toPort !== fromPort) {
