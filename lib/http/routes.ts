@@ -235,15 +235,13 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
   });
   let openApi: Record<string, unknown> | undefined;
 
-  table.register(app);
-  registerProcstarRoutes(app, {
+  const procsFallback = registerProcstarRoutes(table, {
     supervisor,
     log,
     maxBody: PROCS_MAX_BODY,
     spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
   });
-  if (board) registerPleiadesRoutes(app, { board, blobs, log });
-  registerRunRoutes(app, {
+  registerRunRoutes(table, {
     runs,
     supervisor,
     blobs,
@@ -252,5 +250,8 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
     maxUpload: config.blobMaxBytes,
     validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
   });
+  if (board) registerPleiadesRoutes(table, { board, blobs, log });
+  table.register(app);
+  procsFallback(app);
   return { app, table };
 }
