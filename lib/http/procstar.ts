@@ -101,7 +101,7 @@ function pidOrEnd(proc: ManagedProcess, ms = 5000): Promise<void> {
   });
 }
 
-export function registerProcstarRoutes(table: RouteTable, opts: ProcstarOptions): (app: H3) => void {
+export function registerProcstarRoutes(table: RouteTable, opts: ProcstarOptions): void {
   const { supervisor } = opts;
   const handle = (fn: (event: H3Event) => Promise<Response>) => async (event: H3Event) => {
     try {
@@ -270,9 +270,5 @@ export function registerProcstarRoutes(table: RouteTable, opts: ProcstarOptions)
     res.headers.set('allow', allowed);
     return res;
   });
-  // Returned, to go on the h3 app after the table's routes.
-  return (app) => {
-    app.all('/procs', fallback);
-    app.all('/procs/**', fallback);
-  };
+  table.fallback('/procs', fallback);
 }

@@ -235,7 +235,7 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
   });
   let openApi: Record<string, unknown> | undefined;
 
-  const procsFallback = registerProcstarRoutes(table, {
+  registerProcstarRoutes(table, {
     supervisor,
     log,
     maxBody: PROCS_MAX_BODY,
@@ -252,6 +252,5 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
   });
   if (board) registerPleiadesRoutes(table, { board, blobs, log });
   table.register(app);
-  procsFallback(app);
   return { app, table };
 }

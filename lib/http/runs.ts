@@ -662,11 +662,15 @@ export function registerRunRoutes(table: RouteTable, o: RunRoutesOptions): void 
 
   table.route({
     method: 'GET',
-    path: '/runs/:id/files/**',
+    path: '/runs/:id/files/**:path',
     operationId: 'runFile',
     tag: 'runs',
     summary: "A file under the run's app directory, or a directory as tar.gz",
-    params: [ID_PARAM, { name: 'format', in: 'query', description: 'tar.gz for a directory', schema: { const: 'tar.gz' } }],
+    params: [
+      ID_PARAM,
+      { name: 'path', in: 'path', description: "A path under the run's app directory (may contain /)", schema: { type: 'string' } },
+      { name: 'format', in: 'query', description: 'tar.gz for a directory', schema: { const: 'tar.gz' } },
+    ],
     responses: {
       200: { description: 'The file, or the directory as tar.gz', content: { 'application/octet-stream': null, 'application/gzip': null } },
       400: BAD,
