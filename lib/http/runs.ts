@@ -102,9 +102,9 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
       bad('user', 'must be a non-empty string of at most 200 characters');
     user = b.user as string;
   }
-  // Queued runs do not survive an agent restart yet, so there is nothing for retry_on_restart to ask for.
-  if (b.retry_on_restart !== undefined)
-    bad('retry_on_restart', 'is not supported: queued and running runs are not kept across an agent restart');
+  if (b.retry_on_restart !== undefined && b.retry_on_restart !== null && typeof b.retry_on_restart !== 'boolean')
+    bad('retry_on_restart', `must be true or false, got ${JSON.stringify(b.retry_on_restart).slice(0, 60)}`);
+  const retryOnRestart = b.retry_on_restart === true;
   const positive = (field: string, max: number): number | undefined => {
     const v = b[field];
     if (v === undefined || v === null || v === 0) return undefined;
@@ -138,6 +138,7 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
     ...(memory !== undefined ? { memory } : {}),
     ...(processType !== undefined ? { processType } : {}),
     ...(command !== undefined ? { command } : {}),
+    ...(retryOnRestart ? { retryOnRestart } : {}),
   };
 }
 
