@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { Journal } from '../store/journal.js';
+import type { CallbackSpec } from '../store/outbox.js';
 import { openRunStore, type RecordPhase, type RunRecord, type RunStoreRecord } from './run-store.js';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -63,15 +64,7 @@ export interface StageExit {
   error?: string;
 }
 
-export interface CallbackSpec {
-  url: string;
-  signature?: string;
-  /** The event kinds posted; default DEFAULT_CALLBACK_EVENTS. */
-  events?: string[];
-  format?: 'json' | 'form';
-  /** The experiment runner's callbacks (POST /experiments): its returntypes and an output zip. */
-  profile?: 'experiment';
-}
+export type { CallbackSpec };
 
 export interface StartOptions {
   env: Record<string, string>;

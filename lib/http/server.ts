@@ -166,6 +166,7 @@ export async function startAgent(
       secret: config.callbackSecret,
       timeoutMs: config.callbackTimeoutMs,
       backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
+      supervisor,
       log,
     });
     stopCallbacks = callbacks.start();
