@@ -404,6 +404,27 @@ export class Runs {
     await this.save(run, true);
   }
 
+  /**
+   * Unpacks a second archive into the uploaded app, under `subdir` (the experiment's protocol),
+   * with the same hardening; a bad archive is a 400 naming `field`.
+   */
+  async unpackInto(run: Run, file: string, subdir: string, field: string): Promise<void> {
+    this.mustBeBefore(run, field, 'the app cannot change once the run has started');
+    if (!run.appRoot) throw new RunError(400, 'app needs to be uploaded first', 'app');
+    const scratch = join(run.dir, `${subdir}.new`);
+    await rm(scratch, { recursive: true, force: true });
+    try {
+      const root = await unpack(file, scratch, { ...this.opts.unpack });
+      const dest = join(run.appRoot, subdir);
+      await rm(dest, { recursive: true, force: true });
+      await rename(root, dest);
+    } catch (err) {
+      throw new RunError(400, `${field} is not a usable archive: ${message(err)}`, field);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
   /** A retried run builds from its uploaded app again, not from what its interrupted build left. */
   private async reunpack(run: Run): Promise<void> {
     if (!run.archive || !run.appRoot) throw new Error('its app is gone');

@@ -201,8 +201,8 @@ export class Supervisor {
   }
 
   /** Fetches an archive through the release cache (blob URLs from disk), as a create's download does. */
-  fetchArchive(url: string, signal?: AbortSignal): Promise<Archive> {
-    return this.releases.fetch(url, { signal });
+  fetchArchive(url: string, signal?: AbortSignal, authorization?: string): Promise<Archive> {
+    return this.releases.fetch(url, { signal, authorization });
   }
 
   /** The user children run as (--user), if any. */
