@@ -257,6 +257,8 @@ export class Callbacks {
   }
 
   private async finished(d: Delivery): Promise<void> {
+    // Stopped meanwhile: it stays owed, and the next agent sends it again under the same key.
+    if (this.closed) return;
     this.outbox.done(d.id);
     this.taking.delete(d.id);
     if (d.attach?.length) await rm(attachmentDir(this.filesDir, d.id), { recursive: true, force: true });

@@ -43,6 +43,7 @@ export interface Delivery {
 
 export class Outbox {
   private fd: number;
+  private closed = false;
   private readonly owed = new Map<string, Delivery>();
 
   constructor(readonly file: string) {
@@ -87,11 +88,15 @@ export class Outbox {
   }
 
   private write(e: unknown): void {
+    // After close the fd number may belong to another file: what is owed stays owed.
+    if (this.closed) throw new Error('the outbox is closed');
     writeSync(this.fd, JSON.stringify(e) + '\n');
     fsyncSync(this.fd);
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     closeSync(this.fd);
   }
 }

@@ -166,7 +166,7 @@ t.test('a form callback of a run with output files is multipart with the files a
 });
 
 t.test('a process created with a callback: running, exited (with exit detail), deleted', async (t) => {
-  const { agent, serveApp } = await agentWithArchives(t);
+  const { agent, archives, dir, serveApp } = await agentWithArchives(t);
   const rx = await rawReceiver(t);
   const url = await serveApp('p', 'web: echo hi; exit 3\n');
   const c = await api('POST', `${agent.url}/create-process`, {
@@ -202,4 +202,25 @@ t.test('a process created with a callback: running, exited (with exit detail), d
   t.equal(new Set(rx.hits.map((h) => h.delivery)).size, 3, 'one key each');
   const log = (await api('GET', `${agent.url}/process-events/cb.web.0?follow=false`)).text;
   t.match(log, /"callback_attempt"/, 'attempts are events of the process');
+
+  // A build that fails is `failed`, with the stage and the error; only the kinds asked for are sent.
+  const broken = archives.serve(
+    'broken.tgz',
+    await pack(
+      writeApp(join(dir, 'broken'), { Procfile: 'web: echo never\n', 'bin/build': '#!/bin/sh\nexit 1\n' }),
+      join(dir, 'broken.tgz'),
+    ),
+  );
+  const b = await api('POST', `${agent.url}/create-process`, {
+    app: 'cb',
+    node: 'web.2',
+    process_type: 'web',
+    source_url: broken,
+    restart: { policy: 'never' },
+    callback: { url: `${rx.url}/broken`, events: ['failed'] },
+  });
+  t.equal(b.status, 201, b.text);
+  await waitFor(() => rx.hits.some((h) => h.path === '/broken'), 'the failure');
+  const f = JSON.parse(rx.hits.find((h) => h.path === '/broken')!.body.toString());
+  t.match(f, { event: 'failed', stage: 'build', slug: 'cb.web.2', error: /build/ });
 });
