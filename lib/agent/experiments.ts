@@ -74,6 +74,8 @@ export class Experiments {
         priority: req.isAdmin ? 'admin' : 'normal',
         user: req.user,
         processType: this.o.processType,
+        // The runner's Celery acknowledges late: a task its worker died in runs again.
+        retryOnRestart: true,
       });
       return run;
     } catch (err) {
