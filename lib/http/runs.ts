@@ -21,7 +21,7 @@ import { asObject, readJson, readObject } from './body.js';
 import { requestStream } from './data.js';
 import { ApiError, conflictsAs409 } from './errors.js';
 import { eventId } from './events.js';
-import { validateCallback } from './callback.js';
+import { callbackSchema, validateCallback } from './callback.js';
 import { validateEnv, validateFields, validateSourceUrl, type ValidateOptions } from './validate.js';
 
 export interface RunRoutesOptions {
@@ -378,7 +378,8 @@ export function registerRunRoutes(table: RouteTable, o: RunRoutesOptions): void 
           properties: {
             output: {},
             env: {},
-            callback: { description: 'A URL, or {"url", "signature"?, "events"?, "format"?: "json" | "form"}' },
+            callback: { ...callbackSchema, description: 'A URL, or {"url", "signature"?, "events"?, "format"?: "json" | "form"}' },
+            retry_on_restart: { type: ['boolean', 'null'], description: 'queued again (not failed) when an agent restart interrupts it' },
             max_run_time: { type: 'number' },
             priority: { description: '"admin", "normal", "low" or a number' },
             user: { type: 'string', maxLength: 200 },
