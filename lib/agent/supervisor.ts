@@ -30,7 +30,7 @@ import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'> &
-  Partial<Pick<DesiredProcess, 'job'>>;
+  Partial<Pick<DesiredProcess, 'job' | 'callback'>>;
 
 export type { RestartRequest };
 
@@ -201,8 +201,8 @@ export class Supervisor {
   }
 
   /** Fetches an archive through the release cache (blob URLs from disk), as a create's download does. */
-  fetchArchive(url: string, signal?: AbortSignal): Promise<Archive> {
-    return this.releases.fetch(url, { signal });
+  fetchArchive(url: string, signal?: AbortSignal, authorization?: string): Promise<Archive> {
+    return this.releases.fetch(url, { signal, authorization });
   }
 
   /** The user children run as (--user), if any. */
@@ -338,6 +338,7 @@ export class Supervisor {
         ...(req.argv ? { argv: req.argv } : {}),
         ...(req.job ? { job: { ...req.job } } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
+        ...(req.callback ? { callback: { ...req.callback } } : {}),
         port,
         createdAt: new Date().toISOString(),
       };

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
 import { startAgent, StartError, type Agent } from '../http/server.js';
-import { loadMetricsToken, loadToken } from '../http/token.js';
+import { loadExperimentsPassword, loadMetricsToken, loadToken } from '../http/token.js';
 import { SystemdNotifier } from '../os/sd-notify.js';
 
 export const serveUsage = `Usage: drover serve [options]
@@ -27,6 +27,10 @@ Options:
   --metrics-token-file FILE  a read-only token accepted on GET /metrics only (or set
                        DROVER_METRICS_TOKEN), for a Prometheus that should not hold the agent token
   --health-auth true   ask for the token on /healthz and /readyz too (open by default)
+  --experiments-password-file FILE  turn on POST /experiments (the experiment runner's form API)
+                       with this password (or set DROVER_EXPERIMENTS_PASSWORD); it takes the
+                       password instead of the token
+  --experiment-process-type TYPE  the Procfile type an experiment runs (default experiment)
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
@@ -82,6 +86,7 @@ Runs, run-to-completion jobs (ID is a run id):
   GET /runs/ID/output              its first output file
   GET /runs/ID/files/PATH          a file (or a directory as tar.gz) of its directory
   GET /queue                       the run queue in serve order
+  POST /experiments                the experiment runner's form API (with --experiments-password-file)
 Pleiades worker API:
   GET /api/v0.5/ping               is the API up
   POST /api/v0.5/worker            register a worker
@@ -123,7 +128,14 @@ export async function resolveConfig(
   for (const w of warnings) warn(w);
   const metrics = await loadMetricsToken(config.metricsTokenFile, env);
   for (const w of metrics.warnings) warn(w);
-  return { ...config, ...(token ? { token } : {}), ...(metrics.token ? { metricsToken: metrics.token } : {}) };
+  const experiments = await loadExperimentsPassword(config.experimentsPasswordFile, env);
+  for (const w of experiments.warnings) warn(w);
+  return {
+    ...config,
+    ...(token ? { token } : {}),
+    ...(metrics.token ? { metricsToken: metrics.token } : {}),
+    ...(experiments.token ? { experimentsPassword: experiments.token } : {}),
+  };
 }
 
 export async function serve(argv: string[]): Promise<number> {
@@ -161,6 +173,7 @@ export async function launch(
     // Read once; children never inherit it, even through a spawn that forgets to pass an env.
     delete process.env.DROVER_TOKEN;
     delete process.env.DROVER_METRICS_TOKEN;
+    delete process.env.DROVER_EXPERIMENTS_PASSWORD;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`drover: ${err.message}\n`);

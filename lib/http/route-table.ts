@@ -12,8 +12,12 @@ export type { Schema };
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-/** Who may call a route: `token` when the agent has one (the default), `public` for the dashboard's files, `health`, `metrics`. */
-export type Access = 'token' | 'public' | 'health' | 'metrics';
+/**
+ * Who may call a route: `token` when the agent has one (the default), `public` for the dashboard's
+ * files, `health`, `metrics`, and `password` for a route that checks a credential of its own
+ * instead of the token (POST /experiments: its clients send the experiment runner's password).
+ */
+export type Access = 'token' | 'public' | 'health' | 'metrics' | 'password';
 
 export interface Param {
   name: string;
@@ -160,7 +164,7 @@ export class RouteTable {
     const operation = (d: Described, extra: Record<string, unknown>) => {
       const responses: Record<string, unknown> = {};
       for (const [code, a] of Object.entries(d.responses)) responses[code] = answer(a);
-      if (d.access !== 'public' && !responses['401'])
+      if (d.access !== 'public' && d.access !== 'password' && !responses['401'])
         responses['401'] = answer(errorAnswer('A token is required (the agent has one) and was missing or wrong.'));
       responses.default ??= answer(errorAnswer('Any other error: the same error document.'));
       return {
@@ -170,7 +174,7 @@ export class RouteTable {
         tags: [d.tag],
         ...(d.params?.length ? { parameters: d.params.map(param) } : {}),
         responses,
-        ...(d.access === 'public'
+        ...(d.access === 'public' || d.access === 'password'
           ? { security: [] }
           : d.access === 'health'
             ? { security: [{}, { bearer: [] }] }

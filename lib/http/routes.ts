@@ -25,6 +25,8 @@ import { registerProcstarRoutes } from './procstar.js';
 import { registerRunRoutes } from './runs.js';
 import type { Runs } from '../agent/runs.js';
 import type { ClientMeter } from './metrics.js';
+import { registerExperimentRoutes } from './experiments.js';
+import { Experiments } from '../agent/experiments.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
@@ -222,6 +224,12 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
 
   registerDataRoutes(table, { blobs, base });
   registerControlRoutes(table, { supervisor, base, findProcess, maxBody: MAX_BODY });
+  registerExperimentRoutes(table, {
+    experiments: new Experiments(runs, supervisor, { processType: config.experimentProcessType, log }),
+    password: config.experimentsPassword,
+    validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
+    maxBody: MAX_BODY,
+  });
   extra?.(table);
 
   table.route({

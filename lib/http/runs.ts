@@ -9,7 +9,7 @@ import { errorAnswer, JSON_TYPE, type Param, type RouteTable, type Schema } from
 import { create as tarCreate } from 'tar';
 import { openRunPath, RunPathError } from '../agent/run-files.js';
 import { parsePriority, type Priority } from '../agent/run-queue.js';
-import { MAX_RUN_TIME_S, RunError, type CallbackSpec, type Run, type Runs, type StartOptions } from '../agent/runs.js';
+import { MAX_RUN_TIME_S, RunError, type Run, type Runs, type StartOptions } from '../agent/runs.js';
 import { parseSignal } from '../os/signals.js';
 import type { Supervisor } from '../agent/supervisor.js';
 import type { Base } from '../api/base.js';
@@ -21,6 +21,7 @@ import { asObject, readJson, readObject } from './body.js';
 import { requestStream } from './data.js';
 import { ApiError, conflictsAs409 } from './errors.js';
 import { eventId } from './events.js';
+import { callbackSchema, validateCallback } from './callback.js';
 import { validateEnv, validateFields, validateSourceUrl, type ValidateOptions } from './validate.js';
 
 export interface RunRoutesOptions {
@@ -102,9 +103,9 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
       bad('user', 'must be a non-empty string of at most 200 characters');
     user = b.user as string;
   }
-  // Queued runs do not survive an agent restart yet, so there is nothing for retry_on_restart to ask for.
-  if (b.retry_on_restart !== undefined)
-    bad('retry_on_restart', 'is not supported: queued and running runs are not kept across an agent restart');
+  if (b.retry_on_restart !== undefined && b.retry_on_restart !== null && typeof b.retry_on_restart !== 'boolean')
+    bad('retry_on_restart', `must be true or false, got ${JSON.stringify(b.retry_on_restart).slice(0, 60)}`);
+  const retryOnRestart = b.retry_on_restart === true;
   const positive = (field: string, max: number): number | undefined => {
     const v = b[field];
     if (v === undefined || v === null || v === 0) return undefined;
@@ -138,45 +139,11 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
     ...(memory !== undefined ? { memory } : {}),
     ...(processType !== undefined ? { processType } : {}),
     ...(command !== undefined ? { command } : {}),
+    ...(retryOnRestart ? { retryOnRestart } : {}),
   };
 }
 
-/** Checks a `callback`: a URL string or {"url", "signature"?, "events"?, "format"?}. */
-export function validateCallback(v: unknown): CallbackSpec | undefined {
-  if (v === undefined || v === null) return undefined;
-  const bad = (what: string): never => {
-    throw new ApiError(400, `callback: ${what}`, 'callback');
-  };
-  const c = typeof v === 'string' ? { url: v } : v;
-  if (typeof c !== 'object' || Array.isArray(c) || typeof (c as { url?: unknown }).url !== 'string')
-    bad('must be {"url": "http(s)://…", "signature"?, "events"?, "format"?}');
-  const o = c as Record<string, unknown>;
-  const unknown = Object.keys(o).find((k) => !['url', 'signature', 'events', 'format'].includes(k));
-  if (unknown) bad(`unknown field "${unknown.slice(0, 50)}" (url, signature, events, format)`);
-  const url = o.url as string;
-  if (url === '') return undefined;
-  let u: URL | null = null;
-  try {
-    u = new URL(url);
-  } catch {
-    // below
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) bad('url must be an absolute http(s) URL');
-  if (o.signature !== undefined && (typeof o.signature !== 'string' || o.signature.length > 4096))
-    bad('signature must be a string of at most 4096 characters');
-  if (
-    o.events !== undefined &&
-    (!Array.isArray(o.events) || o.events.length > 50 || o.events.some((k) => typeof k !== 'string' || !/^[a-z_]{1,40}$/.test(k)))
-  )
-    bad('events must be a list of event kinds like ["queued", "running", "finished", "failed", "cancelled"]');
-  if (o.format !== undefined && o.format !== 'json' && o.format !== 'form') bad('format must be "json" or "form"');
-  return {
-    url,
-    ...(o.signature !== undefined ? { signature: o.signature as string } : {}),
-    ...(o.events !== undefined ? { events: o.events as string[] } : {}),
-    ...(o.format !== undefined ? { format: o.format as 'json' | 'form' } : {}),
-  };
-}
+export { validateCallback };
 
 const ID_PARAM: Param = { name: 'id', in: 'path', description: 'The run id', schema: { type: 'string' } };
 const RUN_SCHEMA: Schema = { type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } }, required: ['id', 'state'] };
@@ -411,7 +378,8 @@ export function registerRunRoutes(table: RouteTable, o: RunRoutesOptions): void 
           properties: {
             output: {},
             env: {},
-            callback: { description: 'A URL, or {"url", "signature"?, "events"?, "format"?: "json" | "form"}' },
+            callback: { ...callbackSchema, description: 'A URL, or {"url", "signature"?, "events"?, "format"?: "json" | "form"}' },
+            retry_on_restart: { type: ['boolean', 'null'], description: 'queued again (not failed) when an agent restart interrupts it' },
             max_run_time: { type: 'number' },
             priority: { description: '"admin", "normal", "low" or a number' },
             user: { type: 'string', maxLength: 200 },

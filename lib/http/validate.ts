@@ -9,6 +9,7 @@ import { TYPE_PATTERN } from '../release/procfile.js';
 import { asObject } from './body.js';
 import { ApiError } from './errors.js';
 import type { Schema } from '../api/schemas.js';
+import { callbackSchema, validateCallback } from './callback.js';
 
 // app and node become file names under the state directory: a conservative charset, no "..".
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -49,7 +50,8 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
   const sourceUrl = validateSourceUrl(b, opts);
   const restart = validateRestart(b.restart);
-  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}) };
+  const callback = validateCallback(b.callback);
+  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}), ...(callback ? { callback } : {}) };
 }
 
 /** `source_url` of a body: an absolute http(s) URL (file: when allowed) on an allowed host. */
@@ -217,6 +219,10 @@ export const createRequestSchema: Schema = {
         max_delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS, description: 'not less than delay_ms' },
         reset_after_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
       },
+    },
+    callback: {
+      ...callbackSchema,
+      description: 'POST its events (running, exited, failed, deleted by default) to this URL; see the README',
     },
   },
 };
