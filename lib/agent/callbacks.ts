@@ -31,6 +31,17 @@ export interface CallbackOptions {
   log: (line: string) => void;
   /** Processes created with a `callback` get deliveries too. */
   supervisor?: Supervisor;
+  /** Told of each attempt's result and each delivery's end, for /metrics. */
+  observe?: CallbackObserver;
+}
+
+export interface CallbackObserver {
+  /** `ok` (2xx), `rejected` (a 4xx not retried), `retryable` (5xx, 408, 429), `error` (no answer). */
+  attempt(result: 'ok' | 'rejected' | 'retryable' | 'error'): void;
+  /** Another try is scheduled after a failed one. */
+  retry(): void;
+  /** A delivery is over: answered 2xx, refused for good, or given up after the last try. */
+  delivery(outcome: 'delivered' | 'rejected' | 'given_up'): void;
 }
 
 /** Whether an answer (or a failure, status null) is worth another try. Pure. */
@@ -269,11 +280,19 @@ export class Callbacks {
     const tries = this.o.backoffMs.length + 1;
     for (let attempt = 1; attempt <= tries && !this.closed; attempt++) {
       const status = await this.attempt(d, attempt);
-      if (status !== null && status >= 200 && status < 300) return this.finished(d);
-      if (!retryable(status)) return this.finished(d);
-      if (attempt < tries) await this.sleep(this.o.backoffMs[attempt - 1]);
+      const ok = status !== null && status >= 200 && status < 300;
+      this.o.observe?.attempt(ok ? 'ok' : status === null ? 'error' : retryable(status) ? 'retryable' : 'rejected');
+      if (ok || !retryable(status)) {
+        this.o.observe?.delivery(ok ? 'delivered' : 'rejected');
+        return this.finished(d);
+      }
+      if (attempt < tries) {
+        this.o.observe?.retry();
+        await this.sleep(this.o.backoffMs[attempt - 1]);
+      }
     }
     if (this.closed) return;
+    this.o.observe?.delivery('given_up');
     await this.finished(d);
     if (d.giveUp) return;
     const notice: Delivery = {

@@ -9,7 +9,7 @@ import type { H3 } from 'h3';
 import type { IncomingMessage } from 'node:http';
 import type { Registry } from '../os/prometheus.js';
 import { healthRoutes } from './health.js';
-import { createAgentMetrics, metricsRoute } from './metrics.js';
+import { callbackMetrics, createAgentMetrics, metricsRoute, runQueueMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
 import { checkBinding, createGate } from './auth.js';
 import type { Duplex } from 'node:stream';
@@ -168,6 +168,7 @@ export async function startAgent(
       backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
       supervisor,
       log,
+      observe: callbackMetrics(metrics.registry),
     });
     stopCallbacks = callbacks.start();
     await runs.resume();
@@ -189,6 +190,7 @@ export async function startAgent(
     return withoutServer(supervisor, runs, blobs, store, board!, journal!);
   }
   metrics.watch(supervisor, store.events);
+  runQueueMetrics(metrics.registry, runs);
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes, clients: metrics.clients });
   const inspect = createInspectUpgrade(supervisor.inspection, metrics.clients);
   const { app, table } = createRoutes({

@@ -8,6 +8,16 @@ import { join } from 'node:path';
 import { pack, writeApp, zipEntries } from '../helpers/archives.js';
 import { agentWithArchives, api, testAgent } from '../helpers/agent.js';
 import { waitFor } from '../helpers/wait.js';
+// parse-prometheus-text-format ships no types.
+// @ts-expect-error no declaration file
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+
+type Family = { name: string; metrics: { labels?: Record<string, string>; value?: string }[] };
+async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const families = (parsePrometheusTextFormat as (text: string) => Family[])(await (await fetch(`${url}/metrics`)).text());
+  const m = families.find((f) => f.name === name)?.metrics.find((s) => Object.entries(labels).every(([k, v]) => s.labels?.[k] === v));
+  return m?.value === undefined ? undefined : Number(m.value);
+}
 
 type Hit = { path: string; delivery: string; signature: string; type: string; body: string };
 
@@ -95,6 +105,21 @@ t.test('fails, hangs, recovers: each event once per key, in order, signed; 4xx n
   t.equal(notice.get('returnmsg'), 'no response received from the callback URL after 3 tries');
   t.equal(notice.get('signature'), 'sig-42');
   t.equal(new URLSearchParams(down[0].body).get('returntype'), 'finished');
+
+  // /metrics counts the same story: flaky 3 × (500, timeout, 200); gone one 404; down 3 + 3 × 503.
+  await waitFor(
+    async () => (await metric(agent.url, 'drover_callback_deliveries_total', { outcome: 'given_up' })) === 2,
+    'both give-ups counted',
+  );
+  const counted = async (name: string, labels: Record<string, string> = {}) => metric(agent.url, name, labels);
+  t.equal(await counted('drover_callback_attempts_total', { result: 'ok' }), 3);
+  t.equal(await counted('drover_callback_attempts_total', { result: 'retryable' }), 9);
+  t.equal(await counted('drover_callback_attempts_total', { result: 'error' }), 3);
+  t.equal(await counted('drover_callback_attempts_total', { result: 'rejected' }), 1);
+  t.equal(await counted('drover_callback_retries_total'), 10);
+  t.equal(await counted('drover_callback_deliveries_total', { outcome: 'delivered' }), 3);
+  t.equal(await counted('drover_callback_deliveries_total', { outcome: 'rejected' }), 1);
+  t.equal(await counted('drover_queue_length'), 0, 'nothing queued');
 });
 
 /** A receiver that keeps each request's raw body and answers 200. */
