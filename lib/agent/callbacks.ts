@@ -1,19 +1,47 @@
-// Callbacks of runs: each chosen event becomes a delivery in the durable outbox (store/outbox.ts),
-// POSTed in order per run with an idempotency key and an HMAC, retried on connection errors,
-// timeouts, 5xx, 408 and 429 with a settable backoff; after the last try one give-up notice in
-// the same format, with its own tries. Every attempt is a `callback_attempt` event of the run.
+// Callbacks of runs and processes: each chosen event becomes a delivery in the durable outbox
+// (store/outbox.ts), POSTed in order per run or process with an idempotency key and an HMAC,
+// retried on connection errors, timeouts, 5xx, 408 and 429 with a settable backoff; after the
+// last try one give-up notice in the same format, with its own tries. Every attempt is a
+// `callback_attempt` event of the run or process. A form delivery with files (a run's outputs,
+// an experiment's zip) is sent as multipart/form-data (attachments.ts).
 import { createHmac } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { InspectionEvent } from 'xstate';
+import type { ExitInfo } from '../os/child.js';
+import { exitDetail } from '../process/exit.js';
 import { message } from '../process/wording.js';
-import type { Delivery, Outbox } from '../store/outbox.js';
+import type { Attachment, CallbackSpec, Delivery, Outbox } from '../store/outbox.js';
+import { attachmentDir, multipartBody, takeAttachments } from './attachments.js';
 import type { Run, RunEventNotice, Runs } from './runs.js';
+import type { Supervisor } from './supervisor.js';
 
 export const DEFAULT_CALLBACK_EVENTS = ['queued', 'running', 'finished', 'failed', 'cancelled'];
+/** A process's kinds: a child started, a child ended, a download or build failed, the process was deleted. */
+export const PROCESS_CALLBACK_EVENTS = ['running', 'exited', 'failed', 'deleted'];
+/** Where an experiment's program leaves its results (zipped into the final callback's `experiment` field). */
+export const EXPERIMENT_OUTPUT_DIR = 'outputs';
 
 export interface CallbackOptions {
   secret: string;
   timeoutMs: number;
   backoffMs: number[];
   log: (line: string) => void;
+  /** Processes created with a `callback` get deliveries too. */
+  supervisor?: Supervisor;
+  /** Told of each attempt's result and each delivery's end, for /metrics. */
+  observe?: CallbackObserver;
+}
+
+export interface CallbackObserver {
+  /** `ok` (2xx), `rejected` (a 4xx not retried), `retryable` (5xx, 408, 429), `error` (no answer). */
+  attempt(result: 'ok' | 'rejected' | 'retryable' | 'error'): void;
+  /** Another try is scheduled after a failed one. */
+  retry(): void;
+  /** A delivery is over: answered 2xx, refused for good, or given up after the last try. */
+  delivery(outcome: 'delivered' | 'rejected' | 'given_up'): void;
 }
 
 /** Whether an answer (or a failure, status null) is worth another try. Pure. */
@@ -21,7 +49,7 @@ export function retryable(status: number | null): boolean {
   return status === null || status >= 500 || status === 408 || status === 429;
 }
 
-/** The body and content type of a delivery. Pure. */
+/** The body and content type of a delivery without files. Pure. */
 export function encode(d: Delivery): { body: string; type: string } {
   if (d.format === 'form') {
     const p = new URLSearchParams();
@@ -33,13 +61,14 @@ export function encode(d: Delivery): { body: string; type: string } {
 }
 
 /** `sha256=` HMAC of the body with the secret. Pure. */
-export function sign(secret: string, body: string): string {
+export function sign(secret: string, body: string | Uint8Array): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
 /** The callback kind of a run event, or null when it is none. */
 export function kindOf(e: RunEventNotice, run: Run): string | null {
   if (e.type === 'queued') return 'queued';
+  if (e.type === 'interrupted') return 'interrupted';
   if (e.type === 'start' && e.data.stage === 'execute') return 'running';
   if (e.type === 'last') {
     if (run.cancelled) return 'cancelled';
@@ -49,43 +78,187 @@ export function kindOf(e: RunEventNotice, run: Run): string | null {
   return null;
 }
 
+/** The experiment runner's outcome: success on exit 0, partial when it left results anyway, else failed. */
+export function experimentOutcome(exitCode: number | null, cancelled: boolean, hasResults: boolean): 'success' | 'partial' | 'failed' {
+  if (exitCode === 0 && !cancelled) return 'success';
+  return hasResults ? 'partial' : 'failed';
+}
+
+/** Why a run did not succeed, in words, for `returnmsg`. */
+function failureText(run: Run): string {
+  if (run.cancelled) return 'the experiment was cancelled';
+  const x = run.exitData.execute ?? run.exitData.build;
+  const stage = run.exitData.execute ? 'the experiment' : 'the build';
+  if (!x) return 'the experiment did not run';
+  if (x.error) return `${stage} failed: ${x.error}`;
+  if (x.signal) return `${stage} was killed by ${x.signal}`;
+  return `${stage} exited with code ${x.exit_code}`;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function hasFiles(dir: string): boolean {
+  try {
+    return readdirSync(dir, { recursive: true, withFileTypes: true }).some((e) => e.isFile());
+  } catch {
+    return false;
+  }
+}
+
 export class Callbacks {
   private readonly chains = new Map<string, Promise<void>>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly aborts = new Set<AbortController>();
+  /** Attachments being taken, by delivery id. */
+  private readonly taking = new Map<string, Promise<void>>();
+  /** The last state seen of each process actor (for its transitions). */
+  private readonly states = new Map<string, string>();
+  private readonly filesDir: string;
   private closed = false;
 
   constructor(
     private readonly outbox: Outbox,
     private readonly runs: Runs,
     private readonly o: CallbackOptions,
-  ) {}
+  ) {
+    this.filesDir = join(dirname(outbox.file), 'files');
+  }
 
-  /** Hooks the runs' events and sends what a previous agent still owed. */
+  /** Hooks the runs' and processes' events and sends what a previous agent still owed. */
   start(): () => void {
     for (const d of this.outbox.pending()) this.enqueue(d);
-    return this.runs.onEvent((e, run) => this.onRunEvent(e, run));
+    const offRuns = this.runs.onEvent((e, run) => this.onRunEvent(e, run));
+    const offProcs = this.o.supervisor?.inspection.forwardRaw((ev) => this.onProcessStep(ev)) ?? (() => {});
+    return () => {
+      offRuns();
+      offProcs();
+    };
   }
 
   private onRunEvent(e: RunEventNotice, run: Run): void {
     const cb = run.options?.callback;
     if (!cb) return;
     const kind = kindOf(e, run);
-    if (!kind || !(cb.events ?? DEFAULT_CALLBACK_EVENTS).includes(kind)) return;
+    if (!kind) return;
+    if (cb.profile === 'experiment') return this.onExperimentEvent(e, run, cb, kind);
+    if (!(cb.events ?? DEFAULT_CALLBACK_EVENTS).includes(kind)) return;
+    const final = e.type === 'last';
     const fields: Record<string, unknown> = {
       event: kind,
       run_id: run.id,
       returntype: kind,
       ...(cb.signature !== undefined ? { signature: cb.signature } : {}),
       ...(kind === 'queued' ? { position: e.data.position } : {}),
-      ...(e.type === 'last' ? { exit_data: { ...run.exitData, finished: true } } : {}),
+      ...(kind === 'interrupted' ? { stage: e.data.stage, retry: e.data.retry } : {}),
+      ...(final ? { exit_data: { ...run.exitData, finished: true } } : {}),
     };
-    const d: Delivery = { id: `${run.id}-${e.id}`, key: run.id, url: cb.url, format: cb.format ?? 'json', fields };
+    // A form receiver gets the run's output files with the final delivery.
+    const attach: Attachment[] =
+      final && cb.format === 'form' && run.appRoot
+        ? (run.options?.output ?? []).map((p) => {
+            const path = join(run.appRoot!, p);
+            return isDirectory(path)
+              ? { field: 'output', path, filename: `${p}.zip`, type: 'application/zip' }
+              : { field: 'output', path, filename: p };
+          })
+        : [];
+    this.add({
+      id: `${run.id}-${e.id}`,
+      key: run.id,
+      url: cb.url,
+      format: cb.format ?? 'json',
+      fields,
+      ...(attach.length ? { attach } : {}),
+    });
+  }
+
+  /** The seed's experiment runner: `running`, then success / partial / failed with the output zip. */
+  private onExperimentEvent(e: RunEventNotice, run: Run, cb: CallbackSpec, kind: string): void {
+    if (kind !== 'running' && e.type !== 'last') return;
+    const base = { signature: cb.signature ?? '', taskid: run.id };
+    if (kind === 'running') {
+      this.add({ id: `${run.id}-${e.id}`, key: run.id, url: cb.url, format: 'form', fields: { ...base, returntype: 'running' } });
+      return;
+    }
+    const out = run.appRoot ? join(run.appRoot, EXPERIMENT_OUTPUT_DIR) : null;
+    const outcome = experimentOutcome(run.exitData.execute?.exit_code ?? null, run.cancelled, out !== null && hasFiles(out));
+    this.add({
+      id: `${run.id}-${e.id}`,
+      key: run.id,
+      url: cb.url,
+      format: 'form',
+      fields: { ...base, returntype: outcome, ...(outcome === 'success' ? {} : { returnmsg: failureText(run) }) },
+      ...(out ? { attach: [{ field: 'experiment', path: out, filename: 'output.zip', type: 'application/zip' }] } : {}),
+    });
+  }
+
+  /** A process actor's step (raw inspection): its callback kinds, for processes created with a callback. */
+  private onProcessStep(ev: InspectionEvent): void {
+    if (ev.type !== '@xstate.microstep' || ev.actorRef.sessionId !== ev.rootId) return;
+    const slug = (ev.actorRef as { id?: string }).id ?? '';
+    const proc = this.o.supervisor?.get(slug);
+    const cb = proc?.record.callback;
+    if (!proc || !cb) return;
+    const snap = ev.snapshot as unknown as {
+      value: string;
+      context: { pid: number | null; lastExit: ExitInfo | null; errors: string[]; restarts: number };
+    };
+    const from = this.states.get(slug) ?? 'pending';
+    const to = snap.value;
+    this.states.set(slug, to);
+    if (to === 'deleted') this.states.delete(slug);
+    const kinds: [string, Record<string, unknown>][] = [];
+    const type = ev.event.type;
+    if (type === 'CHILD.STARTED') kinds.push(['running', { pid: ev.event.pid ?? snap.context.pid }]);
+    if (type === 'CHILD.EXITED')
+      kinds.push(['exited', { exit: exitDetail(snap.context.lastExit), restarting: to !== 'exited' && to !== 'deleted' }]);
+    if (type.startsWith('xstate.error.actor.') && (from === 'downloading' || from === 'building'))
+      kinds.push(['failed', { stage: from === 'downloading' ? 'download' : 'build', error: snap.context.errors.at(-1) ?? null }]);
+    if (to === 'deleted' && from !== 'deleted') kinds.push(['deleted', {}]);
+    const at = proc.events.lastId;
+    for (const [kind, detail] of kinds) {
+      if (!(cb.events ?? PROCESS_CALLBACK_EVENTS).includes(kind)) continue;
+      this.add({
+        id: `${slug}@${proc.record.createdAt}#${at}-${kind}`,
+        key: `process:${slug}`,
+        process: slug,
+        url: cb.url,
+        format: cb.format ?? 'json',
+        fields: {
+          event: kind,
+          returntype: kind,
+          slug,
+          app: proc.app,
+          node: proc.node,
+          process_type: proc.processType,
+          ...(cb.signature !== undefined ? { signature: cb.signature } : {}),
+          restarts: snap.context.restarts,
+          ...detail,
+        },
+      });
+    }
+  }
+
+  /** Durable (fsync'ed) before it returns; then sent in its key's order. */
+  private add(d: Delivery): void {
     this.outbox.add(d);
     this.enqueue(d);
   }
 
   private enqueue(d: Delivery): void {
+    // Files are taken at once, not when the key's earlier deliveries are through.
+    if (d.attach?.length) {
+      const taking = takeAttachments(attachmentDir(this.filesDir, d.id), d.attach).catch((err) =>
+        this.o.log(`drover: callback ${d.id}: cannot take its files: ${message(err)}`),
+      );
+      this.taking.set(d.id, taking);
+    }
     const prev = this.chains.get(d.key) ?? Promise.resolve();
     const next = prev.then(() => this.deliver(d)).catch((err) => this.o.log(`drover: callback ${d.id}: ${message(err)}`));
     this.chains.set(d.key, next);
@@ -94,16 +267,33 @@ export class Callbacks {
     });
   }
 
+  private async finished(d: Delivery): Promise<void> {
+    // Stopped meanwhile: it stays owed, and the next agent sends it again under the same key.
+    if (this.closed) return;
+    this.outbox.done(d.id);
+    this.taking.delete(d.id);
+    if (d.attach?.length) await rm(attachmentDir(this.filesDir, d.id), { recursive: true, force: true });
+  }
+
   private async deliver(d: Delivery): Promise<void> {
+    await this.taking.get(d.id);
     const tries = this.o.backoffMs.length + 1;
     for (let attempt = 1; attempt <= tries && !this.closed; attempt++) {
       const status = await this.attempt(d, attempt);
-      if (status !== null && status >= 200 && status < 300) return this.outbox.done(d.id);
-      if (!retryable(status)) return this.outbox.done(d.id);
-      if (attempt < tries) await this.sleep(this.o.backoffMs[attempt - 1]);
+      const ok = status !== null && status >= 200 && status < 300;
+      this.o.observe?.attempt(ok ? 'ok' : status === null ? 'error' : retryable(status) ? 'retryable' : 'rejected');
+      if (ok || !retryable(status)) {
+        this.o.observe?.delivery(ok ? 'delivered' : 'rejected');
+        return this.finished(d);
+      }
+      if (attempt < tries) {
+        this.o.observe?.retry();
+        await this.sleep(this.o.backoffMs[attempt - 1]);
+      }
     }
     if (this.closed) return;
-    this.outbox.done(d.id);
+    this.o.observe?.delivery('given_up');
+    await this.finished(d);
     if (d.giveUp) return;
     const notice: Delivery = {
       id: `${d.id}-giveup`,
@@ -111,11 +301,14 @@ export class Callbacks {
       url: d.url,
       format: d.format,
       giveUp: true,
+      ...(d.process ? { process: d.process } : {}),
       fields: {
         returntype: 'failed',
         returnmsg: `no response received from the callback URL after ${tries} tries`,
         ...(d.fields.signature !== undefined ? { signature: d.fields.signature } : {}),
         ...(d.fields.run_id !== undefined ? { run_id: d.fields.run_id } : {}),
+        ...(d.fields.taskid !== undefined ? { taskid: d.fields.taskid } : {}),
+        ...(d.fields.slug !== undefined ? { slug: d.fields.slug } : {}),
       },
     };
     this.outbox.add(notice);
@@ -124,7 +317,7 @@ export class Callbacks {
 
   /** One POST; the status, or null for no answer. Noted as a callback_attempt event. */
   private async attempt(d: Delivery, attempt: number): Promise<number | null> {
-    const { body, type } = encode(d);
+    const { body, type } = d.format === 'form' && d.attach?.length ? await multipartBody(d, attachmentDir(this.filesDir, d.id)) : encode(d);
     const headers: Record<string, string> = { 'content-type': type, 'x-drover-delivery': d.id, 'user-agent': 'drover' };
     if (this.o.secret) headers['x-drover-signature'] = sign(this.o.secret, body);
     const ac = new AbortController();
@@ -133,7 +326,7 @@ export class Callbacks {
     let status: number | null = null;
     let error: string | undefined;
     try {
-      const res = await fetch(d.url, { method: 'POST', body, headers, signal: ac.signal, redirect: 'manual' });
+      const res = await fetch(d.url, { method: 'POST', body: body as BodyInit, headers, signal: ac.signal, redirect: 'manual' });
       status = res.status;
       await res.body?.cancel().catch(() => {});
     } catch (err) {
@@ -142,13 +335,15 @@ export class Callbacks {
       clearTimeout(timer);
       this.aborts.delete(ac);
     }
-    this.runs.note(d.key, 'callback_attempt', {
+    const note = {
       delivery: d.id,
       url: d.url,
       attempt,
       ...(status !== null ? { status } : { error }),
       ...(d.giveUp ? { give_up_notice: true } : {}),
-    });
+    };
+    if (d.process) this.o.supervisor?.eventLog(d.process)?.append('callback_attempt', note);
+    else this.runs.note(d.key, 'callback_attempt', note);
     return status;
   }
 

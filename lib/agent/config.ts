@@ -96,6 +96,12 @@ export interface Config {
   callbackTimeoutMs: number;
   /** Waits before each retry of a callback, comma-separated ms; their count is the number of retries. */
   callbackBackoffMs: string;
+  /** File holding the password of POST /experiments (or DROVER_EXPERIMENTS_PASSWORD); without one the endpoint is off. */
+  experimentsPasswordFile: string;
+  /** The password itself (never a setting, like `token`). */
+  experimentsPassword?: string;
+  /** The Procfile type an experiment runs. */
+  experimentProcessType: string;
 }
 
 export const defaults: Config = {
@@ -139,6 +145,8 @@ export const defaults: Config = {
   callbackSecret: '',
   callbackTimeoutMs: 30_000,
   callbackBackoffMs: '60000,120000,240000',
+  experimentsPasswordFile: '',
+  experimentProcessType: 'experiment',
   minUptimeMs: 1_000,
   bootTimeoutMs: 60_000,
   replaceDrainMs: 1_000,
@@ -193,6 +201,8 @@ const fileKeys: Record<string, keyof Config> = {
   callback_secret: 'callbackSecret',
   callback_timeout_ms: 'callbackTimeoutMs',
   callback_backoff_ms: 'callbackBackoffMs',
+  experiments_password_file: 'experimentsPasswordFile',
+  experiment_process_type: 'experimentProcessType',
   min_uptime_ms: 'minUptimeMs',
   boot_timeout_ms: 'bootTimeoutMs',
   replace_drain_ms: 'replaceDrainMs',
@@ -242,6 +252,8 @@ export function coerceSetting(name: string, value: unknown): [keyof Config, Conf
     if (typeof value !== 'string' || value === '') throw new ConfigError(`setting "${name}" must be a non-empty string`);
     if (key === 'inspectUrl' && !/^wss?:\/\/[^/]/.test(value))
       throw new ConfigError(`setting "${name}" must be a ws:// or wss:// URL, got ${JSON.stringify(value.slice(0, 200))}`);
+    if (key === 'experimentProcessType' && !/^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$/.test(value))
+      throw new ConfigError(`setting "${name}" must be a Procfile type: 1-63 letters, digits, "_" or "-"`);
     if (key === 'callbackBackoffMs' && !/^\s*\d+(\s*,\s*\d+)*\s*$/.test(value))
       throw new ConfigError(
         `setting "${name}" must be comma-separated milliseconds like "60000,120000,240000", got ${JSON.stringify(value.slice(0, 200))}`,

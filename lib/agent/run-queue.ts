@@ -2,6 +2,7 @@
 // Rules: admins first and only they may use the reserved slots; among the rest a higher numeric
 // priority goes first, and within one priority users are served round-robin (the user served
 // longest ago first), FIFO within a user — one user's 500 submissions do not starve another's one.
+// A run queued again after an agent restart interrupted it goes first within its priority.
 
 export type PriorityClass = 'admin' | 'normal' | 'low';
 export type Priority = PriorityClass | number;
@@ -12,6 +13,8 @@ export interface QueueEntry {
   priority: Priority;
   /** Submission order (increasing). */
   seq: number;
+  /** Queued again after an agent restart interrupted it: it already had its turn, so it goes first among its priority. */
+  resumed?: boolean;
 }
 
 export interface QueueLimits {
@@ -68,8 +71,12 @@ function pickIndex(left: readonly QueueEntry[], served: ReadonlyMap<string, numb
       if (ra > rb) best = i;
       continue;
     }
+    if (Boolean(a.resumed) !== Boolean(b.resumed)) {
+      if (a.resumed) best = i;
+      continue;
+    }
     // Admins are served FIFO among themselves; others round-robin by user.
-    if (a.priority !== 'admin') {
+    if (a.priority !== 'admin' && !a.resumed) {
       const sa = served.get(a.user) ?? -1;
       const sb = served.get(b.user) ?? -1;
       if (sa !== sb) {

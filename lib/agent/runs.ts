@@ -4,11 +4,16 @@
 // directory. Its event log is drover's log for the actor; the run's own events (first, start,
 // finish, network, last) are appended to it beside drover's, and api/runs.ts reads them back
 // in yinyo's shape. Lifecycle: created → app uploaded → started → build → execute → finished,
-// then finalised (DELETE, or a TTL). Runs live only in memory and under STATE_DIR/runs/ID:
-// an agent restart ends them (their logs stay readable for the retention time).
+// then finalised (DELETE, or a TTL). Runs live under STATE_DIR/runs/ID and in the run journal
+// (run-store.ts) until finalised: after an agent restart a queued run is queued again in its
+// place, a finished one is still there, and one that was building or executing is reported
+// interrupted (and queued again when it asked for retry_on_restart).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { Journal } from '../store/journal.js';
+import type { CallbackSpec } from '../store/outbox.js';
+import { openRunStore, type RecordPhase, type RunRecord, type RunStoreRecord } from './run-store.js';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -51,19 +56,15 @@ export interface StageExit {
   stopped?: boolean;
   /** Ended because it ran past max_run_time. */
   timed_out?: boolean;
+  /** Ended by an agent restart (stopped with the agent, or the agent was killed). */
+  interrupted?: boolean;
   /** The kernel OOM-killed part of the tree at the memory limit. */
   oom_killed?: boolean;
   /** Why it ended, in words, when not by a plain exit. */
   error?: string;
 }
 
-export interface CallbackSpec {
-  url: string;
-  signature?: string;
-  /** The event kinds posted; default DEFAULT_CALLBACK_EVENTS. */
-  events?: string[];
-  format?: 'json' | 'form';
-}
+export type { CallbackSpec };
 
 export interface StartOptions {
   env: Record<string, string>;
@@ -79,6 +80,8 @@ export interface StartOptions {
   memory?: number;
   processType?: string;
   command?: string;
+  /** Queued again (rather than reported failed) when an agent restart interrupts it. */
+  retryOnRestart?: boolean;
 }
 
 /** A run event as appended to the log: its type and its `data`. */
@@ -101,7 +104,6 @@ export class RunError extends Error {
 
 export class Run {
   phase: RunPhase = 'created';
-  readonly createdAt = new Date();
   startedAt?: Date;
   finishedAt?: Date;
   options?: StartOptions;
@@ -137,6 +139,7 @@ export class Run {
     readonly name: string | undefined,
     readonly dir: string,
     readonly events: EventLog,
+    readonly createdAt = new Date(),
   ) {
     this.ended = new Promise((r) => (this.endedResolve = r));
   }
@@ -187,6 +190,8 @@ export interface RunsOptions {
   /** Slots only admin-priority runs may use. */
   adminReservedRuns: number;
   unpack?: Omit<UnpackOptions, 'signal'>;
+  /** Records a build's process group so a successor of a killed agent can sweep it. */
+  trackGroup?: (pgid: number, slug: string) => () => void;
   log: (line: string) => void;
 }
 
@@ -203,6 +208,9 @@ export class Runs {
   private seq = 0;
   /** Runs holding a slot (launched, not yet at `last`). */
   private readonly active = new Set<string>();
+  private store?: Journal<RunStoreRecord>;
+  /** Runs a previous agent left building or executing: reported (or queued again) by resume(). */
+  private interrupted: { run: Run; stage: RunStage }[] = [];
 
   constructor(
     private readonly supervisor: Supervisor,
@@ -210,10 +218,126 @@ export class Runs {
     private readonly opts: RunsOptions,
   ) {}
 
-  /** Removes what runs of a previous agent left on disk: they ended with it. */
-  async init(): Promise<void> {
+  /**
+   * Loads the runs a previous agent kept (their logs reopened, queued ones back in the queue)
+   * and removes the directories of runs it no longer knew. Returns their log slugs. Nothing is
+   * emitted or launched until resume(), so the callbacks can listen first.
+   */
+  async init(): Promise<Set<string>> {
     await mkdir(this.opts.dir, { recursive: true });
-    for (const name of await readdir(this.opts.dir)) await rm(join(this.opts.dir, name), { recursive: true, force: true });
+    this.store = await openRunStore(this.opts.dir, this.opts.log);
+    const records = this.store.all();
+    const served = records.find((r) => r.kind === 'served');
+    if (served) {
+      this.served = served.clock;
+      for (const [user, n] of Object.entries(served.users)) this.lastServed.set(user, n);
+    }
+    const kept = new Set<string>();
+    for (const r of records) {
+      if (r.kind !== 'run') continue;
+      try {
+        await this.restore(r);
+        kept.add(r.id);
+      } catch (err) {
+        this.opts.log(`drover: run ${r.id}: cannot restore: ${message(err)}`);
+        await this.store.remove(r.id).catch(() => {});
+      }
+    }
+    for (const name of await readdir(this.opts.dir)) {
+      if (!kept.has(name) && !name.startsWith('runs.')) await rm(join(this.opts.dir, name), { recursive: true, force: true });
+    }
+    return new Set([...kept].map(slugOfRun));
+  }
+
+  private async restore(r: RunRecord): Promise<void> {
+    const dir = join(this.opts.dir, r.id);
+    await mkdir(dir, { recursive: true });
+    const events = await this.logs.open(slugOfRun(r.id));
+    const run = new Run(r.id, r.name, dir, events, new Date(r.createdAt));
+    run.options = r.options;
+    if (r.archive) run.archive = { ...r.archive, file: run.appArchive };
+    if (r.appRoot !== undefined) run.appRoot = join(dir, r.appRoot);
+    run.hasCache = Boolean(r.hasCache);
+    run.queueSeq = r.queueSeq;
+    if (r.startedAt) run.startedAt = new Date(r.startedAt);
+    if (r.finishedAt) run.finishedAt = new Date(r.finishedAt);
+    Object.assign(run.exitData, r.exitData ?? {});
+    run.cancelled = Boolean(r.cancelled);
+    run.lastEventId = r.lastEventId;
+    this.runs.set(run.id, run);
+    const left = (from: string | undefined, ms: number) => Math.max(0, Date.parse(from ?? r.createdAt) + ms - Date.now());
+    if (r.phase === 'created' || r.phase === 'uploaded') {
+      run.phase = r.phase;
+      this.arm(run, left(r.createdAt, this.opts.unstartedTtlMs));
+    } else if (r.phase === 'finished') {
+      run.phase = 'finished';
+      run.endedResolve();
+      this.arm(run, left(r.finishedAt, this.opts.ttlMs));
+    } else if (r.phase === 'queued') {
+      run.phase = 'queued';
+      this.seq = Math.max(this.seq, r.queueSeq ?? 0);
+    } else {
+      run.phase = r.phase;
+      this.interrupted.push({ run, stage: r.phase === 'building' ? 'build' : 'execute' });
+    }
+  }
+
+  /**
+   * After init() and once the callbacks listen: reports the runs the previous agent left
+   * running as interrupted (or queues them again), then starts serving the queue.
+   */
+  async resume(): Promise<void> {
+    const requeued = new Set<string>();
+    for (const { run, stage } of this.interrupted.sort((a, b) => (a.run.queueSeq ?? 0) - (b.run.queueSeq ?? 0))) {
+      const retry = Boolean(run.options?.retryOnRestart);
+      this.emit(run, 'interrupted', { stage, retry, reason: `the agent restarted while the run was in its ${stage} stage` });
+      if (retry) {
+        try {
+          await this.reunpack(run);
+          for (const k of Object.keys(run.exitData) as RunStage[]) delete run.exitData[k];
+          run.network.build = { in: 0, out: 0 };
+          run.network.execute = { in: 0, out: 0 };
+          run.startedAt = undefined;
+          run.phase = 'queued';
+          requeued.add(run.id);
+          continue;
+        } catch (err) {
+          this.opts.log(`drover: run ${run.id}: cannot queue it again: ${message(err)}`);
+        }
+      }
+      run.finishedAt = new Date();
+      run.phase = 'finished';
+      this.recordStage(run, stage, {
+        exit_code: null,
+        ...(stage === 'execute' ? { signal: null } : {}),
+        usage: this.stageUsage(run, stage, null),
+        interrupted: true,
+        error: `interrupted: the agent restarted while the run was in its ${stage} stage`,
+      });
+      run.lastEventId = this.emit(run, 'last', {});
+      run.endedResolve();
+      this.arm(run, this.opts.ttlMs);
+      this.save(run);
+    }
+    this.interrupted = [];
+    const waiting = this.list()
+      .filter((r) => r.phase === 'queued')
+      .sort((a, b) => (a.queueSeq ?? 0) - (b.queueSeq ?? 0));
+    for (const run of waiting) {
+      try {
+        this.specs.set(run.id, await this.specFor(run.appRoot!, run.options!));
+        this.queue.set(run.id, { ...this.entryOf(run), ...(requeued.has(run.id) ? { resumed: true } : {}) });
+      } catch (err) {
+        this.failUnstartable(run, err);
+      }
+    }
+    for (const run of waiting) {
+      if (!requeued.has(run.id) || !this.queue.has(run.id)) continue;
+      const e = this.entryOf(run);
+      this.emit(run, 'queued', { position: this.position(run.id), user: e.user, priority: e.priority, retry: true });
+      this.save(run);
+    }
+    this.pump();
   }
 
   /** Hears of every run event appended (first, start, finish, network, last); returns the unsubscribe. */
@@ -238,6 +362,14 @@ export class Runs {
     const events = await this.logs.open(slugOfRun(id));
     const run = new Run(id, name, dir, events);
     this.runs.set(id, run);
+    try {
+      await this.save(run, true);
+    } catch (err) {
+      this.runs.delete(id);
+      await this.logs.abandon(slugOfRun(id));
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
     this.emit(run, 'first', {});
     this.arm(run, this.opts.unstartedTtlMs);
     return run;
@@ -269,6 +401,40 @@ export class Runs {
     run.archive = { sha256, file: run.appArchive, bytes };
     run.appRoot = join(dest, root.slice(next.length + 1));
     run.phase = 'uploaded';
+    await this.save(run, true);
+  }
+
+  /**
+   * Unpacks a second archive into the uploaded app, under `subdir` (the experiment's protocol),
+   * with the same hardening; a bad archive is a 400 naming `field`.
+   */
+  async unpackInto(run: Run, file: string, subdir: string, field: string): Promise<void> {
+    this.mustBeBefore(run, field, 'the app cannot change once the run has started');
+    if (!run.appRoot) throw new RunError(400, 'app needs to be uploaded first', 'app');
+    const scratch = join(run.dir, `${subdir}.new`);
+    await rm(scratch, { recursive: true, force: true });
+    try {
+      const root = await unpack(file, scratch, { ...this.opts.unpack });
+      const dest = join(run.appRoot, subdir);
+      await rm(dest, { recursive: true, force: true });
+      await rename(root, dest);
+    } catch (err) {
+      throw new RunError(400, `${field} is not a usable archive: ${message(err)}`, field);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** A retried run builds from its uploaded app again, not from what its interrupted build left. */
+  private async reunpack(run: Run): Promise<void> {
+    if (!run.archive || !run.appRoot) throw new Error('its app is gone');
+    const next = join(run.dir, 'app.new');
+    await rm(next, { recursive: true, force: true });
+    const root = await unpack(run.appArchive, next, { ...this.opts.unpack });
+    const dest = join(run.dir, 'app');
+    await rm(dest, { recursive: true, force: true });
+    await rename(next, dest);
+    run.appRoot = join(dest, root.slice(next.length + 1));
   }
 
   /** Takes the cache archive; checked by unpacking it (into a scratch directory) with the same hardening. */
@@ -285,6 +451,7 @@ export class Runs {
     }
     await rename(file, run.cacheArchive);
     run.hasCache = true;
+    await this.save(run, true);
   }
 
   /** A scratch file in the run's directory for an upload. */
@@ -306,16 +473,77 @@ export class Runs {
     if (run.phase !== 'uploaded') throw new RunError(409, 'the run has already been started', 'id');
     run.options = options;
     run.phase = 'queued';
-    this.disarm(run);
     run.queueSeq = ++this.seq;
-    this.queue.set(run.id, { id: run.id, user: options.user ?? 'anonymous', priority: options.priority ?? 'normal', seq: run.queueSeq });
+    try {
+      // Durable before it counts as queued: a restarted agent serves it in its place.
+      await this.save(run, true);
+    } catch (err) {
+      run.options = undefined;
+      run.phase = 'uploaded';
+      throw err;
+    }
+    this.disarm(run);
+    const entry = this.entryOf(run);
+    this.queue.set(run.id, entry);
     this.specs.set(run.id, spec);
-    this.emit(run, 'queued', {
-      position: this.position(run.id),
-      user: options.user ?? 'anonymous',
-      priority: options.priority ?? 'normal',
-    });
+    this.emit(run, 'queued', { position: this.position(run.id), user: entry.user, priority: entry.priority });
     this.pump();
+  }
+
+  private entryOf(run: Run): QueueEntry {
+    const o = run.options;
+    return { id: run.id, user: o?.user ?? 'anonymous', priority: o?.priority ?? 'normal', seq: run.queueSeq ?? 0 };
+  }
+
+  /** A restored queued run that can no longer start (its app changed under it): it failed. */
+  private failUnstartable(run: Run, err: unknown): void {
+    run.finishedAt = new Date();
+    run.phase = 'finished';
+    this.recordStage(run, 'build', { exit_code: null, usage: this.stageUsage(run, 'build', null), error: message(err) });
+    run.lastEventId = this.emit(run, 'last', {});
+    run.endedResolve();
+    this.arm(run, this.opts.ttlMs);
+    this.save(run);
+  }
+
+  /** The run's record as it is now. */
+  private recordOf(run: Run): RunRecord {
+    const phase: RecordPhase =
+      run.phase === 'started'
+        ? 'building'
+        : run.phase === 'finalised'
+          ? 'finished'
+          : (run.phase as Exclude<RunPhase, 'started' | 'finalised'>);
+    return {
+      kind: 'run',
+      id: run.id,
+      ...(run.name !== undefined ? { name: run.name } : {}),
+      createdAt: run.createdAt.toISOString(),
+      phase,
+      ...(run.options ? { options: run.options } : {}),
+      ...(run.archive ? { archive: { sha256: run.archive.sha256, bytes: run.archive.bytes } } : {}),
+      ...(run.appRoot ? { appRoot: run.appRoot.slice(run.dir.length + 1) } : {}),
+      ...(run.hasCache ? { hasCache: true } : {}),
+      ...(run.queueSeq !== undefined ? { queueSeq: run.queueSeq } : {}),
+      ...(run.startedAt ? { startedAt: run.startedAt.toISOString() } : {}),
+      ...(run.finishedAt ? { finishedAt: run.finishedAt.toISOString() } : {}),
+      ...(run.exitData.build || run.exitData.execute ? { exitData: { ...run.exitData } } : {}),
+      ...(run.cancelled ? { cancelled: true } : {}),
+      ...(run.lastEventId !== undefined ? { lastEventId: run.lastEventId } : {}),
+    };
+  }
+
+  /**
+   * Saves the run's record. Awaited where the answer promises durability (create, upload,
+   * start); elsewhere a failure is logged (the run goes on; a restart may then see it older).
+   */
+  private save(run: Run, strict: true): Promise<void>;
+  private save(run: Run): void;
+  private save(run: Run, strict?: true): Promise<void> | void {
+    if (!this.store || this.closing || run.phase === 'finalised') return strict ? Promise.resolve() : undefined;
+    const p = this.store.put(this.recordOf(run));
+    if (strict) return p;
+    p.catch((err) => this.opts.log(`drover: run ${run.id}: cannot save its state: ${message(err)}`));
   }
 
   private readonly specs = new Map<string, ProcessSpec>();
@@ -356,6 +584,9 @@ export class Runs {
       if (!next) return;
       this.queue.delete(next.id);
       this.lastServed.set(next.user, ++this.served);
+      this.store
+        ?.put({ kind: 'served', id: 'served', clock: this.served, users: Object.fromEntries(this.lastServed) })
+        .catch((err) => this.opts.log(`drover: cannot save the run queue's state: ${message(err)}`));
       const run = this.runs.get(next.id);
       const spec = this.specs.get(next.id);
       this.specs.delete(next.id);
@@ -370,6 +601,7 @@ export class Runs {
           this.recordStage(run, 'build', { exit_code: null, usage: this.stageUsage(run, 'build', null), error: message(err) });
           run.lastEventId = this.emit(run, 'last', {});
           run.endedResolve();
+          this.save(run);
         }
         this.pump();
       });
@@ -380,6 +612,7 @@ export class Runs {
     const options = run.options!;
     run.phase = 'started';
     run.startedAt = new Date();
+    this.save(run);
     run.proxy = await startForwardProxy((e) => this.onExchange(run, e));
     const memory = options.memory;
     // Where the cgroup cannot carry the limit, RLIMIT_AS on each process is the (weaker) fallback.
@@ -420,6 +653,7 @@ export class Runs {
       run.lastEventId = this.emit(run, 'last', {});
       this.arm(run, this.opts.ttlMs);
       run.endedResolve();
+      this.save(run);
       return true;
     }
     run.stopRequested = true;
@@ -473,6 +707,7 @@ export class Runs {
     const options = run.options!;
     run.phase = 'building';
     run.stage = 'build';
+    this.save(run);
     this.emit(run, 'start', { stage: 'build' });
     let usage: RunUsage | null = null;
     try {
@@ -487,7 +722,11 @@ export class Runs {
         runAs: this.supervisor.childUser,
         track: (pgid) => {
           run.buildPgid = pgid;
-          return () => (run.buildPgid = undefined);
+          const untrack = this.opts.trackGroup?.(pgid, run.slug);
+          return () => {
+            run.buildPgid = undefined;
+            untrack?.();
+          };
         },
       });
       await this.saveCache(run);
@@ -507,6 +746,7 @@ export class Runs {
       this.recordStage(run, 'build', { exit_code: 0, usage: this.stageUsage(run, 'build', usage) });
       run.phase = 'executing';
       run.stage = 'execute';
+      this.save(run);
       this.emit(run, 'start', { stage: 'execute' });
       if (options.maxRunTime !== undefined) {
         run.runTimer = setTimeout(() => {
@@ -577,7 +817,8 @@ export class Runs {
   /** The actor came to rest: the stage that ran is finished, then `last`. Once. */
   private async finish(run: Run): Promise<void> {
     // Everything up to `last` runs in the same turn as the snapshot that called it.
-    if (run.finishedAt || !run.proc) return;
+    // An agent stopping interrupts it: the next agent reports that (see resume()).
+    if (run.finishedAt || !run.proc || this.closing) return;
     run.finishedAt = new Date();
     clearTimeout(run.runTimer);
     clearTimeout(run.cancelTimer);
@@ -626,6 +867,7 @@ export class Runs {
     // Synchronously with the actor's last step: a finalise closes the log right after it.
     run.lastEventId = this.emit(run, 'last', {});
     if (run.phase === 'finished') this.arm(run, this.opts.ttlMs);
+    this.save(run);
     this.active.delete(run.id);
     this.pump();
     await run.proxy?.close();
@@ -651,6 +893,7 @@ export class Runs {
     if (run.proc && !run.finishedAt) run.stopRequested = true;
     const wasStarted = Boolean(run.proc);
     run.phase = 'finalised';
+    await this.store?.remove(run.id).catch((err) => this.opts.log(`drover: run ${run.id}: cannot forget it: ${message(err)}`));
     if (wasStarted) {
       await this.supervisor.removeRun(run.slug);
       await run.ended;
@@ -683,6 +926,8 @@ export class Runs {
   }
 
   private emit(run: Run, type: string, data: Record<string, unknown>): number {
+    // While the agent stops nothing is said: the next agent tells how it ended.
+    if (this.closing) return 0;
     const id = run.events.append(type, { run_id: run.id, data });
     if (!id) return 0;
     for (const l of this.listeners) {
@@ -716,14 +961,41 @@ export class Runs {
     return createReadStream(file);
   }
 
-  /** Stops every run and removes their files (the agent is stopping: runs do not outlive it). */
+  /**
+   * The agent is stopping: runs building or executing are stopped (the next agent reports them
+   * interrupted, or queues them again); queued, unstarted and finished runs stay on disk for it.
+   */
   async shutdown(): Promise<void> {
     this.closing = true;
     this.queue.clear();
     this.specs.clear();
     for (const t of this.forgetTimers) clearTimeout(t);
     this.forgetTimers.clear();
-    await Promise.all(this.list().map((r) => this.finalise(r).catch(() => {})));
+    for (const r of this.list()) this.disarm(r);
+    await Promise.all(
+      this.list().map(async (run) => {
+        clearTimeout(run.runTimer);
+        clearTimeout(run.cancelTimer);
+        const actor = run.proc?.actor;
+        if (actor && !run.finishedAt) {
+          await new Promise<void>((resolve) => {
+            const atRest = (v: unknown) => v === 'exited' || v === 'deleted';
+            const sub = actor.subscribe((snap) => {
+              if (atRest(snap.value) || snap.status !== 'active') {
+                sub.unsubscribe();
+                resolve();
+              }
+            });
+            if (atRest(actor.getSnapshot().value) || actor.getSnapshot().status !== 'active') {
+              sub.unsubscribe();
+              resolve();
+            } else actor.send({ type: 'STOP', reason: 'agent shutting down' });
+          });
+        }
+        await run.proxy?.close();
+      }),
+    );
+    await this.store?.close();
     this.runs.clear();
   }
 }

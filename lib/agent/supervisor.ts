@@ -31,7 +31,7 @@ import { procKey, procSlug, ProcRuntime } from './procs.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'> &
-  Partial<Pick<DesiredProcess, 'job'>> & {
+  Partial<Pick<DesiredProcess, 'job' | 'callback'>> & {
     /** Start from this process's env (config kept across a deploy that adds processes); `env` is merged over it. */
     envFrom?: string;
   };
@@ -254,8 +254,8 @@ export class Supervisor {
   }
 
   /** Fetches an archive through the release cache (blob URLs from disk), as a create's download does. */
-  fetchArchive(url: string, signal?: AbortSignal): Promise<Archive> {
-    return this.releases.fetch(url, { signal });
+  fetchArchive(url: string, signal?: AbortSignal, authorization?: string): Promise<Archive> {
+    return this.releases.fetch(url, { signal, authorization });
   }
 
   /** The user children run as (--user), if any. */
@@ -398,6 +398,7 @@ export class Supervisor {
         ...(req.job ? { job: { ...req.job } } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
         ...(req.readiness ? { readiness: { ...req.readiness } } : {}),
+        ...(req.callback ? { callback: { ...req.callback } } : {}),
         port,
         createdAt: new Date().toISOString(),
       };

@@ -54,7 +54,7 @@ export function exitDataDocument(run: Run) {
 }
 
 /** The event types a run's stream carries; the rest of the actor's log (state, …) stays drover's. */
-const RUN_TYPES = new Set(['first', 'queued', 'start', 'finish', 'network', 'cancelled', 'callback_attempt', 'last']);
+const RUN_TYPES = new Set(['first', 'queued', 'start', 'finish', 'network', 'cancelled', 'interrupted', 'callback_attempt', 'last']);
 
 /**
  * One line of the run's drover log as a yinyo event `{id, run_id, time, type, data}`, or null

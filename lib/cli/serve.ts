@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { applySettings, ConfigError, defaults, readConfigFile, settingNames, type Config } from '../agent/config.js';
 import { startAgent, StartError, type Agent } from '../http/server.js';
-import { loadMetricsToken, loadToken } from '../http/token.js';
+import { loadExperimentsPassword, loadMetricsToken, loadToken } from '../http/token.js';
 import { SystemdNotifier } from '../os/sd-notify.js';
 
 export const serveUsage = `Usage: drover serve [options]
@@ -27,6 +27,10 @@ Options:
   --metrics-token-file FILE  a read-only token accepted on GET /metrics only (or set
                        DROVER_METRICS_TOKEN), for a Prometheus that should not hold the agent token
   --health-auth true   ask for the token on /healthz and /readyz too (open by default)
+  --experiments-password-file FILE  turn on POST /experiments (the experiment runner's form API)
+                       with this password (or set DROVER_EXPERIMENTS_PASSWORD); it takes the
+                       password instead of the token
+  --experiment-process-type TYPE  the Procfile type an experiment runs (default experiment)
   --inspect-url URL    also forward raw XState inspection events to a Stately-style
                        inspector's WebSocket (ws:// or wss://); retried in the background
   --<setting> VALUE    any setting, e.g. --stop-grace-ms 5000, --backoff-max-ms 10000
@@ -58,7 +62,45 @@ API (GET /openapi.json describes every route, body and answer; SLUG is APP.NODE)
   GET /metrics                     Prometheus metrics (also with --metrics-token-file's token)
   GET /healthz                     liveness (no token needed unless --health-auth true)
   GET /readyz                      readiness: restore done, state dir writable, disk not full
-  GET /openapi.json                the OpenAPI 3.1 document of all of this`;
+  GET /openapi.json                the OpenAPI 3.1 document of all of this
+Procstar's process API (ID is a proc id):
+  GET /procs                       every proc's result
+  POST /procs                      start procs from {"specs": {ID: SPEC}}
+  GET /procs/ID                    one proc's result
+  DELETE /procs/ID                 forget a proc that is not running
+  POST /procs/ID/signals/SIGNUM    signal a proc's process
+  GET /procs/ID/output/FD/data     a proc's captured output
+Runs, run-to-completion jobs (ID is a run id):
+  POST /runs                       create a run
+  GET /runs                        every run
+  GET /runs/ID                     one run's document
+  DELETE /runs/ID                  finalise it: stop it, remove its files
+  PUT /runs/ID/app                 upload its code (tar.gz) or {"source_url"}/{"blob"}
+  GET /runs/ID/app                 the code back
+  PUT /runs/ID/cache               upload its build cache
+  GET /runs/ID/cache               the build cache after a successful build
+  POST /runs/ID/start              queue it: build, then run its process type or command
+  POST /runs/ID/stop               stop it
+  POST /runs/ID/cancel             cancel it with a chosen signal
+  GET /runs/ID/events              its events, NDJSON or Server-Sent Events
+  GET /runs/ID/exit-data           exit codes and usage of each stage
+  GET /runs/ID/output              its first output file
+  GET /runs/ID/files/PATH          a file (or a directory as tar.gz) of its directory
+  GET /queue                       the run queue in serve order
+  POST /experiments                the experiment runner's form API (with --experiments-password-file)
+Pleiades worker API:
+  GET /api/v0.5/ping               is the API up
+  POST /api/v0.5/worker            register a worker
+  GET /api/v0.5/worker/ID          one worker
+  POST /api/v0.5/worker/ID/contract  take a job (long poll)
+  POST /api/v0.5/lambda            register a lambda
+  GET /api/v0.5/lambda/ID          one lambda
+  POST /api/v0.5/job               submit a job
+  GET /api/v0.5/job/ID             one job (?except=STATE&timeout=s to wait)
+  POST /api/v0.5/job/ID            report a job's status
+  POST /api/v0.5/data              store data (multipart, field file)
+  GET /api/v0.5/data/ID            one data object's metadata
+  GET /api/v0.5/data/ID/blob       its bytes`;
 
 /** Turns flags, the config file and DROVER_TOKEN into a Config; throws ConfigError with a one-line message. */
 export async function resolveConfig(
@@ -87,7 +129,14 @@ export async function resolveConfig(
   for (const w of warnings) warn(w);
   const metrics = await loadMetricsToken(config.metricsTokenFile, env);
   for (const w of metrics.warnings) warn(w);
-  return { ...config, ...(token ? { token } : {}), ...(metrics.token ? { metricsToken: metrics.token } : {}) };
+  const experiments = await loadExperimentsPassword(config.experimentsPasswordFile, env);
+  for (const w of experiments.warnings) warn(w);
+  return {
+    ...config,
+    ...(token ? { token } : {}),
+    ...(metrics.token ? { metricsToken: metrics.token } : {}),
+    ...(experiments.token ? { experimentsPassword: experiments.token } : {}),
+  };
 }
 
 export async function serve(argv: string[]): Promise<number> {
@@ -125,6 +174,7 @@ export async function launch(
     // Read once; children never inherit it, even through a spawn that forgets to pass an env.
     delete process.env.DROVER_TOKEN;
     delete process.env.DROVER_METRICS_TOKEN;
+    delete process.env.DROVER_EXPERIMENTS_PASSWORD;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`drover: ${err.message}\n`);

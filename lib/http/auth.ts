@@ -81,6 +81,8 @@ export function createGate(token: string | undefined, browser?: Omit<BrowserPoli
       if (refused) return refuse(req, res, refused.status, refused.detail);
       const access = opts.accessOf?.(req.method ?? 'GET', new URL(req.url ?? '/', 'http://agent').pathname) ?? 'token';
       if (access === 'health' && !opts.healthAuth) return handler(req, res);
+      // The route checks its own password (POST /experiments), in place of the token.
+      if (access === 'password') return handler(req, res);
       if (access === 'metrics' && metricsExpected) {
         const verdict = check(req, matchesForMetrics, false);
         if (verdict.ok) return handler(req, res);

@@ -13,6 +13,8 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { H3Event } from 'h3';
+import type { CallbackObserver } from '../agent/callbacks.js';
+import type { Runs } from '../agent/runs.js';
 import type { Supervisor } from '../agent/supervisor.js';
 import { STATES } from '../process/machine.js';
 import { LabelSet, negotiateFormat, OPENMETRICS_CONTENT_TYPE, Registry, TEXT_CONTENT_TYPE, type Histogram } from '../os/prometheus.js';
@@ -144,6 +146,35 @@ export function createAgentMetrics(): AgentMetrics {
       loop.disable();
     },
   };
+}
+
+/** Callback POSTs: each attempt by result, retries, and how each delivery ended. */
+export function callbackMetrics(registry: Registry): CallbackObserver {
+  const attempts = registry.counter(
+    'drover_callback_attempts_total',
+    'Callback POSTs, by result (ok: 2xx; rejected: a 4xx not retried; retryable: 5xx, 408, 429; error: no answer)',
+    ['result'],
+  );
+  const retries = registry.counter('drover_callback_retries_total', 'Callback POSTs tried again after a failed one', []);
+  const deliveries = registry.counter(
+    'drover_callback_deliveries_total',
+    'Callback deliveries ended, by outcome (delivered, rejected, given_up)',
+    ['outcome'],
+  );
+  for (const result of ['ok', 'rejected', 'retryable', 'error']) attempts.inc({ result }, 0);
+  for (const outcome of ['delivered', 'rejected', 'given_up']) deliveries.inc({ outcome }, 0);
+  retries.inc({}, 0);
+  return {
+    attempt: (result) => attempts.inc({ result }),
+    retry: () => retries.inc({}),
+    delivery: (outcome) => deliveries.inc({ outcome }),
+  };
+}
+
+/** The run queue: runs waiting for a slot and runs holding one. */
+export function runQueueMetrics(registry: Registry, runs: Runs): void {
+  registry.gauge('drover_queue_length', 'Runs waiting in the queue for a slot', [], () => runs.queueState().queued.length);
+  registry.gauge('drover_runs_active', 'Runs building or executing (holding a slot)', [], () => runs.queueState().running);
 }
 
 const STATE_LABELS = Object.fromEntries(STATES.map((s) => [s, { state: s }])) as Record<string, { state: string }>;

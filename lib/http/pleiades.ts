@@ -4,7 +4,8 @@
 // public client rejects anything else). Data shares the bytes of drover's blob store.
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
-import { getRouterParam, type H3, type H3Event } from 'h3';
+import { getRouterParam, type H3Event } from 'h3';
+import { JSON_TYPE, type Answer, type Param, type RouteTable, type Schema } from './route-table.js';
 import { BoardError, type JobBoard } from '../agent/pleiades.js';
 import { API_PREFIX, CODE, dataDocument, jobDocument, lambdaDocument, ok, pleiadesError, workerDocument } from '../api/pleiades.js';
 import { isBlobId, type BlobStore } from '../store/blobs.js';
@@ -79,7 +80,12 @@ function seconds(v: unknown, field: string, fallback: number): number {
   return Math.round(n * 1000);
 }
 
-export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutesOptions): void {
+const ENVELOPE: Schema = { type: 'object', properties: { code: {}, status: { type: 'string' } } };
+const FAILED: Answer = { description: 'Refused, in the Pleiades envelope', content: { [JSON_TYPE]: ENVELOPE } };
+const ID: Param = { name: 'id', in: 'path', description: 'The id', schema: { type: 'string' } };
+const JB = { required: true, content: { [JSON_TYPE]: { type: 'object' } } };
+
+export function registerPleiadesRoutes(table: RouteTable, { board, blobs }: PleiadesRoutesOptions): void {
   const p = (path: string) => `${API_PREFIX}${path}`;
   const param = (event: H3Event, name: string) => decodeURIComponent(getRouterParam(event, name) ?? '');
   const lambdaOf = (id: string): LambdaRecord | undefined => {
@@ -90,24 +96,48 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
     }
   };
 
-  app.get(
-    p('/ping'),
-    handle(async () => ok({}, 'pong')),
-  );
+  table.route({
+    method: 'GET',
+    path: p('/ping'),
+    operationId: 'pleiadesPing',
+    tag: 'pleiades',
+    summary: 'Ping (Pleiades)',
+    responses: { 200: { description: 'pong', content: { [JSON_TYPE]: ENVELOPE } } },
+    handler: handle(async () => ok({}, 'pong')),
+  });
 
-  app.post(
-    p('/worker'),
-    handle(async (event) => workerDocument(await board.registerWorker(strings(await body(event), 'runtime', { nonEmpty: true })))),
-  );
+  table.route({
+    method: 'POST',
+    path: p('/worker'),
+    operationId: 'pleiadesRegisterWorker',
+    tag: 'pleiades',
+    summary: 'Register a worker (Pleiades)',
+    body: JB,
+    responses: { 200: { description: 'The worker', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => workerDocument(await board.registerWorker(strings(await body(event), 'runtime', { nonEmpty: true })))),
+  });
 
-  app.get(
-    p('/worker/:id'),
-    handle(async (event) => workerDocument(board.worker(param(event, 'id')))),
-  );
+  table.route({
+    method: 'GET',
+    path: p('/worker/:id'),
+    operationId: 'pleiadesGetWorker',
+    tag: 'pleiades',
+    summary: 'One worker (Pleiades)',
+    params: [ID],
+    responses: { 200: { description: 'The worker', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => workerDocument(board.worker(param(event, 'id')))),
+  });
 
-  app.post(
-    p('/worker/:id/contract'),
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: p('/worker/:id/contract'),
+    operationId: 'pleiadesContract',
+    tag: 'pleiades',
+    summary: 'Contract a job, waiting up to timeout (Pleiades)',
+    params: [ID],
+    body: JB,
+    responses: { 200: { description: 'The job contracted, or none', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const id = param(event, 'id');
       const b = await body(event);
       const bodyId = str(b, 'id', { optional: true });
@@ -119,36 +149,64 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
       if (!job) return { code: CODE.noJob, status: 'ok', message: 'no job', job: null };
       return ok({ job: job.id }, 'job contracted');
     }),
-  );
+  });
 
-  app.post(
-    p('/lambda'),
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: p('/lambda'),
+    operationId: 'pleiadesCreateLambda',
+    tag: 'pleiades',
+    summary: 'Create a lambda (Pleiades)',
+    body: JB,
+    responses: { 200: { description: 'The lambda', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const b = await body(event);
       const l = await board.createLambda(str(b, 'codex')!, str(b, 'runtime')!);
       return lambdaDocument(l);
     }),
-  );
+  });
 
-  app.get(
-    p('/lambda/:id'),
-    handle(async (event) => lambdaDocument(board.lambda(param(event, 'id')))),
-  );
+  table.route({
+    method: 'GET',
+    path: p('/lambda/:id'),
+    operationId: 'pleiadesGetLambda',
+    tag: 'pleiades',
+    summary: 'One lambda (Pleiades)',
+    params: [ID],
+    responses: { 200: { description: 'The lambda', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => lambdaDocument(board.lambda(param(event, 'id')))),
+  });
 
-  app.post(
-    p('/job'),
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: p('/job'),
+    operationId: 'pleiadesCreateJob',
+    tag: 'pleiades',
+    summary: 'Create a job (Pleiades)',
+    body: JB,
+    responses: { 200: { description: 'The job created', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const b = await body(event);
       const lambda = str(b, 'lambda')!;
       const input = str(b, 'input')!;
       const job = await board.createJob(lambda, input, strings(b, 'tags'));
       return ok({ id: job.id, state: job.state }, 'job created');
     }),
-  );
+  });
 
-  app.get(
-    p('/job/:id'),
-    handle(async (event) => {
+  table.route({
+    method: 'GET',
+    path: p('/job/:id'),
+    operationId: 'pleiadesGetJob',
+    tag: 'pleiades',
+    summary: 'One job, optionally waiting until its state is not `except` (Pleiades)',
+    params: [
+      ID,
+      { name: 'except', in: 'query', description: 'Wait while the job is in this state', schema: { type: 'string' } },
+      { name: 'timeout', in: 'query', description: 'Seconds to wait', schema: { type: 'string' } },
+    ],
+    responses: { 200: { description: 'The job', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const id = param(event, 'id');
       const q = event.url.searchParams;
       const until = q.get('except');
@@ -158,11 +216,18 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
           : board.job(id);
       return jobDocument(job, lambdaOf(job.lambda));
     }),
-  );
+  });
 
-  app.post(
-    p('/job/:id'),
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: p('/job/:id'),
+    operationId: 'pleiadesUpdateJob',
+    tag: 'pleiades',
+    summary: "Update a job's status and output (Pleiades)",
+    params: [ID],
+    body: JB,
+    responses: { 200: { description: 'Updated', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const b = await body(event);
       // pleiades-rs documents "state" in places; the clients send "status".
       const status = str(b, b.status === undefined && b.state !== undefined ? 'state' : 'status')!;
@@ -174,15 +239,21 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
       );
       return { code: CODE.ok, status: 'ok', message: `job ${job.id} is ${job.state}` };
     }),
-  );
+  });
 
-  app.post(
-    p('/data'),
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: p('/data'),
+    operationId: 'pleiadesUpload',
+    tag: 'pleiades',
+    summary: 'Upload a data object (Pleiades)',
+    body: { required: true, content: { 'application/octet-stream': null } },
+    responses: { 200: { description: 'The data object', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       const { info } = await receiveUpload(event, blobs);
       return dataDocument(info);
     }),
-  );
+  });
 
   const findData = async (event: H3Event) => {
     const id = param(event, 'id');
@@ -191,9 +262,15 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
     return info;
   };
 
-  app.get(
-    p('/data/:id'),
-    handle(async (event) => {
+  table.route({
+    method: 'GET',
+    path: p('/data/:id'),
+    operationId: 'pleiadesGetData',
+    tag: 'pleiades',
+    summary: 'One data object (Pleiades)',
+    params: [ID],
+    responses: { 200: { description: 'The data object', content: { [JSON_TYPE]: ENVELOPE } }, 400: FAILED, 404: FAILED },
+    handler: handle(async (event) => {
       try {
         return dataDocument(await findData(event));
       } catch (err) {
@@ -201,11 +278,17 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
         throw err;
       }
     }),
-  );
+  });
 
-  app.get(
-    p('/data/:id/blob'),
-    handle(async (event) => {
+  table.route({
+    method: 'GET',
+    path: p('/data/:id/blob'),
+    operationId: 'pleiadesGetBlob',
+    tag: 'pleiades',
+    summary: "A data object's bytes (Pleiades)",
+    params: [ID],
+    responses: { 200: { description: 'The bytes', content: { 'application/octet-stream': null } }, 404: FAILED },
+    handler: handle(async (event) => {
       let info;
       try {
         info = await findData(event);
@@ -218,7 +301,7 @@ export function registerPleiadesRoutes(app: H3, { board, blobs }: PleiadesRoutes
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(info.size) },
       });
     }),
-  );
+  });
 }
 
 class BlobMissing extends Error {}

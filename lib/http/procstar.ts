@@ -2,6 +2,7 @@
 // Its clients compare the Content-Type string, so every JSON answer carries exactly
 // `application/json`, and errors are Procstar's envelope, not drover's.
 import type { H3, H3Event } from 'h3';
+import type { Answer, Param, RouteTable, Schema } from './route-table.js';
 import { getRouterParam } from 'h3';
 import { STATUS_CODES } from 'node:http';
 import type { ManagedProcess, Supervisor } from '../agent/supervisor.js';
@@ -28,6 +29,13 @@ const JSON_TYPE = 'application/json';
 export function procstarJson(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, statusText: STATUS_CODES[status], headers: { 'content-type': JSON_TYPE } });
 }
+
+const envelope: Schema = { type: 'object', properties: { data: { type: 'object' } }, required: ['data'] };
+const errorEnvelope: Schema = { type: 'object', properties: { errors: { type: 'object' } }, required: ['errors'] };
+const data = (description: string): Answer => ({ description, content: { [JSON_TYPE]: envelope } });
+const procstarAnswer = (description: string): Answer => ({ description, content: { [JSON_TYPE]: errorEnvelope } });
+const NO_PROC = procstarAnswer('No such proc');
+const ID_PARAM: Param = { name: 'id', in: 'path', description: 'The proc id (URL-encoded)', schema: { type: 'string' } };
 
 export interface ProcstarOptions {
   supervisor: Supervisor;
@@ -93,7 +101,7 @@ function pidOrEnd(proc: ManagedProcess, ms = 5000): Promise<void> {
   });
 }
 
-export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
+export function registerProcstarRoutes(table: RouteTable, opts: ProcstarOptions): void {
   const { supervisor } = opts;
   const handle = (fn: (event: H3Event) => Promise<Response>) => async (event: H3Event) => {
     try {
@@ -119,18 +127,34 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
   };
   const result = async (proc: ManagedProcess) => procResult(await procView(proc));
 
-  app.get(
-    '/procs',
-    handle(async () => {
+  table.route({
+    method: 'GET',
+    path: '/procs',
+    operationId: 'listProcs',
+    tag: 'procs',
+    summary: 'Every proc with its result (Procstar)',
+    responses: { 200: data('Every proc: {"data": {"procs": {ID: RESULT}}}') },
+    handler: handle(async () => {
       const procs: Record<string, unknown> = {};
       for (const p of supervisor.listProcs()) procs[p.proc!.id] = await result(p);
       return procstarJson(200, procstarData({ procs }));
     }),
-  );
+  });
 
-  app.post(
-    '/procs',
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: '/procs',
+    operationId: 'createProcs',
+    tag: 'procs',
+    summary: 'Start procs from their specs, all or none (Procstar)',
+    body: { required: true, content: { [JSON_TYPE]: { type: 'object', properties: { specs: { type: 'object' } }, required: ['specs'] } } },
+    responses: {
+      200: data('Started: {"data": {}}'),
+      400: procstarAnswer('Not JSON, no body, a bad spec or an id that exists'),
+      413: procstarAnswer('The body is too large'),
+      507: procstarAnswer('The desired state could not be saved'),
+    },
+    handler: handle(async (event) => {
       const body = await readBody(event, opts.maxBody);
       let specs;
       try {
@@ -149,30 +173,48 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
       }
       return procstarJson(200, procstarData({}));
     }),
-  );
+  });
 
-  app.get(
-    '/procs/:id',
-    handle(async (event) => {
+  table.route({
+    method: 'GET',
+    path: '/procs/:id',
+    operationId: 'getProc',
+    tag: 'procs',
+    summary: 'One proc with its result (Procstar)',
+    params: [ID_PARAM],
+    responses: { 200: data('{"data": {"procs": {ID: RESULT}}}'), 404: NO_PROC },
+    handler: handle(async (event) => {
       const proc = find(event);
       return procstarJson(200, procstarData({ procs: { [proc.proc!.id]: await result(proc) } }));
     }),
-  );
+  });
 
-  app.delete(
-    '/procs/:id',
-    handle(async (event) => {
+  table.route({
+    method: 'DELETE',
+    path: '/procs/:id',
+    operationId: 'deleteProc',
+    tag: 'procs',
+    summary: 'Delete a proc that is not running (Procstar)',
+    params: [ID_PARAM],
+    responses: { 200: data('Deleted: {"data": {}}'), 400: procstarAnswer('The process is running'), 404: NO_PROC },
+    handler: handle(async (event) => {
       const proc = find(event);
       const view = await procView(proc);
       if (view.running) throw new ProcstarError(400, `process running: ${proc.proc!.id}`);
       await supervisor.delete(proc.slug);
       return procstarJson(200, procstarData({}));
     }),
-  );
+  });
 
-  app.post(
-    '/procs/:id/signals/:signum',
-    handle(async (event) => {
+  table.route({
+    method: 'POST',
+    path: '/procs/:id/signals/:signum',
+    operationId: 'signalProc',
+    tag: 'procs',
+    summary: "Send a signal to the proc's process itself (Procstar)",
+    params: [ID_PARAM, { name: 'signum', in: 'path', description: 'A signal number or name (15, SIGTERM)', schema: { type: 'string' } }],
+    responses: { 200: data('Sent: {"data": {}}'), 400: procstarAnswer('An unknown signal, or no process any more'), 404: NO_PROC },
+    handler: handle(async (event) => {
       const proc = find(event);
       const raw = decodeURIComponent(getRouterParam(event, 'signum') ?? '');
       const sig = parseSignal(/^\d+$/.test(raw) ? Number(raw) : raw);
@@ -184,11 +226,24 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
       if (pid === null || proc.proc!.restored || !signalProcess(pid, sig.number)) throw new ProcstarError(400, 'no process');
       return procstarJson(200, procstarData({}));
     }),
-  );
+  });
 
-  app.get(
-    '/procs/:id/output/:fd/data',
-    handle(async (event) => {
+  table.route({
+    method: 'GET',
+    path: '/procs/:id/output/:fd/data',
+    operationId: 'procOutput',
+    tag: 'procs',
+    summary: 'The captured bytes of one fd (Procstar)',
+    params: [ID_PARAM, { name: 'fd', in: 'path', description: 'stdin, stdout, stderr or a number', schema: { type: 'string' } }],
+    responses: {
+      200: {
+        description: 'The captured bytes (text/plain for a utf-8 capture)',
+        content: { 'text/plain; charset=utf-8': null, 'application/octet-stream': null },
+      },
+      400: procstarAnswer('A bad fd, or one not in the spec'),
+      404: NO_PROC,
+    },
+    handler: handle(async (event) => {
       const proc = find(event);
       const rt = proc.proc!;
       const name = decodeURIComponent(getRouterParam(event, 'fd') ?? '');
@@ -204,7 +259,7 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
         headers: { 'content-type': utf8 ? 'text/plain; charset=utf-8' : 'application/octet-stream' },
       });
     }),
-  );
+  });
 
   // Anything else under /procs: 405 for a known path, 404 for the rest, in Procstar's envelope.
   const fallback = handle(async (event) => {
@@ -215,6 +270,5 @@ export function registerProcstarRoutes(app: H3, opts: ProcstarOptions): void {
     res.headers.set('allow', allowed);
     return res;
   });
-  app.all('/procs', fallback);
-  app.all('/procs/**', fallback);
+  table.fallback('/procs', fallback);
 }

@@ -12,8 +12,12 @@ export type { Schema };
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-/** Who may call a route: `token` when the agent has one (the default), `public` for the dashboard's files, `health`, `metrics`. */
-export type Access = 'token' | 'public' | 'health' | 'metrics';
+/**
+ * Who may call a route: `token` when the agent has one (the default), `public` for the dashboard's
+ * files, `health`, `metrics`, and `password` for a route that checks a credential of its own
+ * instead of the token (POST /experiments: its clients send the experiment runner's password).
+ */
+export type Access = 'token' | 'public' | 'health' | 'metrics' | 'password';
 
 export interface Param {
   name: string;
@@ -67,13 +71,16 @@ export const SLUG_PARAM: Param = {
 };
 export const NO_PROCESS = errorAnswer('No such process');
 
-/** h3's `/process-status/:slug` as OpenAPI's `/process-status/{slug}`. */
-export const openApiPath = (path: string) => path.replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
+/** h3's `/process-status/:slug` as OpenAPI's `/process-status/{slug}`; a rest-of-path `/**:name` (or `/**`) as `/{name}` (`/{path}`). */
+export const openApiPath = (path: string) =>
+  path
+    .replace(/\/\*\*(?::([A-Za-z_][A-Za-z0-9_]*))?$/, (_s, name?: string) => `/{${name ?? 'path'}}`)
+    .replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
 
 function pathPattern(path: string): RegExp {
   const source = path
-    .split(/(:[A-Za-z_][A-Za-z0-9_]*)/)
-    .map((part) => (part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .split(/(\*\*(?::[A-Za-z_][A-Za-z0-9_]*)?$|:[A-Za-z_][A-Za-z0-9_]*)/)
+    .map((part) => (part.startsWith('**') ? '.+' : part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
     .join('');
   return new RegExp(`^${source}$`);
 }
@@ -87,6 +94,7 @@ export interface OpenApiInfo {
 export class RouteTable {
   readonly routes: RouteSpec[] = [];
   readonly upgrades: UpgradeSpec[] = [];
+  readonly fallbacks: { prefix: string; handler: (event: H3Event) => unknown }[] = [];
   private readonly patterns: { method: string; path: string; re: RegExp }[] = [];
 
   route(spec: RouteSpec): this {
@@ -104,9 +112,22 @@ export class RouteTable {
     return this;
   }
 
-  /** Adds every HTTP route to the h3 app. */
+  /**
+   * A handler for requests under `prefix` that no declared route takes (any method): an API with
+   * its own error envelope answers 404/405 there itself. Not an operation, so not in the document.
+   */
+  fallback(prefix: string, handler: (event: H3Event) => unknown): this {
+    this.fallbacks.push({ prefix, handler });
+    return this;
+  }
+
+  /** Adds every HTTP route to the h3 app, then the fallbacks (h3 prefers the more specific route anyway). */
   register(app: H3): void {
     for (const r of this.routes) app.on(r.method, r.path, r.handler);
+    for (const f of this.fallbacks) {
+      app.all(f.prefix, f.handler);
+      app.all(`${f.prefix}/**`, f.handler);
+    }
   }
 
   /** The server's one `upgrade` listener: the declared endpoint for the path, else `fallback`. */
@@ -143,7 +164,7 @@ export class RouteTable {
     const operation = (d: Described, extra: Record<string, unknown>) => {
       const responses: Record<string, unknown> = {};
       for (const [code, a] of Object.entries(d.responses)) responses[code] = answer(a);
-      if (d.access !== 'public' && !responses['401'])
+      if (d.access !== 'public' && d.access !== 'password' && !responses['401'])
         responses['401'] = answer(errorAnswer('A token is required (the agent has one) and was missing or wrong.'));
       responses.default ??= answer(errorAnswer('Any other error: the same error document.'));
       return {
@@ -153,7 +174,7 @@ export class RouteTable {
         tags: [d.tag],
         ...(d.params?.length ? { parameters: d.params.map(param) } : {}),
         responses,
-        ...(d.access === 'public'
+        ...(d.access === 'public' || d.access === 'password'
           ? { security: [] }
           : d.access === 'health'
             ? { security: [{}, { bearer: [] }] }

@@ -25,6 +25,8 @@ import { registerProcstarRoutes } from './procstar.js';
 import { registerRunRoutes } from './runs.js';
 import type { Runs } from '../agent/runs.js';
 import type { ClientMeter } from './metrics.js';
+import { registerExperimentRoutes } from './experiments.js';
+import { Experiments } from '../agent/experiments.js';
 
 export interface RoutesOptions {
   supervisor: Supervisor;
@@ -270,6 +272,12 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
 
   registerDataRoutes(table, { blobs, base });
   registerControlRoutes(table, { supervisor, base, findProcess, maxBody: MAX_BODY });
+  registerExperimentRoutes(table, {
+    experiments: new Experiments(runs, supervisor, { processType: config.experimentProcessType, log }),
+    password: config.experimentsPassword,
+    validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
+    maxBody: MAX_BODY,
+  });
   extra?.(table);
 
   table.route({
@@ -283,15 +291,13 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
   });
   let openApi: Record<string, unknown> | undefined;
 
-  table.register(app);
-  registerProcstarRoutes(app, {
+  registerProcstarRoutes(table, {
     supervisor,
     log,
     maxBody: PROCS_MAX_BODY,
     spec: { canSwitchUser: process.getuid?.() === 0, agentUser: config.user || undefined },
   });
-  if (board) registerPleiadesRoutes(app, { board, blobs, log });
-  registerRunRoutes(app, {
+  registerRunRoutes(table, {
     runs,
     supervisor,
     blobs,
@@ -300,5 +306,7 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
     maxUpload: config.blobMaxBytes,
     validate: { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts },
   });
+  if (board) registerPleiadesRoutes(table, { board, blobs, log });
+  table.register(app);
   return { app, table };
 }

@@ -4,11 +4,12 @@ import { copyFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { H3, H3Event } from 'h3';
+import type { H3Event } from 'h3';
+import { errorAnswer, JSON_TYPE, type Param, type RouteTable, type Schema } from './route-table.js';
 import { create as tarCreate } from 'tar';
 import { openRunPath, RunPathError } from '../agent/run-files.js';
 import { parsePriority, type Priority } from '../agent/run-queue.js';
-import { MAX_RUN_TIME_S, RunError, type CallbackSpec, type Run, type Runs, type StartOptions } from '../agent/runs.js';
+import { MAX_RUN_TIME_S, RunError, type Run, type Runs, type StartOptions } from '../agent/runs.js';
 import { parseSignal } from '../os/signals.js';
 import type { Supervisor } from '../agent/supervisor.js';
 import type { Base } from '../api/base.js';
@@ -20,6 +21,7 @@ import { asObject, readJson, readObject } from './body.js';
 import { requestStream } from './data.js';
 import { ApiError, conflictsAs409 } from './errors.js';
 import { eventId } from './events.js';
+import { callbackSchema, validateCallback } from './callback.js';
 import { validateEnv, validateFields, validateSourceUrl, type ValidateOptions } from './validate.js';
 
 export interface RunRoutesOptions {
@@ -101,9 +103,9 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
       bad('user', 'must be a non-empty string of at most 200 characters');
     user = b.user as string;
   }
-  // Queued runs do not survive an agent restart yet, so there is nothing for retry_on_restart to ask for.
-  if (b.retry_on_restart !== undefined)
-    bad('retry_on_restart', 'is not supported: queued and running runs are not kept across an agent restart');
+  if (b.retry_on_restart !== undefined && b.retry_on_restart !== null && typeof b.retry_on_restart !== 'boolean')
+    bad('retry_on_restart', `must be true or false, got ${JSON.stringify(b.retry_on_restart).slice(0, 60)}`);
+  const retryOnRestart = b.retry_on_restart === true;
   const positive = (field: string, max: number): number | undefined => {
     const v = b[field];
     if (v === undefined || v === null || v === 0) return undefined;
@@ -137,47 +139,20 @@ export function validateStart(body: Record<string, unknown>): StartOptions {
     ...(memory !== undefined ? { memory } : {}),
     ...(processType !== undefined ? { processType } : {}),
     ...(command !== undefined ? { command } : {}),
+    ...(retryOnRestart ? { retryOnRestart } : {}),
   };
 }
 
-/** Checks a `callback`: a URL string or {"url", "signature"?, "events"?, "format"?}. */
-export function validateCallback(v: unknown): CallbackSpec | undefined {
-  if (v === undefined || v === null) return undefined;
-  const bad = (what: string): never => {
-    throw new ApiError(400, `callback: ${what}`, 'callback');
-  };
-  const c = typeof v === 'string' ? { url: v } : v;
-  if (typeof c !== 'object' || Array.isArray(c) || typeof (c as { url?: unknown }).url !== 'string')
-    bad('must be {"url": "http(s)://…", "signature"?, "events"?, "format"?}');
-  const o = c as Record<string, unknown>;
-  const unknown = Object.keys(o).find((k) => !['url', 'signature', 'events', 'format'].includes(k));
-  if (unknown) bad(`unknown field "${unknown.slice(0, 50)}" (url, signature, events, format)`);
-  const url = o.url as string;
-  if (url === '') return undefined;
-  let u: URL | null = null;
-  try {
-    u = new URL(url);
-  } catch {
-    // below
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) bad('url must be an absolute http(s) URL');
-  if (o.signature !== undefined && (typeof o.signature !== 'string' || o.signature.length > 4096))
-    bad('signature must be a string of at most 4096 characters');
-  if (
-    o.events !== undefined &&
-    (!Array.isArray(o.events) || o.events.length > 50 || o.events.some((k) => typeof k !== 'string' || !/^[a-z_]{1,40}$/.test(k)))
-  )
-    bad('events must be a list of event kinds like ["queued", "running", "finished", "failed", "cancelled"]');
-  if (o.format !== undefined && o.format !== 'json' && o.format !== 'form') bad('format must be "json" or "form"');
-  return {
-    url,
-    ...(o.signature !== undefined ? { signature: o.signature as string } : {}),
-    ...(o.events !== undefined ? { events: o.events as string[] } : {}),
-    ...(o.format !== undefined ? { format: o.format as 'json' | 'form' } : {}),
-  };
-}
+export { validateCallback };
 
-export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
+const ID_PARAM: Param = { name: 'id', in: 'path', description: 'The run id', schema: { type: 'string' } };
+const RUN_SCHEMA: Schema = { type: 'object', properties: { id: { type: 'string' }, state: { type: 'string' } }, required: ['id', 'state'] };
+const BAD = errorAnswer('A field or the body is invalid');
+const NO_RUN = errorAnswer('No such run (or it is finalised)');
+const CONFLICT = errorAnswer("The run's state does not allow it");
+const TOO_LARGE = errorAnswer('The archive is larger than the limit');
+
+export function registerRunRoutes(table: RouteTable, o: RunRoutesOptions): void {
   const { runs } = o;
   const idOf = (event: H3Event) => event.url.pathname.split('/')[2] ?? '';
   const find = (event: H3Event): Run => {
@@ -192,25 +167,63 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     return run;
   };
 
-  app.post('/runs', async (event) => {
-    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['name']);
-    if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 200))
-      throw new ApiError(400, 'name: must be a string of at most 200 characters', 'name');
-    const run = await asApi(() => runs.create(b.name as string | undefined));
-    const doc = runDocument(o.base(event), run, runs.position(run.id));
-    event.res.status = 201;
-    event.res.headers.set('location', doc.links.self);
-    return doc;
+  table.route({
+    method: 'POST',
+    path: '/runs',
+    operationId: 'createRun',
+    tag: 'runs',
+    summary: 'Create a run (yinyo): 201 with its document and Location',
+    body: { required: false, content: { [JSON_TYPE]: { type: 'object', properties: { name: { type: 'string', maxLength: 200 } } } } },
+    responses: {
+      201: {
+        description: 'Created: the run document',
+        content: { [JSON_TYPE]: RUN_SCHEMA },
+        headers: { location: { description: 'The run URL' } },
+      },
+      400: BAD,
+    },
+    handler: async (event) => {
+      const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['name']);
+      if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 200))
+        throw new ApiError(400, 'name: must be a string of at most 200 characters', 'name');
+      const run = await asApi(() => runs.create(b.name as string | undefined));
+      const doc = runDocument(o.base(event), run, runs.position(run.id));
+      event.res.status = 201;
+      event.res.headers.set('location', doc.links.self);
+      return doc;
+    },
   });
 
-  app.get('/runs', (event) => {
-    const b = o.base(event);
-    return { runs: runs.list().map((r) => runDocument(b, r, runs.position(r.id))) };
+  table.route({
+    method: 'GET',
+    path: '/runs',
+    operationId: 'listRuns',
+    tag: 'runs',
+    summary: 'Every run',
+    responses: {
+      200: {
+        description: '{"runs": [RUN, …]}',
+        content: { [JSON_TYPE]: { type: 'object', properties: { runs: { type: 'array', items: RUN_SCHEMA } }, required: ['runs'] } },
+      },
+    },
+    handler: (event) => {
+      const b = o.base(event);
+      return { runs: runs.list().map((r) => runDocument(b, r, runs.position(r.id))) };
+    },
   });
 
-  app.get('/runs/:id', (event) => {
-    const r = find(event);
-    return runDocument(o.base(event), r, runs.position(r.id));
+  table.route({
+    method: 'GET',
+    path: '/runs/:id',
+    operationId: 'getRun',
+    tag: 'runs',
+    summary: 'One run',
+    params: [ID_PARAM],
+    responses: { 200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } }, 404: NO_RUN },
+    handler: (event) => {
+      const r = find(event);
+      return runDocument(o.base(event), r, runs.position(r.id));
+    },
   });
 
   /** Stores a request's archive: streamed tar.gz (capped), or {"source_url"} / {"blob"} fetched like a create's source. */
@@ -263,96 +276,296 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     });
   };
 
-  app.put('/runs/:id/app', async (event) => {
-    const run = live(event);
-    if (run.phase !== 'created' && run.phase !== 'uploaded')
-      throw new ApiError(409, 'the app cannot change once the run has started', 'app');
-    const file = await receive(event, run);
-    await asApi(() => runs.setApp(run, file));
-    return runDocument(o.base(event), run, runs.position(run.id));
+  table.route({
+    method: 'PUT',
+    path: '/runs/:id/app',
+    operationId: 'putRunApp',
+    tag: 'runs',
+    summary: "Upload the run's code: an archive streamed, or {source_url} / {blob} as JSON",
+    params: [ID_PARAM],
+    body: {
+      required: true,
+      content: {
+        'application/gzip': null,
+        [JSON_TYPE]: { type: 'object', properties: { source_url: { type: 'string' }, blob: { type: 'string' } } },
+      },
+    },
+    responses: {
+      200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
+      400: BAD,
+      404: NO_RUN,
+      409: CONFLICT,
+      413: TOO_LARGE,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      if (run.phase !== 'created' && run.phase !== 'uploaded')
+        throw new ApiError(409, 'the app cannot change once the run has started', 'app');
+      const file = await receive(event, run);
+      await asApi(() => runs.setApp(run, file));
+      return runDocument(o.base(event), run, runs.position(run.id));
+    },
   });
-  app.get('/runs/:id/app', (event) => {
-    const run = live(event);
-    return sendArchive(run, 'app', run.appArchive, run.appRoot !== undefined);
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/app',
+    operationId: 'getRunApp',
+    tag: 'runs',
+    summary: "The run's code archive",
+    params: [ID_PARAM],
+    responses: { 200: { description: 'The archive', content: { 'application/gzip': null } }, 404: NO_RUN },
+    handler: (event) => {
+      const run = live(event);
+      return sendArchive(run, 'app', run.appArchive, run.appRoot !== undefined);
+    },
   });
-  app.put('/runs/:id/cache', async (event) => {
-    const run = live(event);
-    if (run.phase !== 'created' && run.phase !== 'uploaded')
-      throw new ApiError(409, 'the cache cannot change once the run has started', 'cache');
-    const file = await receive(event, run);
-    await asApi(() => runs.setCache(run, file));
-    return runDocument(o.base(event), run, runs.position(run.id));
+  table.route({
+    method: 'PUT',
+    path: '/runs/:id/cache',
+    operationId: 'putRunCache',
+    tag: 'runs',
+    summary: "Upload the run's build cache (tar.gz), or {source_url} / {blob} as JSON",
+    params: [ID_PARAM],
+    body: {
+      required: true,
+      content: {
+        'application/gzip': null,
+        [JSON_TYPE]: { type: 'object', properties: { source_url: { type: 'string' }, blob: { type: 'string' } } },
+      },
+    },
+    responses: {
+      200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
+      400: BAD,
+      404: NO_RUN,
+      409: CONFLICT,
+      413: TOO_LARGE,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      if (run.phase !== 'created' && run.phase !== 'uploaded')
+        throw new ApiError(409, 'the cache cannot change once the run has started', 'cache');
+      const file = await receive(event, run);
+      await asApi(() => runs.setCache(run, file));
+      return runDocument(o.base(event), run, runs.position(run.id));
+    },
   });
-  app.get('/runs/:id/cache', (event) => {
-    const run = live(event);
-    return sendArchive(run, 'cache', run.cacheArchive, run.hasCache);
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/cache',
+    operationId: 'getRunCache',
+    tag: 'runs',
+    summary: "The run's build cache archive",
+    params: [ID_PARAM],
+    responses: { 200: { description: 'The archive', content: { 'application/gzip': null } }, 404: NO_RUN },
+    handler: (event) => {
+      const run = live(event);
+      return sendArchive(run, 'cache', run.cacheArchive, run.hasCache);
+    },
   });
 
-  app.post('/runs/:id/start', async (event) => {
-    const run = live(event);
-    let body: Record<string, unknown>;
-    try {
-      body = await readObject(event, o.maxBody, { optional: true, anyType: true });
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 400) throw new ApiError(400, `JSON in body not correctly formatted: ${err.message}`);
-      throw err;
-    }
-    const options = validateStart(body);
-    await asApi(() => runs.start(run, options));
-    return runDocument(o.base(event), run, runs.position(run.id));
+  table.route({
+    method: 'POST',
+    path: '/runs/:id/start',
+    operationId: 'startRun',
+    tag: 'runs',
+    summary: 'Start the run: build, then run its process type or command',
+    params: [ID_PARAM],
+    body: {
+      required: false,
+      content: {
+        [JSON_TYPE]: {
+          type: 'object',
+          properties: {
+            output: {},
+            env: {},
+            callback: { ...callbackSchema, description: 'A URL, or {"url", "signature"?, "events"?, "format"?: "json" | "form"}' },
+            retry_on_restart: { type: ['boolean', 'null'], description: 'queued again (not failed) when an agent restart interrupts it' },
+            max_run_time: { type: 'number' },
+            priority: { description: '"admin", "normal", "low" or a number' },
+            user: { type: 'string', maxLength: 200 },
+            memory: { type: 'integer' },
+            process_type: { type: 'string' },
+            command: { type: 'string' },
+          },
+        },
+      },
+    },
+    responses: {
+      200: { description: 'Started: the run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
+      400: BAD,
+      404: NO_RUN,
+      409: CONFLICT,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      let body: Record<string, unknown>;
+      try {
+        body = await readObject(event, o.maxBody, { optional: true, anyType: true });
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 400) throw new ApiError(400, `JSON in body not correctly formatted: ${err.message}`);
+        throw err;
+      }
+      const options = validateStart(body);
+      await asApi(() => runs.start(run, options));
+      return runDocument(o.base(event), run, runs.position(run.id));
+    },
   });
 
-  app.get('/runs/:id/exit-data', (event) => exitDataDocument(find(event)));
-
-  app.post('/runs/:id/stop', async (event) => {
-    const run = live(event);
-    await readObject(event, o.maxBody, { optional: true, anyType: true });
-    const wasRunning = await asApi(() => runs.stop(run));
-    return { was_running: wasRunning, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/exit-data',
+    operationId: 'runExitData',
+    tag: 'runs',
+    summary: 'Exit codes and usage of each finished stage',
+    params: [ID_PARAM],
+    responses: { 200: { description: '{"build", "execute", "finished"}', content: { [JSON_TYPE]: { type: 'object' } } }, 404: NO_RUN },
+    handler: (event) => exitDataDocument(find(event)),
   });
 
-  app.post('/runs/:id/cancel', async (event) => {
-    const run = live(event);
-    const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['signal', 'grace_ms']);
-    let signal = null;
-    if (b.signal !== undefined && b.signal !== null) {
-      signal = parseSignal(b.signal);
-      if (!signal)
-        throw new ApiError(
-          400,
-          `signal: unknown signal ${JSON.stringify(b.signal).slice(0, 60)} (a name like "SIGUSR1" or a number)`,
-          'signal',
-        );
-    }
-    let graceMs = 5000;
-    if (b.grace_ms !== undefined && b.grace_ms !== null) {
-      if (typeof b.grace_ms !== 'number' || !Number.isInteger(b.grace_ms) || b.grace_ms < 0 || b.grace_ms > 3_600_000)
-        throw new ApiError(400, 'grace_ms: must be an integer from 0 to 3600000', 'grace_ms');
-      graceMs = b.grace_ms;
-    }
-    const wasActive = await asApi(() => runs.cancel(run, signal, graceMs));
-    return { cancelled: wasActive, ...runDocument(o.base(event), run, runs.position(run.id)) };
+  table.route({
+    method: 'POST',
+    path: '/runs/:id/stop',
+    operationId: 'stopRun',
+    tag: 'runs',
+    summary: 'Stop the run (SIGTERM to the tree, SIGKILL after the grace)',
+    params: [ID_PARAM],
+    responses: {
+      200: {
+        description: 'Stopped: {"was_running", …the run document}',
+        content: { [JSON_TYPE]: { type: 'object', properties: { was_running: { type: 'boolean' } }, required: ['was_running'] } },
+      },
+      400: BAD,
+      404: NO_RUN,
+      409: CONFLICT,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      await readObject(event, o.maxBody, { optional: true, anyType: true });
+      const wasRunning = await asApi(() => runs.stop(run));
+      return { was_running: wasRunning, ...runDocument(o.base(event), run, runs.position(run.id)) };
+    },
   });
 
-  app.get('/queue', (event) => {
-    const q = runs.queueState();
-    const base = o.base(event);
-    return {
-      ...q,
-      queued: q.queued.map((e, i) => ({
-        position: i + 1,
-        id: e.id,
-        user: e.user,
-        priority: e.priority,
-        links: { self: `${base.http}/runs/${e.id}` },
-      })),
-    };
+  table.route({
+    method: 'POST',
+    path: '/runs/:id/cancel',
+    operationId: 'cancelRun',
+    tag: 'runs',
+    summary:
+      'Cancel the run: a queued run never starts; a building or running one gets the signal, then SIGTERM and SIGKILL after grace_ms',
+    params: [ID_PARAM],
+    body: {
+      required: false,
+      content: {
+        [JSON_TYPE]: {
+          type: 'object',
+          properties: {
+            signal: { description: 'A name like "SIGUSR1" or a number (default SIGTERM)' },
+            grace_ms: { type: 'integer', minimum: 0, maximum: 3_600_000 },
+          },
+        },
+      },
+    },
+    responses: {
+      200: {
+        description: 'Cancelled: {"cancelled", …the run document}',
+        content: { [JSON_TYPE]: { type: 'object', properties: { cancelled: { type: 'boolean' } }, required: ['cancelled'] } },
+      },
+      400: BAD,
+      404: NO_RUN,
+      409: CONFLICT,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      const b = validateFields(await readObject(event, o.maxBody, { optional: true, anyType: true }), ['signal', 'grace_ms']);
+      let signal = null;
+      if (b.signal !== undefined && b.signal !== null) {
+        signal = parseSignal(b.signal);
+        if (!signal)
+          throw new ApiError(
+            400,
+            `signal: unknown signal ${JSON.stringify(b.signal).slice(0, 60)} (a name like "SIGUSR1" or a number)`,
+            'signal',
+          );
+      }
+      let graceMs = 5000;
+      if (b.grace_ms !== undefined && b.grace_ms !== null) {
+        if (typeof b.grace_ms !== 'number' || !Number.isInteger(b.grace_ms) || b.grace_ms < 0 || b.grace_ms > 3_600_000)
+          throw new ApiError(400, 'grace_ms: must be an integer from 0 to 3600000', 'grace_ms');
+        graceMs = b.grace_ms;
+      }
+      const wasActive = await asApi(() => runs.cancel(run, signal, graceMs));
+      return { cancelled: wasActive, ...runDocument(o.base(event), run, runs.position(run.id)) };
+    },
   });
 
-  app.delete('/runs/:id', async (event) => {
-    const run = find(event);
-    await runs.finalise(run);
-    return {};
+  table.route({
+    method: 'GET',
+    path: '/queue',
+    operationId: 'getQueue',
+    tag: 'runs',
+    summary: 'The run queue in the order it will be served, with per-user counts',
+    responses: {
+      200: {
+        description:
+          '{"running", "max_concurrent_runs", "admin_reserved_runs", "queued": [{position, id, user, priority, links}], "users"}',
+        content: {
+          [JSON_TYPE]: {
+            type: 'object',
+            properties: {
+              running: { type: 'integer' },
+              max_concurrent_runs: { type: 'integer' },
+              admin_reserved_runs: { type: 'integer' },
+              queued: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    position: { type: 'integer' },
+                    id: { type: 'string' },
+                    user: { type: 'string' },
+                    priority: { type: ['string', 'number'] },
+                    links: { type: 'object' },
+                  },
+                  required: ['position', 'id', 'user', 'priority'],
+                },
+              },
+              users: { type: 'object', additionalProperties: { type: 'integer' } },
+            },
+            required: ['running', 'max_concurrent_runs', 'queued', 'users'],
+          },
+        },
+      },
+    },
+    handler: (event) => {
+      const q = runs.queueState();
+      const base = o.base(event);
+      return {
+        ...q,
+        queued: q.queued.map((e, i) => ({
+          position: i + 1,
+          id: e.id,
+          user: e.user,
+          priority: e.priority,
+          links: { self: `${base.http}/runs/${e.id}` },
+        })),
+      };
+    },
+  });
+
+  table.route({
+    method: 'DELETE',
+    path: '/runs/:id',
+    operationId: 'finaliseRun',
+    tag: 'runs',
+    summary: 'Finalise the run: stop it if needed and remove its files (its events stay for a while)',
+    params: [ID_PARAM],
+    responses: { 200: { description: 'Finalised: {}', content: { [JSON_TYPE]: { type: 'object' } } }, 404: NO_RUN },
+    handler: async (event) => {
+      const run = find(event);
+      await runs.finalise(run);
+      return {};
+    },
   });
 
   const serveFile = async (event: H3Event, run: Run, path: string, label: string): Promise<Response> => {
@@ -389,91 +602,142 @@ export function registerRunRoutes(app: H3, o: RunRoutesOptions): void {
     });
   };
 
-  app.get('/runs/:id/output', async (event) => {
-    const run = live(event);
-    const first = run.options?.output[0];
-    if (!first) throw new ApiError(404, `run ${run.id}: no output file was named when it started`, 'output');
-    try {
-      return await serveFile(event, run, first, first);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404)
-        throw new ApiError(404, `run ${run.id} did not produce its output ${JSON.stringify(first)}`, 'output');
-      throw err;
-    }
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/output',
+    operationId: 'runOutput',
+    tag: 'runs',
+    summary: "The first output file's bytes",
+    params: [ID_PARAM],
+    responses: {
+      200: { description: 'The file', content: { 'application/octet-stream': null } },
+      400: BAD,
+      404: errorAnswer('No such run, or it did not produce its output'),
+    },
+    handler: async (event) => {
+      const run = live(event);
+      const first = run.options?.output[0];
+      if (!first) throw new ApiError(404, `run ${run.id}: no output file was named when it started`, 'output');
+      try {
+        return await serveFile(event, run, first, first);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404)
+          throw new ApiError(404, `run ${run.id} did not produce its output ${JSON.stringify(first)}`, 'output');
+        throw err;
+      }
+    },
   });
 
-  app.get('/runs/:id/files/**', async (event) => {
-    const run = live(event);
-    const raw = event.url.pathname.split('/').slice(4).join('/');
-    let path: string;
-    try {
-      path = decodeURIComponent(raw);
-    } catch {
-      throw new ApiError(400, 'path: invalid percent-encoding', 'path');
-    }
-    if (path === '') path = '.';
-    return serveFile(event, run, path, path);
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/files/**:path',
+    operationId: 'runFile',
+    tag: 'runs',
+    summary: "A file under the run's app directory, or a directory as tar.gz",
+    params: [
+      ID_PARAM,
+      { name: 'path', in: 'path', description: "A path under the run's app directory (may contain /)", schema: { type: 'string' } },
+      { name: 'format', in: 'query', description: 'tar.gz for a directory', schema: { const: 'tar.gz' } },
+    ],
+    responses: {
+      200: { description: 'The file, or the directory as tar.gz', content: { 'application/octet-stream': null, 'application/gzip': null } },
+      400: BAD,
+      404: NO_RUN,
+    },
+    handler: async (event) => {
+      const run = live(event);
+      const raw = event.url.pathname.split('/').slice(4).join('/');
+      let path: string;
+      try {
+        path = decodeURIComponent(raw);
+      } catch {
+        throw new ApiError(400, 'path: invalid percent-encoding', 'path');
+      }
+      if (path === '') path = '.';
+      return serveFile(event, run, path, path);
+    },
   });
 
-  app.get('/runs/:id/events', (event) => {
-    const run = find(event);
-    const log = o.supervisor.eventLog(run.slug);
-    if (!log) throw new ApiError(404, `run ${run.id}: its events are no longer kept`, 'id');
-    const query = event.url.searchParams;
-    const sse = /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(event.req.headers.get('accept') ?? '');
-    const since =
-      (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ??
-      eventId(query.get('last_id'), 'last_id') ??
-      eventId(query.get('since'), 'since') ??
-      0;
-    // Nothing follows the last event: a resume from it (or past it) ends at once.
-    if (run.lastEventId !== undefined && since >= run.lastEventId)
-      return new Response(sse ? 'retry: 1000\n\n' : '', {
-        headers: { 'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8' },
-      });
-    const ac = new AbortController();
-    const lines = followLog(log, since, { follow: true, signal: ac.signal, keepaliveMs: sse ? KEEPALIVE_MS : 0 });
-    const encoder = new TextEncoder();
-    let done = false;
-    const body = new ReadableStream<Uint8Array>(
-      {
-        start(controller) {
-          if (sse) controller.enqueue(encoder.encode('retry: 1000\n\n'));
-        },
-        async pull(controller) {
-          for (;;) {
-            if (done) return controller.close();
-            const r = await lines.next();
-            if (r.done) return controller.close();
-            if (r.value === null) return controller.enqueue(encoder.encode(': keep-alive\n\n'));
-            let out = '';
-            for (const line of r.value) {
-              const e = runEvent(line, run.id);
-              if (!e) continue;
-              out += sse ? `id: ${lineId(line)}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n` : JSON.stringify(e) + '\n';
-              // The stream ends after the run's last event: a client reads to the end.
-              if (e.type === 'last') {
-                done = true;
-                ac.abort();
-                break;
+  table.route({
+    method: 'GET',
+    path: '/runs/:id/events',
+    operationId: 'runEvents',
+    tag: 'runs',
+    summary: "The run's events as NDJSON (or SSE with Accept: text/event-stream), ending after `last`",
+    params: [
+      ID_PARAM,
+      { name: 'last_id', in: 'query', description: 'Only the events after this id', schema: { type: 'string' } },
+      { name: 'since', in: 'query', description: 'As last_id', schema: { type: 'string' } },
+    ],
+    responses: {
+      200: {
+        description: 'The event stream',
+        content: { 'application/x-ndjson; charset=utf-8': null, 'text/event-stream; charset=utf-8': null },
+        items: { type: 'object', properties: { type: { type: 'string' } }, required: ['type'] },
+      },
+      400: BAD,
+      404: errorAnswer('No such run, or its events are no longer kept'),
+    },
+    handler: (event) => {
+      const run = find(event);
+      const log = o.supervisor.eventLog(run.slug);
+      if (!log) throw new ApiError(404, `run ${run.id}: its events are no longer kept`, 'id');
+      const query = event.url.searchParams;
+      const sse = /(^|,)\s*text\/event-stream\s*(;|,|$)/i.test(event.req.headers.get('accept') ?? '');
+      const since =
+        (sse ? eventId(event.req.headers.get('last-event-id'), 'Last-Event-ID') : undefined) ??
+        eventId(query.get('last_id'), 'last_id') ??
+        eventId(query.get('since'), 'since') ??
+        0;
+      // Nothing follows the last event: a resume from it (or past it) ends at once.
+      if (run.lastEventId !== undefined && since >= run.lastEventId)
+        return new Response(sse ? 'retry: 1000\n\n' : '', {
+          headers: { 'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8' },
+        });
+      const ac = new AbortController();
+      const lines = followLog(log, since, { follow: true, signal: ac.signal, keepaliveMs: sse ? KEEPALIVE_MS : 0 });
+      const encoder = new TextEncoder();
+      let done = false;
+      const body = new ReadableStream<Uint8Array>(
+        {
+          start(controller) {
+            if (sse) controller.enqueue(encoder.encode('retry: 1000\n\n'));
+          },
+          async pull(controller) {
+            for (;;) {
+              if (done) return controller.close();
+              const r = await lines.next();
+              if (r.done) return controller.close();
+              if (r.value === null) return controller.enqueue(encoder.encode(': keep-alive\n\n'));
+              let out = '';
+              for (const line of r.value) {
+                const e = runEvent(line, run.id);
+                if (!e) continue;
+                out += sse ? `id: ${lineId(line)}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n` : JSON.stringify(e) + '\n';
+                // The stream ends after the run's last event: a client reads to the end.
+                if (e.type === 'last') {
+                  done = true;
+                  ac.abort();
+                  break;
+                }
               }
+              if (out) return controller.enqueue(encoder.encode(out));
             }
-            if (out) return controller.enqueue(encoder.encode(out));
-          }
+          },
+          async cancel() {
+            ac.abort();
+            await lines.return(undefined);
+          },
         },
-        async cancel() {
-          ac.abort();
-          await lines.return(undefined);
+        { highWaterMark: 0 },
+      );
+      return new Response(body, {
+        headers: {
+          'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+          'cache-control': 'no-store',
+          'x-accel-buffering': 'no',
         },
-      },
-      { highWaterMark: 0 },
-    );
-    return new Response(body, {
-      headers: {
-        'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
-        'cache-control': 'no-store',
-        'x-accel-buffering': 'no',
-      },
-    });
+      });
+    },
   });
 }

@@ -9,7 +9,7 @@ import type { H3 } from 'h3';
 import type { IncomingMessage } from 'node:http';
 import type { Registry } from '../os/prometheus.js';
 import { healthRoutes } from './health.js';
-import { createAgentMetrics, metricsRoute } from './metrics.js';
+import { callbackMetrics, createAgentMetrics, metricsRoute, runQueueMetrics } from './metrics.js';
 import type { RouteTable } from './route-table.js';
 import { checkBinding, createGate } from './auth.js';
 import type { Duplex } from 'node:stream';
@@ -154,23 +154,30 @@ export async function startAgent(
       maxConcurrentRuns: config.maxConcurrentRuns,
       adminReservedRuns: config.adminReservedRuns,
       unpack: { maxBytes: config.unpackMaxBytes, maxEntries: config.unpackMaxEntries, maxRatio: config.unpackMaxRatio },
+      trackGroup: (pgid, slug) => {
+        store.groups.add(pgid, slug, 'build');
+        return () => store.groups.remove(pgid);
+      },
       log,
     });
-    await runs.init();
+    const runSlugs = await runs.init();
     for (const record of store.desired.all()) if (opts.forget?.(record)) await store.desired.remove(record.slug);
     callbacks = new Callbacks(new Outbox(join(config.stateDir, 'callbacks', 'outbox.ndjson')), runs, {
       secret: config.callbackSecret,
       timeoutMs: config.callbackTimeoutMs,
       backoffMs: config.callbackBackoffMs.split(',').map((x) => Number(x.trim())),
+      supervisor,
       log,
+      observe: callbackMetrics(metrics.registry),
     });
     stopCallbacks = callbacks.start();
+    await runs.resume();
     const desired = store.desired.all();
     for (const record of desired) {
       await supervisor.restore(record).catch((err) => log(`drover: cannot restore ${record.slug}: ${(err as Error).message}`));
     }
     if (desired.length) log(`drover: restored ${desired.length} process(es) from ${config.stateDir}`);
-    await store.events.recover(new Set(desired.map((r) => r.slug)));
+    await store.events.recover(new Set([...desired.map((r) => r.slug), ...runSlugs]));
   } catch (err) {
     board?.close();
     await journal?.close();
@@ -183,6 +190,7 @@ export async function startAgent(
     return withoutServer(supervisor, runs, blobs, store, board!, journal!);
   }
   metrics.watch(supervisor, store.events);
+  runQueueMetrics(metrics.registry, runs);
   const attach = createAttachHandler({ supervisor, maxBufferedBytes: config.clientMaxBufferedBytes, clients: metrics.clients });
   const inspect = createInspectUpgrade(supervisor.inspection, metrics.clients);
   const { app, table } = createRoutes({

@@ -24,6 +24,11 @@ export function loadMetricsToken(tokenFile: string, env: NodeJS.ProcessEnv): Pro
   return loadSecret(tokenFile, env, 'DROVER_METRICS_TOKEN', '--metrics-token-file');
 }
 
+/** The password of POST /experiments: DROVER_EXPERIMENTS_PASSWORD or --experiments-password-file, with the same rules. */
+export function loadExperimentsPassword(file: string, env: NodeJS.ProcessEnv): Promise<LoadedToken> {
+  return loadSecret(file, env, 'DROVER_EXPERIMENTS_PASSWORD', '--experiments-password-file');
+}
+
 async function loadSecret(tokenFile: string, env: NodeJS.ProcessEnv, envName: string, flag: string): Promise<LoadedToken> {
   const fromEnv = env[envName];
   if (fromEnv !== undefined && tokenFile) {

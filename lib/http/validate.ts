@@ -9,6 +9,7 @@ import { TYPE_PATTERN } from '../release/procfile.js';
 import { asObject } from './body.js';
 import { ApiError } from './errors.js';
 import type { Schema } from '../api/schemas.js';
+import { callbackSchema, validateCallback } from './callback.js';
 
 // app and node become file names under the state directory: a conservative charset, no "..".
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -50,6 +51,7 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const sourceUrl = validateSourceUrl(b, opts);
   const restart = validateRestart(b.restart);
   const readiness = validateReadiness(b.readiness);
+  const callback = validateCallback(b.callback);
   let envFrom: string | undefined;
   if (b.env_from !== undefined) {
     if (typeof b.env_from !== 'string' || b.env_from.length > 200) bad('env_from', 'must be the slug of a process whose env to start from');
@@ -64,6 +66,7 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
     ...(restart ? { restart } : {}),
     ...(readiness ? { readiness } : {}),
     ...(envFrom !== undefined ? { envFrom } : {}),
+    ...(callback ? { callback } : {}),
   };
 }
 
@@ -282,6 +285,10 @@ export const createRequestSchema: Schema = {
         max_delay_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS, description: 'not less than delay_ms' },
         reset_after_ms: { type: 'integer', minimum: 0, maximum: MAX_DELAY_MS },
       },
+    },
+    callback: {
+      ...callbackSchema,
+      description: 'POST its events (running, exited, failed, deleted by default) to this URL; see the README',
     },
     readiness: readinessSchema,
     env_from: {

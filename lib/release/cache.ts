@@ -77,6 +77,8 @@ export interface FetchOptions {
   signal?: AbortSignal;
   /** X-Request-Id for the GET (the create's); joiners of a download under way share the starter's. */
   requestId?: string;
+  /** Sent as Authorization to the URL's origin (the experiment runner's `Token <signature>`). */
+  authorization?: string;
   onProgress?: (bytes: number, total: number | null) => void;
 }
 
@@ -178,7 +180,9 @@ export class ReleaseCache {
     if (!task) {
       const t = new SharedTask<Archive, [number, number | null]>(
         (signal, notify) =>
-          this.observed('download', signal, () => this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId)),
+          this.observed('download', signal, () =>
+            this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId, opts.authorization),
+          ),
         () => {
           if (this.downloads.get(url) === t) this.downloads.delete(url);
         },
@@ -246,12 +250,13 @@ export class ReleaseCache {
     signal: AbortSignal,
     onProgress: (bytes: number, total: number | null) => void,
     requestId: string | undefined,
+    authorization?: string,
   ): Promise<Archive> {
     await mkdir(this.archivesDir, { recursive: true });
     const tmp = path.join(this.archivesDir, `.download-${randomBytes(8).toString('hex')}`);
     const local = await this.opts.localSource?.(url);
     const from = local ? pathToFileURL(local).href : url;
-    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress, requestId });
+    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress, requestId, authorization });
     const file = path.join(this.archivesDir, `${sha256}.archive`);
     try {
       await rename(tmp, file);

@@ -15,6 +15,8 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** Sent as X-Request-Id on the GET and every redirect, so the source's logs trace the create that caused it. */
   requestId?: string;
+  /** An Authorization header for the URL's own origin (never sent on to a redirect elsewhere). */
+  authorization?: string;
   timeoutMs?: number;
   maxBytes?: number;
   onProgress?: (bytes: number, total: number | null) => void;
@@ -157,6 +159,7 @@ async function openHttp(start: URL, signal: AbortSignal, opts: DownloadOptions):
     await checkTarget(url, opts.allowedHosts);
     const headers: Record<string, string> = credentials && url.origin === start.origin ? { authorization: credentials } : {};
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
+    if (opts.authorization && !credentials && url.origin === start.origin) headers.authorization = opts.authorization;
     let res: Response;
     try {
       res = await fetchHeaders(url, headers, signal, opts.connectTimeoutMs);

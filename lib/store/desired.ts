@@ -10,6 +10,7 @@ import { open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node
 import { join } from 'node:path';
 import { RESTART_POLICIES, type RestartPolicy } from '../process/policy.js';
 import type { ArgvSpec, JobSpec, ProcessSpec } from '../release/launch.js';
+import type { CallbackSpec } from './outbox.js';
 
 /** Restart policy and backoff of a create request; the agent's settings fill in the rest. */
 export interface RestartRequest {
@@ -46,6 +47,8 @@ export interface DesiredProcess {
   stopped?: boolean;
   /** Set for a proc (POST /procs): the client's id, and how it ended once it has. */
   proc?: ProcRecord;
+  /** Where its events are POSTed (agent/callbacks.ts). */
+  callback?: CallbackSpec;
 }
 
 /** What is kept of a proc across agent restarts. */
@@ -288,6 +291,8 @@ function isDesiredProcess(v: unknown): v is DesiredProcess {
     (p.restart === undefined || isRestart(p.restart)) &&
     (p.argv === undefined || isArgv(p.argv)) &&
     (p.job === undefined || isJob(p.job)) &&
+    (p.callback === undefined ||
+      (typeof p.callback === 'object' && p.callback !== null && typeof (p.callback as { url?: unknown }).url === 'string')) &&
     typeof p.env === 'object' &&
     p.env !== null &&
     Object.values(p.env).every((x) => typeof x === 'string')

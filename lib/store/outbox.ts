@@ -4,6 +4,27 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
+/** What a run or a process asked for: `callback` of a start or a create. */
+export interface CallbackSpec {
+  url: string;
+  signature?: string;
+  /** The event kinds posted; default: every kind of its owner (see agent/callbacks.ts). */
+  events?: string[];
+  format?: 'json' | 'form';
+  /** The experiment runner's callbacks (POST /experiments): its returntypes and an output zip. */
+  profile?: 'experiment';
+}
+
+/** A file sent with a form delivery (multipart), taken into the outbox's directory when the delivery is added. */
+export interface Attachment {
+  /** The form field. */
+  field: string;
+  /** Where it is taken from: a file, or a directory (sent as a zip). */
+  path: string;
+  filename: string;
+  type?: string;
+}
+
 export interface Delivery {
   /** The idempotency key (X-Drover-Delivery). */
   id: string;
@@ -14,13 +35,18 @@ export interface Delivery {
   fields: Record<string, unknown>;
   /** A give-up notice has no give-up of its own. */
   giveUp?: boolean;
+  /** Files sent with it (form format only: the body is then multipart/form-data). */
+  attach?: Attachment[];
+  /** Set for a process's deliveries: the slug whose event log notes the attempts (else `key` is a run id). */
+  process?: string;
 }
 
 export class Outbox {
   private fd: number;
+  private closed = false;
   private readonly owed = new Map<string, Delivery>();
 
-  constructor(private readonly file: string) {
+  constructor(readonly file: string) {
     mkdirSync(dirname(file), { recursive: true });
     let text = '';
     try {
@@ -62,11 +88,15 @@ export class Outbox {
   }
 
   private write(e: unknown): void {
+    // After close the fd number may belong to another file: what is owed stays owed.
+    if (this.closed) throw new Error('the outbox is closed');
     writeSync(this.fd, JSON.stringify(e) + '\n');
     fsyncSync(this.fd);
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     closeSync(this.fd);
   }
 }

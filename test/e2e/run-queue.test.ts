@@ -68,6 +68,9 @@ t.test('limit, admin reserved slot and fairness between a user with 50 runs and 
   const doc = await api('GET', bob.self);
   t.equal(doc.json.status, 'queued');
   t.equal(doc.json.queue_position, 1);
+  const scraped = await (await fetch(`${agent.url}/metrics`)).text();
+  t.match(scraped, /^drover_queue_length 50$/m, '/metrics counts the same queue');
+  t.match(scraped, /^drover_runs_active 1$/m);
 
   // An admin takes the reserved slot at once, although 50 runs wait.
   const admin = await submit(agent.url, app, { env: env('admin'), user: 'carol', priority: 'admin' });

@@ -3,6 +3,7 @@ import { createReadStream, createWriteStream, mkdirSync, readdirSync, statSync, 
 import { join, relative } from 'node:path';
 import { create as tarCreate } from 'tar';
 import yazl from 'yazl';
+import yauzl from 'yauzl';
 
 /** Packs `dir` into `file` as tar.gz, tar or zip. */
 export async function pack(dir: string, file: string, format: 'tar.gz' | 'tar' | 'zip' = 'tar.gz'): Promise<string> {
@@ -84,4 +85,29 @@ export class ArchiveServer {
     this.server.closeAllConnections();
     return new Promise((r) => this.server.close(() => r()));
   }
+}
+
+/** Every file in a zip with its text, by name. */
+export function zipEntries(file: string): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    yauzl.open(file, { lazyEntries: true }, (err, zip) => {
+      if (err || !zip) return reject(err);
+      const out: Record<string, string> = {};
+      zip.on('error', reject);
+      zip.on('end', () => resolve(out));
+      zip.on('entry', (entry: yauzl.Entry) => {
+        if (entry.fileName.endsWith('/')) return zip.readEntry();
+        zip.openReadStream(entry, (e, stream) => {
+          if (e || !stream) return reject(e);
+          const chunks: Buffer[] = [];
+          stream.on('data', (c: Buffer) => chunks.push(c));
+          stream.on('end', () => {
+            out[entry.fileName] = Buffer.concat(chunks).toString();
+            zip.readEntry();
+          });
+        });
+      });
+      zip.readEntry();
+    });
+  });
 }

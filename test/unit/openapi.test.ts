@@ -126,6 +126,19 @@ t.test('the route table: one declaration, one operation, labels by template', as
   t.equal(table.match('GET', '/things/42/live', true), '/things/:id/live');
   t.equal(table.match('GET', '/things/4/2'), null);
   t.equal(table.access('GET', '/things/42'), 'token');
+  t.equal(openApiPath('/runs/:id/files/**:path'), '/runs/{id}/files/{path}', 'a rest-of-path parameter');
+  t.equal(openApiPath('/procs/**'), '/procs/{path}');
+  table.route({
+    method: 'GET',
+    path: '/things/:id/files/**:path',
+    operationId: 'thingFile',
+    tag: 't',
+    summary: 'A file',
+    responses: { 200: { description: 'it' } },
+    handler: () => ({}),
+  });
+  t.equal(table.match('GET', '/things/4/files/a/b.txt'), '/things/:id/files/**:path', 'the rest of the path may hold slashes');
+  t.equal(table.match('GET', '/things/4/files/'), null, 'but not be empty');
   const api = table.openApi({ version: '1.2.3' }) as any;
   t.equal(api.openapi, '3.1.0');
   const op = api.paths['/things/{id}'].get;

@@ -30,6 +30,15 @@ t.test('the user served longest ago goes first', async (t) => {
   );
 });
 
+t.test('a run queued again after a restart goes first within its priority, whoever was served last', async (t) => {
+  const resumed: QueueEntry = { ...e('b', 'bob', 4), resumed: true };
+  const order = serveOrder([e('a1', 'alice', 2), e('a2', 'alice', 3), resumed, e('ad', 'carol', 5, 'admin')], new Map([['bob', 9]]));
+  t.same(
+    order.map((x) => x.id),
+    ['ad', 'b', 'a1', 'a2'],
+  );
+});
+
 t.test('priorities: admin, then higher numbers, then normal, then low', async (t) => {
   const order = serveOrder([e('l', 'u', 1, 'low'), e('n', 'u', 2), e('h', 'u', 3, 5), e('ad', 'v', 4, 'admin')], new Map());
   t.same(
