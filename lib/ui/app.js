@@ -210,6 +210,8 @@ function onTransition(r) {
   if (RUN_SLUG.test(r.slug)) return refreshRunsSoon();
   const known = procs.has(r.slug);
   const p = upsert(r.slug);
+  // A new child (or none) is not ready until the agent says so (a `ready` record).
+  if (p.doc && (r.to !== 'running' || r.from !== 'running')) Object.assign(p.doc, { ready: false, ready_at: null });
   p.state = r.to;
   p.since = r.since;
   p.pid = r.pid;
@@ -224,6 +226,14 @@ function onTransition(r) {
   if (r.to === 'deleted') p.goneAt = Date.now() + GONE_AFTER_MS;
   else if (!known || !p.doc) refreshListSoon();
   if (r.slug === selected && !eventsSource) eventsDirty = true;
+  invalidate();
+}
+
+/** The child accepts connections on its $PORT: a fact about `running`, no transition. */
+function onReady(r) {
+  const p = procs.get(r.slug);
+  if (!p?.doc) return;
+  Object.assign(p.doc, { ready: true, ready_at: r.time, port: r.port });
   invalidate();
 }
 
@@ -259,6 +269,7 @@ function connectInspect() {
     const r = JSON.parse(e.data);
     if (r.type === 'snapshot') onSnapshot(r);
     else if (r.type === 'transition') onTransition(r);
+    else if (r.type === 'ready') onReady(r);
   };
   ws.onclose = () => {
     setLive('down');
