@@ -11,6 +11,8 @@ import { decodeWaitStatus, mayDumpCore } from './signals.js';
 import { combineFigures, SampleTracker } from './meter.js';
 import type { LiveUsage, RunUsage } from './usage.js';
 import { parseHelperLine, parsePidLine, type HelperReport } from './wait-helper.js';
+import type { Rlimits, SpawnHelper } from './spawn-helper.js';
+import type { Readable } from 'node:stream';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -36,6 +38,14 @@ export interface ChildOptions {
   runAs?: RunAs;
   /** The exit helper (wait-helper.ts): exact exit status with the core-dump flag, and wait4 usage. */
   helper?: string | null;
+  /**
+   * The resident spawn helper (spawn-helper.ts): it forks, sets up and waits for the child, so
+   * the agent neither forks nor needs the wrapper, watchdog or exit helper. Without it (no C
+   * compiler, or turned off), the agent spawns the wrapper itself.
+   */
+  spawner?: SpawnHelper | null;
+  /** Resource limits set before the exec. */
+  rlimits?: Rlimits | null;
   /** The run's own cgroup: the wrapper moves itself in before the command starts. */
   cgroup?: RunCgroup | null;
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
@@ -186,17 +196,34 @@ export function execArgv(argv: readonly string[], exe?: string): string[] {
   return [ARGV0_SHELL, '-c', 'f=$1; shift; exec -a "$0" "$f" "$@"', argv[0], exe, ...argv.slice(1)];
 }
 
+/**
+ * Whether the spawn helper can start this child. It connects stdout and stderr to the agent's
+ * stream socket and stdin to /dev/null; explicit fds (a Procstar spec: files the agent opened,
+ * dups, captures of any fd) and a job's stdin/stdout files would need the agent's open fds in
+ * the child, which the helper cannot receive: those children are spawned directly, as without
+ * the helper.
+ */
+export function helperServes(spec: Pick<ChildSpec, 'prepared' | 'stdinFile' | 'stdoutFile'>): boolean {
+  return !spec.prepared && spec.stdinFile === undefined && spec.stdoutFile === undefined;
+}
+
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
 export class Child {
-  /** The process group: its leader's pid (the exit helper's, when there is one). */
-  readonly pid: number | undefined;
+  /**
+   * The process group: its leader's pid (the exit helper's, when there is one). With the spawn
+   * helper it is known a moment after the start, when `appPid` resolves.
+   */
+  get pid(): number | undefined {
+    return this.leader;
+  }
+  private leader: number | undefined;
   /** The command's own pid: the leader's, or the one the exit helper reports after forking it; null if it never ran. */
   readonly appPid: Promise<number | null>;
   private reportPid: (pid: number | null) => void = () => {};
   readonly startedAt = Date.now();
   readonly exited: Promise<ExitInfo>;
-  /** Null when spawn() itself threw. */
-  private readonly proc: ChildProcess | null;
+  /** Null when spawn() itself threw, or the spawn helper runs it. */
+  private readonly proc: ChildProcess | null = null;
   private readonly helper: string | null;
   private watchdogPid = 0;
   private exitSeen: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -206,11 +233,16 @@ export class Child {
   private stopping: Promise<void> | null = null;
   private outputPaused = false;
   /** The pipes the agent reads (stdout and stderr, or a spec's memory captures). */
-  private readonly outputs: NodeJS.ReadableStream[] = [];
+  private readonly outputs: Readable[] = [];
   private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
     if (spec.argv && (spec.argv.length === 0 || spec.argv[0] === '')) throw new Error('an argv needs a program to run (argv[0])');
+    if (spec.spawner && helperServes(spec)) {
+      this.helper = null;
+      [this.appPid, this.leaderExit, this.exited] = this.viaHelper(spec, spec.spawner);
+      return;
+    }
     this.helper = spec.helper ?? null;
     const [file, argv] = commandLine(spec, this.helper);
     let proc: ChildProcess;
@@ -233,8 +265,7 @@ export class Child {
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
-      this.proc = null;
-      this.pid = undefined;
+      this.leader = undefined;
       this.appPid = Promise.resolve(null);
       this.leaderExit = Promise.resolve();
       const at = Date.now();
@@ -254,7 +285,7 @@ export class Child {
     if (spec.prepared) closeOpened(spec.prepared);
     for (const fd of fds) closeSync(fd);
     this.proc = proc;
-    this.pid = proc.pid;
+    this.leader = proc.pid;
     this.appPid =
       this.helper && this.pid !== undefined ? new Promise((resolve) => (this.reportPid = resolve)) : Promise.resolve(this.pid ?? null);
     this.leaderExit = new Promise((resolve) => proc.once('exit', () => resolve()));
@@ -265,7 +296,7 @@ export class Child {
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
     if (spec.prepared) {
       for (const [fd, index] of spec.prepared.pipes) {
-        const stream = proc.stdio[index] as NodeJS.ReadableStream;
+        const stream = proc.stdio[index] as Readable;
         this.outputs.push(stream);
         const lines = fd === 1 ? out : fd === 2 ? err : null;
         stream.on('data', (c: Buffer) => {
@@ -355,6 +386,113 @@ export class Child {
     });
   }
 
+  /** Starts the run through the spawn helper: the same events as a direct spawn, from its replies. */
+  private viaHelper(spec: ChildSpec, spawner: SpawnHelper): [Promise<number | null>, Promise<void>, Promise<ExitInfo>] {
+    const max = spec.maxLineLength ?? 64 * 1024;
+    const splitters = {
+      1: new LineSplitter((l) => spec.onLine('stdout', l), max),
+      2: new LineSplitter((l) => spec.onLine('stderr', l), max),
+    };
+    let reportPid: (pid: number | null) => void = () => {};
+    const appPid = new Promise<number | null>((r) => (reportPid = r));
+    let leaderGone: () => void = () => {};
+    const leaderExit = new Promise<void>((r) => (leaderGone = r));
+    let unwatch = () => {};
+    let closedStreams = 0;
+    let streamsClosed: () => void = () => {};
+    const allClosed = new Promise<void>((r) => (streamsClosed = r));
+    let finished = false;
+    let id = 0;
+    const exited = new Promise<ExitInfo>((resolve) => {
+      const finish = (error?: string) => {
+        if (finished) return;
+        finished = true;
+        spawner.release(id);
+        unwatch();
+        splitters[1].flush();
+        splitters[2].flush();
+        const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
+        const usage = error ? null : this.usage();
+        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
+        spec.cgroup?.remove();
+        resolve({
+          ...how,
+          startedAt: this.startedAt,
+          endedAt: Date.now(),
+          usage,
+          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
+          ...(oomKills ? { oomKills } : {}),
+          ...(error ? { error } : {}),
+        });
+      };
+      const argv = spec.argv ? execArgv(spec.argv, spec.exe) : ['/bin/sh', '-c', shellCommand(spec.command), 'drover'];
+      const runAs = spec.runAs;
+      try {
+        id = spawner.spawn(
+          {
+            argv,
+            cwd: spec.cwd,
+            env: spec.env,
+            user: runAs ? { uid: runAs.uid, gid: runAs.gid, groups: runAs.groups } : null,
+            rlimits: spec.rlimits,
+            cgroupFiles: spec.cgroup?.procsFiles ?? [],
+          },
+          {
+            onPid: (pid) => {
+              this.leader = pid;
+              reportPid(pid);
+              if (spec.sampler)
+                unwatch = spec.sampler.watch(pid, { startedAt: this.startedAt, skip: () => [] }, (u) => {
+                  this.samples.add(u);
+                  spec.onSample?.(u);
+                });
+            },
+            onStream: (fd, s) => {
+              if (finished) return void s.destroy();
+              this.outputs.push(s);
+              s.on('data', (c: Buffer) => splitters[fd].push(c));
+              s.once('close', () => {
+                if (++closedStreams === 2) streamsClosed();
+              });
+              if (!this.outputPaused || this.exitSeen) s.resume();
+            },
+            onCgroupFailed: () => {
+              this.cgroupFailed = true;
+            },
+            onFailed: (why) => {
+              this.exitSeen = { code: null, signal: null };
+              reportPid(null);
+              leaderGone();
+              if (this.leader !== undefined) signalGroup(this.leader, 'SIGKILL'); // the helper died under it
+              for (const s of this.outputs) s.destroy();
+              finish(`cannot start: ${why}`);
+            },
+            onExit: async (report) => {
+              this.report = report;
+              this.exitSeen = { code: null, signal: null };
+              reportPid(null);
+              leaderGone();
+              this.pauseOutput(false); // drain what is left: the writer is gone, so it is bounded
+              const pgid = this.leader!;
+              signalGroup(pgid, 'SIGKILL');
+              // Streams close once every holder died; bound the wait in case one escaped the group.
+              await within(allClosed, 2000);
+              for (const s of this.outputs) s.destroy();
+              const deadline = Date.now() + 2000;
+              while (Date.now() < deadline && (await groupHasLiveMembers(pgid))) signalGroup(pgid, 'SIGKILL');
+              finish();
+            },
+          },
+        );
+      } catch (err) {
+        reportPid(null);
+        leaderGone();
+        finish(`cannot start: ${spawnFailure(err)}`);
+      }
+    });
+    return [appPid, leaderExit, exited];
+  }
+
   get running(): boolean {
     return this.pid !== undefined && this.exitSeen === null;
   }
@@ -389,6 +527,7 @@ export class Child {
   }
 
   private async doStop(graceMs: number, signal: NodeJS.Signals | number): Promise<void> {
+    if (this.spec.spawner) await this.appPid; // a stop right after the start waits for the pid
     if (this.pid === undefined) return;
     const pgid = this.pid;
     const n = typeof signal === 'number' ? signal : (constants.signals as Record<string, number>)[signal];
