@@ -14,6 +14,7 @@ import { formatTable } from './lib/table.js';
 import { pm2Fleet } from './peers/pm2.js';
 import { supervisordFleet } from './peers/supervisord.js';
 import { fleetScenario } from './scenarios/fleet.js';
+import { droverDirectFleet } from './scenarios/fleet-drover.js';
 import { linesScenario } from './scenarios/lines.js';
 import { releaseScenario } from './scenarios/release.js';
 import { restartScenario } from './scenarios/restart.js';
@@ -23,7 +24,7 @@ import { statusScenario } from './scenarios/status.js';
 const root = join(import.meta.dirname, '..', '..');
 
 const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
-  fleet: (ctx) => fleetScenario(ctx, ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : []),
+  fleet: (ctx) => fleetScenario(ctx, [droverDirectFleet(ctx), ...(ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : [])]),
   lines: linesScenario,
   stalled: stalledScenario,
   restart: restartScenario,
