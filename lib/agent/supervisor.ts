@@ -175,8 +175,13 @@ export class Supervisor {
   readonly waitHelper: string | null;
   /** Measures build steps (runs' builds too). */
   readonly buildMeter: GroupMeter;
-  /** The resident spawn helper, or null: children are then spawned by the agent itself. */
-  readonly spawner: SpawnHelper | null;
+  /**
+   * The resident spawn helper, or null: children are then spawned by the agent itself. Asked
+   * at each start, so a helper that died is replaced by a new one.
+   */
+  get spawner(): SpawnHelper | null {
+    return this.config.spawnHelper ? sharedSpawnHelper() : null;
+  }
   /** Every actor's state transitions, for /inspect and the dashboard. */
   readonly inspection: InspectionHub;
 
@@ -193,7 +198,6 @@ export class Supervisor {
     this.sampler = new UsageSampler({ intervalMs: config.usageSampleMs });
     this.cgroups = config.cgroups ? Cgroups.detect() : null;
     this.waitHelper = findWaitHelper();
-    this.spawner = config.spawnHelper ? sharedSpawnHelper() : null;
     this.buildMeter = groupMeter(this.cgroups, this.sampler, this.waitHelper);
   }
 
@@ -712,9 +716,9 @@ export class Supervisor {
     const rt = proc.proc;
     const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
     const runAs = procOptions ? procOptions.runAs : this.runAs;
+    const spawner = helperServes({ ...launch, ...procOptions }) ? this.spawner : null;
     // A --user child cannot join a cgroup by itself; the exit or spawn helper does it as root.
-    const viaSpawner = this.spawner !== null && helperServes({ ...launch, ...procOptions });
-    const cgroup = runAs && !this.waitHelper && !viaSpawner ? null : (this.cgroups?.create() ?? null);
+    const cgroup = runAs && !this.waitHelper && !spawner ? null : (this.cgroups?.create() ?? null);
     if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
@@ -726,7 +730,7 @@ export class Supervisor {
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
-      spawner: this.spawner,
+      spawner,
       cgroup,
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),

@@ -463,9 +463,11 @@ export class Child {
               this.exitSeen = { code: null, signal: null };
               reportPid(null);
               leaderGone();
-              if (this.leader !== undefined) signalGroup(this.leader, 'SIGKILL'); // the helper died under it
               for (const s of this.outputs) s.destroy();
-              finish(`cannot start: ${why}`);
+              if (this.leader === undefined) return finish(`cannot start: ${why}`);
+              // The helper died under a running child: its keeper kills it; so do we.
+              signalGroup(this.leader, 'SIGKILL');
+              finish(why);
             },
             onExit: async (report) => {
               this.report = report;
