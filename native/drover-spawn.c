@@ -373,7 +373,15 @@ static void shutdown_all(void) {
     nanosleep(&ts, NULL);
   }
   sweep_children();
+  /* The socket and its private directory: nothing of ours is left in /tmp. */
   unlink(stream_path);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", stream_path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    rmdir(dir);
+  }
   exit(0);
 }
 
