@@ -102,26 +102,36 @@ const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _
 /**
  * The wrapper every command runs in. It starts the watchdog double-forked, so the watchdog is
  * no child of the command's shell (a Procfile `a & b; wait` must not wait for it), joins the
- * run's cgroups (paths in $2) before anything of the command runs, and then the command
- * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
- * An argv comes after $2 with an empty $1: it is exec'd as it is, never parsed.
+ * run's cgroups (paths in $__DROVER_CGROUPS) before anything of the command runs, and then the
+ * command replaces it (`exec`, see shellCommand) with no positional parameters of ours left
+ * over. An argv comes after an empty $1: it is exec'd as it is, never parsed.
+ *
+ * The scripts reach the shells through the environment, never argv, so `ps aux` shows short
+ * lines (`/bin/sh -c eval "$__DROVER_WRAPPER" drover exec app`, `drover-watchdog`); the
+ * wrapper takes its variables out before anything of the command runs.
  */
 function wrapperScript(prelude: readonly string[] = [], watchdogCloses: readonly number[] = []): string {
   const closes = watchdogCloses.map((n) => ` ${n}>&-`).join('');
   return [
-    `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1${closes} &)`,
-    `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `__drover_cg=$__DROVER_CGROUPS`,
+    `__drover_wd=$__DROVER_WATCHDOG`,
+    `unset __DROVER_WRAPPER __DROVER_CGROUPS __DROVER_WATCHDOG`,
+    `(export __DROVER_WATCHDOG="$__drover_wd"; exec /bin/sh -c 'eval "$__DROVER_WATCHDOG"' drover-watchdog </dev/null >/dev/null 2>&1${closes} &)`,
+    `for f in $__drover_cg; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `unset __drover_cg __drover_wd`,
     `exec 3<&-`,
     // Explicit fds (fds.ts): only redirections built from validated fd numbers.
     ...prelude,
     `__drover_command=$1`,
-    `shift 2`,
+    `shift`,
     `[ -n "$__drover_command" ] || exec "$@"`,
     `set --`,
     `eval "$__drover_command"`,
   ].join('\n');
 }
 const WRAPPER = wrapperScript();
+/** The wrapper's whole command line before the command's own words: the script is in the environment. */
+const WRAPPER_ARGV = ['/bin/sh', '-c', 'eval "$__DROVER_WRAPPER"', 'drover'];
 
 // Shell syntax, builtins (`exec exit 3` would look for a program called exit) and leading
 // assignments cannot follow `exec`.
@@ -171,20 +181,23 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
  * and execs setpriv, which execs the waiting helper as the user; the leader's pid stays the
  * same throughout, and the helpers' tiny share is counted too.
  */
-function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
-  // $1 and $2 of the wrapper, then the argv if there is one.
+function commandLine(spec: ChildSpec, helper: string | null): [string, string[], Record<string, string>] {
   const script = spec.prepared ? wrapperScript(spec.prepared.prelude, spec.prepared.watchdogCloses) : WRAPPER;
-  const wrapper = (cgroupFiles: string) =>
-    spec.argv
-      ? ['/bin/sh', '-c', script, 'drover', '', cgroupFiles, ...execArgv(spec.argv, spec.exe)]
-      : ['/bin/sh', '-c', script, 'drover', shellCommand(spec.command), cgroupFiles];
+  // $1 of the wrapper, then the argv if there is one.
+  const wrapper = spec.argv ? [...WRAPPER_ARGV, '', ...execArgv(spec.argv, spec.exe)] : [...WRAPPER_ARGV, shellCommand(spec.command)];
   const cgroups = spec.cgroup?.procsFiles ?? [];
+  const env = (cgroupFiles: readonly string[]) => ({
+    ...spec.env,
+    __DROVER_WRAPPER: script,
+    __DROVER_WATCHDOG: WATCHDOG,
+    __DROVER_CGROUPS: cgroupFiles.join(' '),
+  });
   if (spec.runAs && helper && cgroups.length > 0) {
-    const [setpriv, args] = asUser(spec.runAs, helper, wrapper(''));
-    return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args]];
+    const [setpriv, args] = asUser(spec.runAs, helper, wrapper);
+    return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args], env([])];
   }
-  const inner = helper ? [helper, ...wrapper(cgroups.join(' '))] : wrapper(cgroups.join(' '));
-  return asUser(spec.runAs, inner[0], inner.slice(1));
+  const inner = helper ? [helper, ...wrapper] : wrapper;
+  return [...asUser(spec.runAs, inner[0], inner.slice(1)), env(cgroups)];
 }
 
 /** Runs `exe` as argv[0] says when they differ: dash's exec cannot set argv[0], bash's `exec -a` can. */
@@ -244,7 +257,7 @@ export class Child {
       return;
     }
     this.helper = spec.helper ?? null;
-    const [file, argv] = commandLine(spec, this.helper);
+    const [file, argv, env] = commandLine(spec, this.helper);
     let proc: ChildProcess;
     // Files are opened here and closed once spawn() has handed them to the child.
     const fds: number[] = [];
@@ -255,7 +268,7 @@ export class Child {
       if (spec.stdoutFile !== undefined) fds.push((stdout = openSync(spec.stdoutFile, 'w', 0o600)));
       proc = spawn(file, argv, {
         cwd: spec.cwd,
-        env: spec.env,
+        env,
         detached: true, // own process group, so signals reach the whole tree
         stdio: spec.prepared ? spec.prepared.stdio : [stdin, stdout, 'pipe', 'pipe'],
       });

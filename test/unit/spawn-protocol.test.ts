@@ -1,5 +1,6 @@
 import t from 'tap';
 import { encodeRequest, parseReply } from '../../lib/os/spawn-helper.js';
+import { helperServes } from '../../lib/os/child.js';
 
 t.test('a request: length, then NUL-terminated fields in order', async (t) => {
   const f = encodeRequest(7, {
@@ -57,4 +58,12 @@ t.test('replies', async (t) => {
   t.equal(parseReply('exit 5 nope'), null);
   t.equal(parseReply('pid x 1'), null);
   t.equal(parseReply('hello'), null);
+});
+
+t.test('the spawn helper serves plain children; explicit fds and job files are spawned directly', async (t) => {
+  const prepared = { stdio: [], prelude: [], watchdogCloses: [], pipes: new Map(), opened: [] };
+  t.equal(helperServes({}), true);
+  t.equal(helperServes({ prepared }), false, 'a Procstar fd spec');
+  t.equal(helperServes({ stdinFile: '/in' }), false, "a job's stdin file");
+  t.equal(helperServes({ stdoutFile: '/out' }), false, "a job's stdout file");
 });
