@@ -10,7 +10,8 @@
  *
  * UID/GID empty: unchanged; GROUPS: comma-separated gids, "-" to clear, empty: unchanged;
  * RLIMITS: "RESOURCE:SOFT:HARD" (numbers, "inf" for no limit) separated by commas; CGROUPS:
- * cgroup.procs files separated by newlines, joined before the exec. argv[0] is looked up on
+ * cgroup.procs files separated by newlines, joined before the exec (their directories are
+ * made first when they do not exist yet). argv[0] is looked up on
  * the child's own PATH.
  *
  * For each request it forks a keeper (a copy of this tiny image, no exec): the keeper is a
@@ -51,6 +52,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -224,6 +226,15 @@ static void become_command(struct request *r, int err, sigset_t *old) {
   /* Joined as the agent's user (a --user child may not), before anything of the command runs. */
   if (*r->cgroups) {
     for (char *f = strtok(r->cgroups, "\n"); f; f = strtok(NULL, "\n")) {
+      /* The agent may leave making the group to us (off its event loop): FILE's directory. */
+      char *slash = strrchr(f, '/');
+      if (slash && slash != f) {
+        *slash = '\0';
+        if (mkdir(f, 0755) != 0 && errno != EEXIST) {
+          /* reported by the open below failing */
+        }
+        *slash = '/';
+      }
       int fd = open(f, O_WRONLY | O_CLOEXEC);
       int ok = fd >= 0 && dprintf(fd, "%d\n", (int)getpid()) > 0;
       if (fd >= 0 && close(fd) != 0) ok = 0;

@@ -718,7 +718,10 @@ export class Supervisor {
     const runAs = procOptions ? procOptions.runAs : this.runAs;
     const spawner = helperServes({ ...launch, ...procOptions }) ? this.spawner : null;
     // A --user child cannot join a cgroup by itself; the exit or spawn helper does it as root.
-    const cgroup = runAs && !this.waitHelper && !spawner ? null : (this.cgroups?.create() ?? null);
+    // The spawn helper makes the run's directories itself, off the event loop, unless a limit
+    // must be written into them before the start.
+    const lazy = spawner !== null && proc.limits.memoryBytes === undefined;
+    const cgroup = runAs && !this.waitHelper && !spawner ? null : (this.cgroups?.create({ lazy }) ?? null);
     if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');

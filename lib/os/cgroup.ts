@@ -183,11 +183,16 @@ export class Cgroups {
     return dirs;
   }
 
-  /** A fresh cgroup (one directory per hierarchy) for one run; null if it cannot be made now. */
-  create(): RunCgroup | null {
+  /**
+   * A fresh cgroup (one directory per hierarchy) for one run; null if it cannot be made now.
+   * `lazy`: the directories may be left for the process that joins them to make (the spawn
+   * helper does, before it writes the pid), so no mkdir runs here when no spare is left.
+   */
+  create(opts: { lazy?: boolean } = {}): RunCgroup | null {
     if (this.leftovers.length) this.retryLeftovers();
     let id = this.spares.shift();
-    if (id === undefined) {
+    if (id === undefined && opts.lazy) id = `run-${serial++}`;
+    else if (id === undefined) {
       id = `run-${serial++}`;
       const dirs: string[] = [];
       try {

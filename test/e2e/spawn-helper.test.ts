@@ -1,6 +1,7 @@
 import t from 'tap';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { Cgroups } from '../../lib/os/cgroup.js';
 import type { Socket } from 'node:net';
 import { findSpawnHelper, SpawnHelper, type RunEvents, type SpawnRequest } from '../../lib/os/spawn-helper.js';
 import { readProc } from '../../lib/os/proc.js';
@@ -95,6 +96,28 @@ t.test('cwd, rlimits, cgroups and user: set before the exec; failures named', { 
     await c.ended;
     t.equal(c.seen.out, '65534\n65534\n65534 4242\n', 'uid, gid and supplementary groups');
   }
+});
+
+t.test('a lazy run cgroup: the helper makes its directories, then joins them', { skip }, async (t) => {
+  const cgroups = Cgroups.detect();
+  if (!cgroups) return t.comment('no usable cgroups here');
+  t.teardown(() => cgroups.close());
+  const helper = new SpawnHelper(helperPath!);
+  t.teardown(() => helper.close());
+  // No spare is ready right after detection: the directories do not exist yet.
+  const cg = cgroups.create({ lazy: true })!;
+  const dirs = cg.procsFiles.map((f) => dirname(f));
+  t.ok(
+    dirs.every((d) => !existsSync(d)),
+    'nothing made by the agent',
+  );
+  const a = run(helper, { argv: ['cat', '/proc/self/cgroup'], cgroupFiles: cg.procsFiles });
+  await a.ended;
+  t.same(a.seen.cgroupFailed, [], 'joined');
+  for (const d of dirs) t.ok(a.seen.out.includes(basename(d)), `the command ran in ${d}`);
+  t.ok(cg.read().cpu !== undefined || cg.read().memory !== undefined, 'its figures are readable');
+  cg.remove();
+  await waitFor(() => dirs.every((d) => !existsSync(d)), 'the directories removed');
 });
 
 t.test('a slow reader blocks the child; nothing piles up in the helper', { skip }, async (t) => {
