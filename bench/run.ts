@@ -16,8 +16,10 @@ import { supervisordFleet } from './peers/supervisord.js';
 import { fleetScenario } from './scenarios/fleet.js';
 import { droverDirectFleet } from './scenarios/fleet-drover.js';
 import { linesScenario } from './scenarios/lines.js';
+import { pollScenario } from './scenarios/poll.js';
 import { releaseScenario } from './scenarios/release.js';
 import { restartScenario } from './scenarios/restart.js';
+import { scalingScenario } from './scenarios/scaling.js';
 import { stalledScenario } from './scenarios/stalled.js';
 import { statusScenario } from './scenarios/status.js';
 
@@ -30,6 +32,8 @@ const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   restart: restartScenario,
   status: statusScenario,
   release: releaseScenario,
+  poll: pollScenario,
+  scaling: scalingScenario,
 };
 
 const usage = `Usage: npm run bench -- [options]
