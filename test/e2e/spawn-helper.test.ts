@@ -120,6 +120,28 @@ t.test('a lazy run cgroup: the helper makes its directories, then joins them', {
   await waitFor(() => dirs.every((d) => !existsSync(d)), 'the directories removed');
 });
 
+t.test('what a run leaves behind dies with it: double-forked daemons, a whole tree of them', { skip }, async (t) => {
+  const helper = new SpawnHelper(helperPath!);
+  t.teardown(() => helper.close());
+  const dir = t.testdir();
+  const pids = join(dir, 'pids');
+  // Three daemons out of the group (setsid), one of them with children of its own.
+  const script = `for i in 1 2; do setsid sh -c 'sleep 600 & echo $! >> ${pids}' ; done; setsid sh -c '(sleep 600 & echo $! >> ${pids}; wait) & echo $! >> ${pids}'; sleep 0.2; exit 5`;
+  const a = run(helper, { argv: ['/bin/sh', '-c', script] });
+  await a.ended;
+  t.equal(a.seen.exit?.status, 5 << 8, 'the exit status of the command');
+  const left = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
+  t.ok(left.length >= 4, `${left.length} daemons started`);
+  t.same(
+    left.filter((p) => {
+      const e = readProc(p);
+      return e !== null && e.state !== 'Z';
+    }),
+    [],
+    'none alive once the run reported its exit',
+  );
+});
+
 t.test('a slow reader blocks the child; nothing piles up in the helper', { skip }, async (t) => {
   const helper = new SpawnHelper(helperPath!);
   t.teardown(() => helper.close());
