@@ -205,7 +205,9 @@ export class Cgroups {
         return null;
       }
     }
-    this.refill();
+    // Spares serve starts that need the directories now; lazy ones (the spawn helper) never do,
+    // and spare mkdirs would only compete with them for the cgroup mutex and the thread pool.
+    if (!opts.lazy) this.refill();
     const dirs = this.dirsOf(id);
     return new RunCgroup(
       this.cpu && { version: this.cpu.version, dir: join(this.cpu.base, id) },
