@@ -8,7 +8,7 @@ import type { Store } from '../store/store.js';
 import { agentEnv } from '../release/env.js';
 import { checkSpec, resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
-import { Child } from '../os/child.js';
+import { Child, helperServes } from '../os/child.js';
 import { resolveUser, userEnv, type RunAs } from '../os/identity.js';
 import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
 import type { ArgvSpec } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
+import { sharedSpawnHelper, type SpawnHelper } from '../os/spawn-helper.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'> &
@@ -174,6 +175,13 @@ export class Supervisor {
   readonly waitHelper: string | null;
   /** Measures build steps (runs' builds too). */
   readonly buildMeter: GroupMeter;
+  /**
+   * The resident spawn helper, or null: children are then spawned by the agent itself. Asked
+   * at each start, so a helper that died is replaced by a new one.
+   */
+  get spawner(): SpawnHelper | null {
+    return this.config.spawnHelper ? sharedSpawnHelper() : null;
+  }
   /** Every actor's state transitions, for /inspect and the dashboard. */
   readonly inspection: InspectionHub;
 
@@ -196,7 +204,11 @@ export class Supervisor {
   /** One line for the operator: where exit detail and usage figures come from on this host. */
   describeMeasurement(): string {
     const cg = this.cgroups ? this.cgroups.describe() : 'no cgroups';
-    const helper = this.waitHelper ? 'exit helper (exact status, core dumps, wait4)' : 'no exit helper (core dumps inferred, no wait4)';
+    const helper = this.spawner
+      ? 'spawn helper (exact status, core dumps, wait4)'
+      : this.waitHelper
+        ? 'exit helper (exact status, core dumps, wait4)'
+        : 'no exit helper (core dumps inferred, no wait4)';
     return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
@@ -704,8 +716,12 @@ export class Supervisor {
     const rt = proc.proc;
     const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
     const runAs = procOptions ? procOptions.runAs : this.runAs;
-    // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-    const cgroup = runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null);
+    const spawner = helperServes({ ...launch, ...procOptions }) ? this.spawner : null;
+    // A --user child cannot join a cgroup by itself; the exit or spawn helper does it as root.
+    // The spawn helper makes the run's directories itself, off the event loop, unless a limit
+    // must be written into them before the start.
+    const lazy = spawner !== null && proc.limits.memoryBytes === undefined;
+    const cgroup = runAs && !this.waitHelper && !spawner ? null : (this.cgroups?.create({ lazy }) ?? null);
     if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
@@ -717,14 +733,19 @@ export class Supervisor {
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
+      spawner,
       cgroup,
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
     });
     proc.startedAt = new Date(child.startedAt);
     proc.childStarted(child.appPid);
-    const pid = child.pid;
-    if (pid) this.store.groups.add(pid, slug, 'child');
+    // The group is known at once from a direct spawn, a moment later from the spawn helper.
+    let pid: number | undefined;
+    void child.appPid.then(() => {
+      pid = child.pid;
+      if (pid && child.running) this.store.groups.add(pid, slug, 'child');
+    });
     // When the log's queue is high (disk slower than the child), stop reading the child.
     if (events.isCongested) child.pauseOutput(true);
     const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
