@@ -5,7 +5,7 @@
 // `callback_attempt` event of the run or process. A form delivery with files (a run's outputs,
 // an experiment's zip) is sent as multipart/form-data (attachments.ts).
 import { createHmac } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import type { InspectionEvent } from 'xstate';
@@ -228,6 +228,11 @@ export class Callbacks {
   private onRunEvent(e: RunEventNotice, run: Run): void {
     const cb = run.options?.callback;
     if (!cb) return;
+    if (cb.profile === 'experiment' && e.type === 'start' && e.data.stage === 'build' && run.appRoot) {
+      // Its outputs/ exists when it runs, also when an agent restart unpacked its app afresh
+      // (retry_on_restart). Synchronously: the build, then the program, come after this event.
+      mkdirSync(join(run.appRoot, EXPERIMENT_OUTPUT_DIR), { recursive: true });
+    }
     const kind = kindOf(e, run);
     if (!kind) return;
     if (cb.profile === 'experiment') return this.onExperimentEvent(e, run, cb, kind);

@@ -11,7 +11,7 @@
 // callback naming the archive. An agent that stops while an experiment's archives are being
 // fetched leaves the request on disk; the next agent fetches them again from the start (the
 // runner's Celery acknowledges late, so a task its worker lost runs again).
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseSignal } from '../os/signals.js';
 import { message } from '../process/wording.js';
@@ -154,7 +154,6 @@ export class Experiments {
       signal.throwIfAborted();
       await this.runs.unpackInto(run, file, f, f);
     }
-    await mkdir(join(run.appRoot!, EXPERIMENT_OUTPUT_DIR), { recursive: true });
     signal.throwIfAborted();
     // From here on it is a queued run: cancelTask reaches it through runs.cancel.
     await this.runs.start(run, this.optionsOf(run, req));

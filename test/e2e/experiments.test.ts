@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaults } from '../../lib/agent/config.js';
 import { startAgent, type Agent } from '../../lib/http/server.js';
-import { pack, writeApp, zipEntries } from '../helpers/archives.js';
+import { ArchiveServer, pack, writeApp, zipEntries } from '../helpers/archives.js';
 import { agentWithArchives, api, testAgent } from '../helpers/agent.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -307,7 +307,35 @@ t.test('an agent stopped while the archives are being fetched: the next agent fe
   t.same(await zipOf(dir, 'out.zip', rx.got[1].files.experiment), { 'stdout.txt': 'hello\n' });
   t.ok(held.requests.length >= 2, 'fetched again');
   t.match((await api('GET', `${second.url}/runs/${id}`)).json, { user: 'u', finished: true });
+
+  // One stopped while running runs again from a fresh app (the runner's late acks), with its outputs/.
+  const looping = await archivesOf(t, dir, {
+    Procfile: 'experiment: sh run.sh\n',
+    'run.sh': "echo attempt\ntrap 'echo 1 > outputs/x_plot_data.csv; exit 5' USR1\ntouch outputs/ready\nwhile :; do sleep 0.05; done\n",
+  });
+  const loopId = (await post(second.url, { ...fields, signature: '10', model: looping, protocol: looping })).text.split(' ')[2];
+  const ready = async (base: string) => (await api('GET', `${base}/runs/${loopId}/files/outputs/ready`)).status === 200;
+  await waitFor(() => ready(second.url), 'it runs');
+  await second.close();
+  agent = null;
+  const third = await start();
+  await waitFor(() => ready(third.url), 'it runs again');
+  await post(third.url, { password: PASSWORD, cancelTask: loopId });
+  const last = await waitFor(() => rx.got.find((c) => c.fields.signature === '10' && c.fields.returntype !== 'running'), 'its result');
+  t.equal(last.fields.returntype, 'partial');
+  const entries = await zipOf(dir, 'loop.zip', last.files.experiment);
+  t.same(Object.keys(entries).sort(), ['errors.txt', 'ready', 'stdout.txt', 'x_plot_data.csv']);
+  t.match(entries['stdout.txt'], /^attempt\n/, 'the last attempt only');
+  t.notMatch(entries['stdout.txt'], /attempt[^]*attempt/);
 });
+
+/** Serves a zip of `files` from a loopback server of its own; returns its URL. */
+async function archivesOf(t: { teardown(fn: () => unknown): void }, dir: string, files: Record<string, string>) {
+  const name = `app-${Math.random().toString(36).slice(2)}`;
+  const archives = await new ArchiveServer().start();
+  t.teardown(() => archives.close());
+  return archives.serve(`${name}.zip`, await pack(writeApp(join(dir, name), files), join(dir, `${name}.zip`), 'zip'));
+}
 
 t.test('off without a password; in the OpenAPI document either way', async (t) => {
   const agent = await testAgent();
