@@ -177,6 +177,16 @@ export class SpawnHelper {
     this.died('the spawn helper was closed');
   }
 
+  /** Like close, and resolves once the helper has exited (SIGKILL after `timeoutMs`). */
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null || this.proc.pid === undefined) return this.close();
+    const gone = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
+    this.close();
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
+    await gone;
+    clearTimeout(timer);
+  }
+
   /** Forgets a run: its streams, if they still come, are closed. */
   release(id: number): void {
     const run = this.runs.get(id);
@@ -279,4 +289,9 @@ export function sharedSpawnHelper(): SpawnHelper | null {
   if (!path) return null;
   shared = new SpawnHelper(path);
   return shared;
+}
+
+/** Ends the process's helper and waits until it is gone, with what its runs left: for a process about to exit. */
+export async function stopSharedSpawnHelper(timeoutMs = 5000): Promise<void> {
+  await shared?.stop(timeoutMs);
 }
