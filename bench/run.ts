@@ -14,21 +14,26 @@ import { formatTable } from './lib/table.js';
 import { pm2Fleet } from './peers/pm2.js';
 import { supervisordFleet } from './peers/supervisord.js';
 import { fleetScenario } from './scenarios/fleet.js';
+import { droverDirectFleet } from './scenarios/fleet-drover.js';
 import { linesScenario } from './scenarios/lines.js';
+import { pollScenario } from './scenarios/poll.js';
 import { releaseScenario } from './scenarios/release.js';
 import { restartScenario } from './scenarios/restart.js';
+import { scalingScenario } from './scenarios/scaling.js';
 import { stalledScenario } from './scenarios/stalled.js';
 import { statusScenario } from './scenarios/status.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
 const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
-  fleet: (ctx) => fleetScenario(ctx, ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : []),
+  fleet: (ctx) => fleetScenario(ctx, [droverDirectFleet(ctx), ...(ctx.peers ? [supervisordFleet(ctx), pm2Fleet(ctx)] : [])]),
   lines: linesScenario,
   stalled: stalledScenario,
   restart: restartScenario,
   status: statusScenario,
   release: releaseScenario,
+  poll: pollScenario,
+  scaling: scalingScenario,
 };
 
 const usage = `Usage: npm run bench -- [options]

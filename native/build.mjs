@@ -1,6 +1,8 @@
 // Builds the optional native helpers into native/build/. It never fails the install:
 //   - drover-wait.c, the exit helper: without it drover runs commands directly, reports
 //     `core_dump` as null where it cannot be inferred, and measures usage with cgroups or /proc.
+//   - drover-spawn.c, the resident spawn helper: without it the agent spawns children itself
+//     (slower with a large heap, and through a wrapper and a watchdog per child).
 //   - drover-notify.c, systemd's notify protocol: without it `drover serve` falls back to
 //     systemd-notify(1) where that exists.
 import { spawnSync } from 'node:child_process';
@@ -21,6 +23,10 @@ const helpers = [
   {
     name: 'drover-wait',
     without: 'core dumps will be reported as unknown and usage measured without wait4',
+  },
+  {
+    name: 'drover-spawn',
+    without: 'children will be spawned by the agent itself',
   },
   {
     name: 'drover-notify',

@@ -1,6 +1,6 @@
 import type { Summary } from './stats.js';
 
-export type Unit = 's' | 'ms' | 'MB' | '%';
+export type Unit = 's' | 'ms' | 'MB' | '%' | 'req/s';
 
 /** The same work done by something else in the same bench run. */
 export interface PeerFigure {

@@ -1,6 +1,6 @@
 import { meetsTarget, type Row, type Unit } from './row.js';
 
-const DIGITS: Record<Unit, number> = { s: 3, ms: 2, MB: 1, '%': 2 };
+const DIGITS: Record<Unit, number> = { s: 3, ms: 2, MB: 1, '%': 2, 'req/s': 0 };
 
 export function formatValue(v: number, unit: Unit): string {
   return `${v.toFixed(DIGITS[unit])}${unit === '%' ? '%' : ` ${unit}`}`;

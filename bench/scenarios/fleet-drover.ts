@@ -7,6 +7,14 @@ import { FLEET_SIZE, measureIdle, type FleetDriver, type FleetRun } from '../lib
 import { cpuSeconds, rssBytes } from '../lib/procfs.js';
 import { sleep } from '../lib/wait.js';
 
+/**
+ * drover spawning from the agent itself, as without a C compiler: beside the default (the
+ * spawn helper) in the same run, so the helper's effect is measured, not remembered.
+ */
+export function droverDirectFleet(ctx: BenchContext): FleetDriver {
+  return droverFleet(ctx, {}, { name: 'drover, direct spawn', settings: { 'spawn-helper': 'false' } });
+}
+
 /** What drover's runs saw besides the figures, for the rows' notes. */
 export interface DroverFleetNotes {
   metrics?: boolean;
@@ -21,12 +29,16 @@ const LONG_IDLE_MS = 90_000;
  * app; the clock stops when the listing shows every one `running`. Then, with nobody asking
  * anything, the agent's own idle CPU and RSS; then a graceful stop of everything.
  */
-export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDriver {
+export function droverFleet(
+  ctx: BenchContext,
+  notes: DroverFleetNotes,
+  variant: { name: string; settings: Record<string, string> } = { name: 'drover', settings: {} },
+): FleetDriver {
   return {
-    name: 'drover',
+    name: variant.name,
     prepare: async () => null,
     async run(): Promise<FleetRun> {
-      const agent = await startAgent(ctx);
+      const agent = await startAgent(ctx, variant.settings);
       try {
         const bodies = Array.from({ length: FLEET_SIZE }, (_, i) => ({
           app: 'fleet',
@@ -46,7 +58,7 @@ export function droverFleet(ctx: BenchContext, notes: DroverFleetNotes): FleetDr
         if (ctx.longIdle && !notes.longIdle) notes.longIdle = await longIdleRss(agent.pid, idle.rssMB);
         const stopS = (await agent.stop()) / 1000;
         ctx.log(
-          `  drover: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`,
+          `  ${variant.name}: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`,
         );
         return { startS, startCpuS, stopS, scrapeMs, ...idle };
       } catch (err) {

@@ -5,17 +5,18 @@
 // `callback_attempt` event of the run or process. A form delivery with files (a run's outputs,
 // an experiment's zip) is sent as multipart/form-data (attachments.ts).
 import { createHmac } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import type { InspectionEvent } from 'xstate';
 import type { ExitInfo } from '../os/child.js';
 import { exitDetail } from '../process/exit.js';
 import { message } from '../process/wording.js';
+import type { EventLog } from '../store/event-log/log.js';
+import { cursorAt } from '../store/event-log/line.js';
 import type { Attachment, CallbackSpec, Delivery, Outbox } from '../store/outbox.js';
 import { attachmentDir, multipartBody, takeAttachments } from './attachments.js';
-import type { Run, RunEventNotice, Runs } from './runs.js';
+import type { Run, RunEventNotice, Runs, StageExit } from './runs.js';
 import type { Supervisor } from './supervisor.js';
 
 export const DEFAULT_CALLBACK_EVENTS = ['queued', 'running', 'finished', 'failed', 'cancelled'];
@@ -23,6 +24,8 @@ export const DEFAULT_CALLBACK_EVENTS = ['queued', 'running', 'finished', 'failed
 export const PROCESS_CALLBACK_EVENTS = ['running', 'exited', 'failed', 'deleted'];
 /** Where an experiment's program leaves its results (zipped into the final callback's `experiment` field). */
 export const EXPERIMENT_OUTPUT_DIR = 'outputs';
+/** The form field of an experiment's output zip, as the runner names it. */
+const EXPERIMENT_FILE_FIELD = 'experiment';
 
 export interface CallbackOptions {
   secret: string;
@@ -78,10 +81,75 @@ export function kindOf(e: RunEventNotice, run: Run): string | null {
   return null;
 }
 
-/** The experiment runner's outcome: success on exit 0, partial when it left results anyway, else failed. */
-export function experimentOutcome(exitCode: number | null, cancelled: boolean, hasResults: boolean): 'success' | 'partial' | 'failed' {
+/**
+ * The experiment runner's outcome, from the files its program left (paths relative to outputs/)
+ * as fc-runner decides it: `success` when one of them is named `success`, else `partial` when
+ * one is a `*plot_data.csv` (some plots came out), else `failed`. The runner ignores the exit
+ * code; drover also counts a clean exit (0, not cancelled) as `success`. Pure.
+ */
+export function experimentOutcome(files: readonly string[], exitCode: number | null, cancelled: boolean): 'success' | 'partial' | 'failed' {
+  const names = files.map((f) => f.slice(f.lastIndexOf('/') + 1));
+  if (names.includes('success')) return 'success';
   if (exitCode === 0 && !cancelled) return 'success';
-  return hasResults ? 'partial' : 'failed';
+  return names.some((n) => n.endsWith('plot_data.csv')) ? 'partial' : 'failed';
+}
+
+/** The most of the program's output kept in an experiment's stdout.txt: its end. */
+export const EXPERIMENT_STDOUT_MAX = 10 * 1024 * 1024;
+
+/**
+ * An experiment's stdout.txt, fed its run's event log lines (NDJSON) in order: the stdout and
+ * stderr lines of its last execute stage, at most `max` bytes (the end kept, with a first line
+ * saying how much was left out). Pure.
+ */
+export class ExperimentStdout {
+  private kept: string[] = [];
+  /** kept[first] is the oldest line still kept (no shift(): outputs can be millions of lines). */
+  private first = 0;
+  private bytes = 0;
+  private dropped = 0;
+
+  constructor(private readonly max = EXPERIMENT_STDOUT_MAX) {}
+
+  add(line: string): void {
+    let e: { type?: unknown; stream?: unknown; text?: unknown; data?: { stage?: unknown } };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (e.type === 'start' && e.data?.stage === 'execute') {
+      // A retried run: only its last attempt's output.
+      this.kept = [];
+      this.first = this.bytes = this.dropped = 0;
+    }
+    if (e.type !== 'output' || (e.stream !== 'stdout' && e.stream !== 'stderr') || typeof e.text !== 'string') return;
+    const text = `${e.text}\n`;
+    this.kept.push(text);
+    this.bytes += Buffer.byteLength(text);
+    while (this.bytes > this.max && this.first < this.kept.length) {
+      const n = Buffer.byteLength(this.kept[this.first++]);
+      this.bytes -= n;
+      this.dropped += n;
+    }
+    if (this.first > 1024 && this.first * 2 > this.kept.length) {
+      this.kept = this.kept.slice(this.first);
+      this.first = 0;
+    }
+  }
+
+  text(): string {
+    return (
+      (this.dropped ? `[drover: the first ${this.dropped} bytes of output were left out]\n` : '') + this.kept.slice(this.first).join('')
+    );
+  }
+}
+
+/** What errors.txt gets appended when the experiment was stopped, as the runner notes its timeouts; null otherwise. Pure. */
+export function experimentErrorNote(exit: StageExit | undefined, cancelled: boolean): string | null {
+  if (exit?.timed_out) return 'Experiment terminated due to exceeding time limit';
+  if (cancelled) return 'Experiment terminated: cancelled (cancelTask)';
+  return null;
 }
 
 /** Why a run did not succeed, in words, for `returnmsg`. */
@@ -90,6 +158,8 @@ function failureText(run: Run): string {
   const x = run.exitData.execute ?? run.exitData.build;
   const stage = run.exitData.execute ? 'the experiment' : 'the build';
   if (!x) return 'the experiment did not run';
+  // Never launched: its app could not be prepared (an archive fetch or unpack), and the error says which.
+  if (!run.startedAt && x.error) return `the experiment did not run: ${x.error}`;
   if (x.error) return `${stage} failed: ${x.error}`;
   if (x.signal) return `${stage} was killed by ${x.signal}`;
   return `${stage} exited with code ${x.exit_code}`;
@@ -103,11 +173,25 @@ function isDirectory(path: string): boolean {
   }
 }
 
-function hasFiles(dir: string): boolean {
+/** The regular files under `dir`, as paths relative to it; none when it is missing. */
+function filesUnder(dir: string): string[] {
   try {
-    return readdirSync(dir, { recursive: true, withFileTypes: true }).some((e) => e.isFile());
+    return readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => relative(dir, join(e.parentPath, e.name)));
   } catch {
-    return false;
+    return [];
+  }
+}
+
+/** Every written line of a log, oldest kept first. */
+async function* logLines(log: EventLog): AsyncGenerator<string> {
+  let cursor = cursorAt(log.firstId);
+  for (;;) {
+    const r = await log.read(cursor);
+    if (!r.lines.length) return;
+    yield* r.lines;
+    cursor = r.next;
   }
 }
 
@@ -144,6 +228,11 @@ export class Callbacks {
   private onRunEvent(e: RunEventNotice, run: Run): void {
     const cb = run.options?.callback;
     if (!cb) return;
+    if (cb.profile === 'experiment' && e.type === 'start' && e.data.stage === 'build' && run.appRoot) {
+      // Its outputs/ exists when it runs, also when an agent restart unpacked its app afresh
+      // (retry_on_restart). Synchronously: the build, then the program, come after this event.
+      mkdirSync(join(run.appRoot, EXPERIMENT_OUTPUT_DIR), { recursive: true });
+    }
     const kind = kindOf(e, run);
     if (!kind) return;
     if (cb.profile === 'experiment') return this.onExperimentEvent(e, run, cb, kind);
@@ -178,7 +267,10 @@ export class Callbacks {
     });
   }
 
-  /** The seed's experiment runner: `running`, then success / partial / failed with the output zip. */
+  /**
+   * The seed's experiment runner: `running`, then success / partial / failed with the output
+   * zip (outputs/, with stdout.txt and, when it was stopped, errors.txt written into it first).
+   */
   private onExperimentEvent(e: RunEventNotice, run: Run, cb: CallbackSpec, kind: string): void {
     if (kind !== 'running' && e.type !== 'last') return;
     const base = { signature: cb.signature ?? '', taskid: run.id };
@@ -186,16 +278,36 @@ export class Callbacks {
       this.add({ id: `${run.id}-${e.id}`, key: run.id, url: cb.url, format: 'form', fields: { ...base, returntype: 'running' } });
       return;
     }
-    const out = run.appRoot ? join(run.appRoot, EXPERIMENT_OUTPUT_DIR) : null;
-    const outcome = experimentOutcome(run.exitData.execute?.exit_code ?? null, run.cancelled, out !== null && hasFiles(out));
+    // Never run (its archives could not be fetched, or it was cancelled first): no zip.
+    const out = run.appRoot && run.startedAt ? join(run.appRoot, EXPERIMENT_OUTPUT_DIR) : null;
+    const outcome = experimentOutcome(out ? filesUnder(out) : [], run.exitData.execute?.exit_code ?? null, run.cancelled);
     this.add({
       id: `${run.id}-${e.id}`,
       key: run.id,
       url: cb.url,
       format: 'form',
       fields: { ...base, returntype: outcome, ...(outcome === 'success' ? {} : { returnmsg: failureText(run) }) },
-      ...(out ? { attach: [{ field: 'experiment', path: out, filename: 'output.zip', type: 'application/zip' }] } : {}),
+      ...(out ? { attach: [{ field: EXPERIMENT_FILE_FIELD, path: out, filename: 'output.zip', type: 'application/zip' }] } : {}),
     });
+  }
+
+  /**
+   * Writes stdout.txt (from the run's log) and the errors.txt note into an experiment's outputs/
+   * before they are zipped. Safe to repeat (a delivery taken again after a restart).
+   */
+  private async experimentFiles(d: Delivery): Promise<void> {
+    const run = typeof d.fields.taskid === 'string' ? this.runs.get(d.fields.taskid) : undefined;
+    const dir = d.attach?.find((a) => a.field === EXPERIMENT_FILE_FIELD)?.path;
+    if (!run || !dir || run.phase === 'finalised') return;
+    await run.events.flush();
+    const stdout = new ExperimentStdout();
+    for await (const line of logLines(run.events)) stdout.add(line);
+    await writeFile(join(dir, 'stdout.txt'), stdout.text());
+    const note = experimentErrorNote(run.exitData.execute, run.cancelled);
+    if (!note) return;
+    const errors = join(dir, 'errors.txt');
+    const had = await readFile(errors, 'utf8').catch(() => '');
+    if (!had.includes(note)) await appendFile(errors, `\n${note}\n`);
   }
 
   /** A process actor's step (raw inspection): its callback kinds, for processes created with a callback. */
@@ -254,9 +366,11 @@ export class Callbacks {
   private enqueue(d: Delivery): void {
     // Files are taken at once, not when the key's earlier deliveries are through.
     if (d.attach?.length) {
-      const taking = takeAttachments(attachmentDir(this.filesDir, d.id), d.attach).catch((err) =>
-        this.o.log(`drover: callback ${d.id}: cannot take its files: ${message(err)}`),
-      );
+      const ready = d.attach.some((a) => a.field === EXPERIMENT_FILE_FIELD) ? this.experimentFiles(d) : Promise.resolve();
+      const taking = ready
+        .catch((err) => this.o.log(`drover: callback ${d.id}: cannot write stdout.txt or errors.txt: ${message(err)}`))
+        .then(() => takeAttachments(attachmentDir(this.filesDir, d.id), d.attach!))
+        .catch((err) => this.o.log(`drover: callback ${d.id}: cannot take its files: ${message(err)}`));
       this.taking.set(d.id, taking);
     }
     const prev = this.chains.get(d.key) ?? Promise.resolve();

@@ -56,6 +56,11 @@ export interface Config {
   usageSamples: number;
   /** Measure each run in its own cgroup where the agent may create one. */
   cgroups: boolean;
+  /**
+   * Start children through the resident spawn helper (native/drover-spawn) when it is built;
+   * false spawns them from the agent itself, as without a C compiler.
+   */
+  spawnHelper: boolean;
   /** ws:// or wss:// URL of a Stately-style inspector to forward raw inspection events to; '' for none. */
   inspectUrl: string;
   /** A run shorter than this is an entry in `errors` even when it exits 0: a loop of clean exits is a crash loop. */
@@ -135,6 +140,7 @@ export const defaults: Config = {
   usageSampleMs: 5_000,
   usageSamples: 120,
   cgroups: true,
+  spawnHelper: true,
   inspectUrl: '',
   eventsMaxBytes: 64 * 1024 * 1024,
   eventsRetentionMs: 3_600_000,
@@ -191,6 +197,7 @@ const fileKeys: Record<string, keyof Config> = {
   usage_sample_ms: 'usageSampleMs',
   usage_samples: 'usageSamples',
   cgroups: 'cgroups',
+  spawn_helper: 'spawnHelper',
   inspect_url: 'inspectUrl',
   events_max_bytes: 'eventsMaxBytes',
   events_retention_ms: 'eventsRetentionMs',

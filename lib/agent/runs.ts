@@ -211,6 +211,8 @@ export class Runs {
   private store?: Journal<RunStoreRecord>;
   /** Runs a previous agent left building or executing: reported (or queued again) by resume(). */
   private interrupted: { run: Run; stage: RunStage }[] = [];
+  /** Others' work on runs not started yet (an experiment's downloads): stopped and awaited by shutdown(). */
+  private readonly shutdownHooks = new Set<() => Promise<void>>();
 
   constructor(
     private readonly supervisor: Supervisor,
@@ -493,6 +495,36 @@ export class Runs {
   private entryOf(run: Run): QueueEntry {
     const o = run.options;
     return { id: run.id, user: o?.user ?? 'anonymous', priority: o?.priority ?? 'normal', seq: run.queueSeq ?? 0 };
+  }
+
+  /**
+   * Ends a run that was never started: its app could not be prepared (an experiment's archive
+   * could not be fetched), or it was cancelled meanwhile. `error` is its build stage's error (the
+   * stage that prepares the app); `options` are kept, so its callback and its user are known.
+   */
+  abandon(run: Run, options: StartOptions, error: string, cancelled = false): void {
+    if (run.phase !== 'created' && run.phase !== 'uploaded') throw new RunError(409, 'the run has already been started', 'id');
+    run.options = options;
+    run.cancelled = cancelled;
+    run.finishedAt = new Date();
+    run.phase = 'finished';
+    this.recordStage(run, 'build', {
+      exit_code: null,
+      usage: this.stageUsage(run, 'build', null),
+      ...(cancelled ? { cancelled: true } : {}),
+      error,
+    });
+    if (cancelled) this.emit(run, 'cancelled', { stage: null, reason: error });
+    run.lastEventId = this.emit(run, 'last', {});
+    run.endedResolve();
+    this.arm(run, this.opts.ttlMs);
+    this.save(run);
+  }
+
+  /** Runs `hook` first when the agent stops (after new runs are refused); returns the unsubscribe. */
+  onShutdown(hook: () => Promise<void>): () => void {
+    this.shutdownHooks.add(hook);
+    return () => this.shutdownHooks.delete(hook);
   }
 
   /** A restored queued run that can no longer start (its app changed under it): it failed. */
@@ -967,6 +999,7 @@ export class Runs {
    */
   async shutdown(): Promise<void> {
     this.closing = true;
+    await Promise.all([...this.shutdownHooks].map((h) => h().catch((err) => this.opts.log(`drover: while stopping: ${message(err)}`))));
     this.queue.clear();
     this.specs.clear();
     for (const t of this.forgetTimers) clearTimeout(t);

@@ -8,7 +8,7 @@ import type { Store } from '../store/store.js';
 import { agentEnv } from '../release/env.js';
 import { checkSpec, resolveLaunch, type Launch } from '../release/launch.js';
 import { Cgroups } from '../os/cgroup.js';
-import { Child } from '../os/child.js';
+import { Child, helperServes } from '../os/child.js';
 import { resolveUser, userEnv, type RunAs } from '../os/identity.js';
 import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
 import type { ArgvSpec, LaunchOrigin } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
+import { sharedSpawnHelper, type SpawnHelper } from '../os/spawn-helper.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'> &
@@ -227,6 +228,13 @@ export class Supervisor {
   readonly waitHelper: string | null;
   /** Measures build steps (runs' builds too). */
   readonly buildMeter: GroupMeter;
+  /**
+   * The resident spawn helper, or null: children are then spawned by the agent itself. Asked
+   * at each start, so a helper that died is replaced by a new one.
+   */
+  get spawner(): SpawnHelper | null {
+    return this.config.spawnHelper ? sharedSpawnHelper() : null;
+  }
   /** Every actor's state transitions, for /inspect and the dashboard. */
   readonly inspection: InspectionHub;
 
@@ -249,7 +257,11 @@ export class Supervisor {
   /** One line for the operator: where exit detail and usage figures come from on this host. */
   describeMeasurement(): string {
     const cg = this.cgroups ? this.cgroups.describe() : 'no cgroups';
-    const helper = this.waitHelper ? 'exit helper (exact status, core dumps, wait4)' : 'no exit helper (core dumps inferred, no wait4)';
+    const helper = this.spawner
+      ? 'spawn helper (exact status, core dumps, wait4)'
+      : this.waitHelper
+        ? 'exit helper (exact status, core dumps, wait4)'
+        : 'no exit helper (core dumps inferred, no wait4)';
     return `usage: ${cg}; ${helper}; live samples from /proc every ${this.config.usageSampleMs} ms`;
   }
 
@@ -690,7 +702,7 @@ export class Supervisor {
       } else {
         // The new child answered all along; the answer waits until the actor has adopted it,
         // so the status document's pid is the new child's, as its port already is.
-        await this.waitNewChild(proc, oldPgid, stoppedAt);
+        await this.waitNewChild(proc, oldPgid, stoppedAt, true);
         downMs = 0;
       }
       if (toPort !== fromPort) {
@@ -714,7 +726,7 @@ export class Supervisor {
   }
 
   /** After a stop-first REPLACE: resolves with the time without a ready child, or null if none came up. */
-  private waitNewChild(proc: ManagedProcess, oldPgid: number | null, since: number): Promise<number | null> {
+  private waitNewChild(proc: ManagedProcess, oldPgid: number | null, since: number, needPid = false): Promise<number | null> {
     const bound = this.config.stopGraceMs * 3 + this.config.bootTimeoutMs + 5000;
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
@@ -728,6 +740,8 @@ export class Supervisor {
         const snap = proc.actor.getSnapshot();
         if (snap.status !== 'active') return finish(null);
         if (snap.value !== 'running' || snap.context.pgid === oldPgid || !proc.current) return;
+        // An adopted child (start-first) runs already: wait until the actor knows its pid.
+        if (needPid && snap.context.pid === null) return;
         const at = proc.readyAt;
         if (at) finish(Math.max(0, at.getTime() - since));
       };
@@ -933,8 +947,12 @@ export class Supervisor {
     const rt = proc.proc;
     const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
     const runAs = procOptions ? procOptions.runAs : this.runAs;
-    // A --user child cannot join a cgroup by itself; the exit helper does it as root.
-    const cgroup = runAs && !this.waitHelper ? null : (this.cgroups?.create() ?? null);
+    const spawner = helperServes({ ...launch, ...procOptions }) ? this.spawner : null;
+    // A --user child cannot join a cgroup by itself; the exit or spawn helper does it as root.
+    // The spawn helper makes the run's directories itself, off the event loop, unless a limit
+    // must be written into them before the start.
+    const lazy = spawner !== null && proc.limits.memoryBytes === undefined;
+    const cgroup = runAs && !this.waitHelper && !spawner ? null : (this.cgroups?.create({ lazy }) ?? null);
     if (proc.limits.memoryBytes !== undefined && !cgroup?.limitMemory(proc.limits.memoryBytes)) {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
@@ -947,6 +965,7 @@ export class Supervisor {
       onLine: (s, line) => proc.output.publish(s, line),
       maxLineLength: this.config.maxLineLength,
       helper: this.waitHelper,
+      spawner,
       cgroup,
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
@@ -958,7 +977,12 @@ export class Supervisor {
       proc.current = entry;
       proc.origin = origin;
     }
-    const pid = child.pid;
+    // The group is known at once from a direct spawn, a moment later from the spawn helper.
+    let pid: number | undefined;
+    void child.appPid.then(() => {
+      pid = child.pid;
+      if (pid && child.running) this.store.groups.add(pid, slug, 'child');
+    });
     let ready: Promise<boolean> | null = null;
     let cancelReady = () => {};
     if (proc.checksReadiness) {
@@ -970,7 +994,7 @@ export class Supervisor {
       ready = watch.ready.then(async (ok) => {
         if (ok) {
           entry.readyAt = new Date();
-          const appPid = (await child.appPid) ?? pid ?? null;
+          const appPid = (await child.appPid) ?? child.pid ?? null;
           const afterMs = entry.readyAt.getTime() - child.startedAt;
           events.append('ready', { pid: appPid, port, after_ms: afterMs });
           this.inspection.notice({ type: 'ready', slug, time: entry.readyAt.toISOString(), pid: appPid, port, after_ms: afterMs });
@@ -988,7 +1012,6 @@ export class Supervisor {
       proc.current = entry;
       proc.origin = origin;
     };
-    if (pid) this.store.groups.add(pid, slug, 'child');
     // When the log's queue is high (disk slower than the child), stop reading the child.
     if (events.isCongested) child.pauseOutput(true);
     const unwatch = events.onPressure((congested) => child.pauseOutput(congested));

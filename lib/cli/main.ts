@@ -1,5 +1,6 @@
 import { version } from './version.js';
 import { buildInfo } from '../release/build-info.js';
+import { stopSharedSpawnHelper } from '../os/spawn-helper.js';
 
 const usage = `Usage: drover <command> [options]
 
@@ -76,5 +77,8 @@ export async function main(argv: string[]): Promise<number> {
     const e = err as Error & { exitCode?: number };
     process.stderr.write(`drover: ${String(e?.message ?? err).split('\n')[0]}\n`);
     return typeof e?.exitCode === 'number' ? e.exitCode : 1;
+  } finally {
+    // The process is about to exit: its spawn helper (if any) goes first, with whatever it still holds.
+    await stopSharedSpawnHelper();
   }
 }

@@ -3,6 +3,8 @@
 // its order: the password (in constant time; 401 text when wrong or missing, where the runner
 // answered 200 HTML), then `cancelTask`, then an experiment's fields. Answers are text/plain,
 // as its client reads them: "<signature> succ <run id>", or a message naming the field at fault.
+// As the runner does, a submit answers once the experiment is saved; its archives are fetched
+// afterwards, and a fetch that fails reaches the web app as a `failed` callback.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { H3Event } from 'h3';
 import type { Experiments, ExperimentRequest } from '../agent/experiments.js';
@@ -43,6 +45,8 @@ const formSchema: Schema = {
     fittingSpec: field('URL of a fitting specification archive, unpacked under fittingSpec/'),
     user: field('who submits: the queue serves users round-robin'),
     isAdmin: { type: 'string', enum: ['true', 'True', 'TRUE', '1', 'false', 'False', 'FALSE', '0'], description: 'admins go first' },
+    getProtoInterface: field('not supported (400): drover runs experiments only, it does not parse protocols'),
+    getModelInterface: field('not supported (400): drover runs experiments only, it does not parse models'),
   },
 };
 
@@ -96,15 +100,22 @@ export function registerExperimentRoutes(table: RouteTable, o: ExperimentRoutesO
     description:
       'Checked in this order: `password`, then `cancelTask`, then an experiment. It takes the runner password instead of the agent token, and is off (404) without one. ' +
       'An experiment is a run (see /runs) of the model archive, with the protocol under protocol/, running the Procfile type `experiment` (--experiment-process-type); admins first, users round-robin. ' +
-      'Its callbacks are forms: `returntype` running, then success / partial / failed with `returnmsg` and the file field `experiment` (a zip of outputs/).',
+      'Its callbacks are forms: `returntype` running, then success (a file named `success` in outputs/, or exit 0) / partial (a `*plot_data.csv`) / failed with `returnmsg` and the file field `experiment`: a zip of outputs/ with stdout.txt (its output) and errors.txt (when it was stopped). ' +
+      'An archive that cannot be fetched or unpacked is a `failed` callback naming it.',
     body: { required: true, content: { [FORM]: formSchema, [MULTIPART]: formSchema } },
     responses: {
-      200: answer('Submitted: "<signature> succ <run id>"; or empty for `cancelTask`'),
-      400: answer('A field is missing or invalid, or an archive cannot be fetched or unpacked: the message starts with the field'),
+      200: answer(
+        'Submitted: "<signature> succ <run id>" once the experiment is saved (its archives are fetched afterwards; a failure there is a `failed` callback naming the archive); or empty for `cancelTask`, whatever the id',
+      ),
+      400: answer(
+        'A field is missing or invalid (URLs must be absolute http or https), or getProtoInterface / getModelInterface (not supported): the message starts with the field',
+      ),
       401: answer('Missing or incorrect password supplied.'),
       404: answer('The endpoint is off: no runner password is set'),
       413: answer('The body is larger than 1 MiB'),
       415: answer('The body is not a form'),
+      503: answer('The agent is shutting down'),
+      507: answer('The experiment could not be saved'),
     },
     handler: async (event) => {
       if (!o.password)
@@ -139,7 +150,8 @@ export function registerExperimentRoutes(table: RouteTable, o: ExperimentRoutesO
         const v = form.get(f);
         if (v === undefined || v === '') continue;
         try {
-          req[f] = validateSourceUrl({ source_url: v }, o.validate);
+          // The runner's archives come from its web app: http(s) only, whatever --allow-file-urls says.
+          req[f] = validateSourceUrl({ source_url: v }, { ...o.validate, allowFileUrls: false });
         } catch (err) {
           return text(400, `${f}: ${(err as Error).message.replace(/^source_url: /, '')}`);
         }

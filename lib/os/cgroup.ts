@@ -2,6 +2,7 @@
 // double-forked daemons included, which neither wait4 nor /proc sampling can promise.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { signalProcess } from './proc.js';
 
@@ -79,8 +80,24 @@ function unescape(s: string): string {
  * `memory.peak` when the memory controller reaches our group, else v1 `memory`. Each source
  * is proved by moving a real process into a test group; whatever fails is simply not used.
  */
+/**
+ * Run cgroups made ahead, off the event loop. A cgroupfs mkdir takes the kernel's cgroup
+ * mutex and costs ~1 ms here (many more when other cgroups are being made or removed): done
+ * synchronously per start, it was the largest single cost of a crash loop on the event loop
+ * (status p99). A handful made by the thread pool in advance cover a crash loop's steady pace;
+ * a burst larger than the pool falls back to mkdirSync.
+ */
+const SPARES = 16;
+const SPARES_IN_FLIGHT = 4;
+
 export class Cgroups {
   private readonly leftovers: string[] = [];
+  /** Ids whose directories exist and hold nothing yet. */
+  private readonly spares: string[] = [];
+  private making = 0;
+  private closed = false;
+  /** Set when an async mkdir failed: the pool stops, create() makes its own. */
+  private sparesFailed = false;
 
   private constructor(
     readonly cpu: Source | null,
@@ -159,21 +176,39 @@ export class Cgroups {
     return `${one('cpu', this.cpu)}, ${one('memory', this.memory)}`;
   }
 
-  /** A fresh cgroup (one directory per hierarchy) for one run; null if it cannot be made now. */
-  create(): RunCgroup | null {
-    this.retryLeftovers();
-    const id = `run-${serial++}`;
+  /** The directories of run `id`, one per hierarchy in use. */
+  private dirsOf(id: string): string[] {
     const dirs: string[] = [];
-    try {
-      for (const s of [this.cpu, this.memory]) {
-        if (!s || dirs.includes(join(s.base, id))) continue;
-        mkdirSync(join(s.base, id));
-        dirs.push(join(s.base, id));
+    for (const s of [this.cpu, this.memory]) if (s && !dirs.includes(join(s.base, id))) dirs.push(join(s.base, id));
+    return dirs;
+  }
+
+  /**
+   * A fresh cgroup (one directory per hierarchy) for one run; null if it cannot be made now.
+   * `lazy`: the directories may be left for the process that joins them to make (the spawn
+   * helper does, before it writes the pid), so no mkdir runs here when no spare is left.
+   */
+  create(opts: { lazy?: boolean } = {}): RunCgroup | null {
+    if (this.leftovers.length) this.retryLeftovers();
+    let id = this.spares.shift();
+    if (id === undefined && opts.lazy) id = `run-${serial++}`;
+    else if (id === undefined) {
+      id = `run-${serial++}`;
+      const dirs: string[] = [];
+      try {
+        for (const d of this.dirsOf(id)) {
+          mkdirSync(d);
+          dirs.push(d);
+        }
+      } catch {
+        for (const d of dirs) tryRmdir(d);
+        return null;
       }
-    } catch {
-      for (const d of dirs) tryRmdir(d);
-      return null;
     }
+    // Spares serve starts that need the directories now; lazy ones (the spawn helper) never do,
+    // and spare mkdirs would only compete with them for the cgroup mutex and the thread pool.
+    if (!opts.lazy) this.refill();
+    const dirs = this.dirsOf(id);
     return new RunCgroup(
       this.cpu && { version: this.cpu.version, dir: join(this.cpu.base, id) },
       this.memory && { version: this.memory.version, dir: join(this.memory.base, id) },
@@ -182,8 +217,41 @@ export class Cgroups {
     );
   }
 
+  /** Makes spare run groups on the thread pool, up to SPARES. */
+  private refill(): void {
+    while (!this.closed && !this.sparesFailed && this.making < SPARES_IN_FLIGHT && this.spares.length + this.making < SPARES) {
+      this.making++;
+      const id = `run-${serial++}`;
+      const dirs = this.dirsOf(id);
+      void (async () => {
+        const made: string[] = [];
+        try {
+          for (const d of dirs) {
+            await mkdir(d);
+            made.push(d);
+          }
+        } catch {
+          this.sparesFailed = true;
+          for (const d of made) await rmdir(d).catch(() => {});
+          return;
+        } finally {
+          this.making--;
+        }
+        if (this.closed) {
+          // close() ran meanwhile and may have found our directory in its way.
+          for (const d of [...made, ...this.bases]) await rmdir(d).catch(() => {});
+        } else {
+          this.spares.push(id);
+          this.refill();
+        }
+      })();
+    }
+  }
+
   /** Removes what drover created; groups still holding processes are emptied first. */
   close(): void {
+    this.closed = true;
+    this.spares.length = 0;
     this.retryLeftovers();
     for (const b of this.bases) {
       for (const run of listDirs(b)) removeGroup(join(b, run));
@@ -289,9 +357,16 @@ export class RunCgroup {
     return out;
   }
 
-  /** Kills whatever is still inside (the run is over) and removes the directories. */
+  /**
+   * Removes the directories, on the thread pool: a run's group is empty by the time it ends,
+   * so the rmdir normally just works. One that is still busy has whatever is left inside
+   * killed, and is retried later (at the latest when drover closes its cgroups).
+   */
   remove(): void {
-    for (const d of this.dirs) if (!removeGroup(d)) this.leftover(d);
+    for (const d of this.dirs)
+      rmdir(d).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT' && !removeGroup(d)) this.leftover(d);
+      });
   }
 }
 

@@ -11,6 +11,8 @@ import { decodeWaitStatus, mayDumpCore } from './signals.js';
 import { combineFigures, SampleTracker } from './meter.js';
 import type { LiveUsage, RunUsage } from './usage.js';
 import { parseHelperLine, parsePidLine, type HelperReport } from './wait-helper.js';
+import type { Rlimits, SpawnHelper } from './spawn-helper.js';
+import type { Readable } from 'node:stream';
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -36,6 +38,14 @@ export interface ChildOptions {
   runAs?: RunAs;
   /** The exit helper (wait-helper.ts): exact exit status with the core-dump flag, and wait4 usage. */
   helper?: string | null;
+  /**
+   * The resident spawn helper (spawn-helper.ts): it forks, sets up and waits for the child, so
+   * the agent neither forks nor needs the wrapper, watchdog or exit helper. Without it (no C
+   * compiler, or turned off), the agent spawns the wrapper itself.
+   */
+  spawner?: SpawnHelper | null;
+  /** Resource limits set before the exec. */
+  rlimits?: Rlimits | null;
   /** The run's own cgroup: the wrapper moves itself in before the command starts. */
   cgroup?: RunCgroup | null;
   /** Live usage of the group; its samples are also the last resort for the run's totals. */
@@ -92,26 +102,36 @@ const WATCHDOG = `echo "watchdog $$" >&3; trap "" ${WATCHDOG_IGNORES}; read -r _
 /**
  * The wrapper every command runs in. It starts the watchdog double-forked, so the watchdog is
  * no child of the command's shell (a Procfile `a & b; wait` must not wait for it), joins the
- * run's cgroups (paths in $2) before anything of the command runs, and then the command
- * replaces it (`exec`, see shellCommand) with no positional parameters of ours left over.
- * An argv comes after $2 with an empty $1: it is exec'd as it is, never parsed.
+ * run's cgroups (paths in $__DROVER_CGROUPS) before anything of the command runs, and then the
+ * command replaces it (`exec`, see shellCommand) with no positional parameters of ours left
+ * over. An argv comes after an empty $1: it is exec'd as it is, never parsed.
+ *
+ * The scripts reach the shells through the environment, never argv, so `ps aux` shows short
+ * lines (`/bin/sh -c eval "$__DROVER_WRAPPER" drover exec app`, `drover-watchdog`); the
+ * wrapper takes its variables out before anything of the command runs.
  */
 function wrapperScript(prelude: readonly string[] = [], watchdogCloses: readonly number[] = []): string {
   const closes = watchdogCloses.map((n) => ` ${n}>&-`).join('');
   return [
-    `(exec /bin/sh -c '${WATCHDOG}' </dev/null >/dev/null 2>&1${closes} &)`,
-    `for f in $2; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `__drover_cg=$__DROVER_CGROUPS`,
+    `__drover_wd=$__DROVER_WATCHDOG`,
+    `unset __DROVER_WRAPPER __DROVER_CGROUPS __DROVER_WATCHDOG`,
+    `(export __DROVER_WATCHDOG="$__drover_wd"; exec /bin/sh -c 'eval "$__DROVER_WATCHDOG"' drover-watchdog </dev/null >/dev/null 2>&1${closes} &)`,
+    `for f in $__drover_cg; do { echo $$ >"$f"; } 2>/dev/null || echo "cgroup-failed $f" >&3; done`,
+    `unset __drover_cg __drover_wd`,
     `exec 3<&-`,
     // Explicit fds (fds.ts): only redirections built from validated fd numbers.
     ...prelude,
     `__drover_command=$1`,
-    `shift 2`,
+    `shift`,
     `[ -n "$__drover_command" ] || exec "$@"`,
     `set --`,
     `eval "$__drover_command"`,
   ].join('\n');
 }
 const WRAPPER = wrapperScript();
+/** The wrapper's whole command line before the command's own words: the script is in the environment. */
+const WRAPPER_ARGV = ['/bin/sh', '-c', 'eval "$__DROVER_WRAPPER"', 'drover'];
 
 // Shell syntax, builtins (`exec exit 3` would look for a program called exit) and leading
 // assignments cannot follow `exec`.
@@ -161,20 +181,23 @@ export function exitStatus(report: HelperReport | null, node: { code: number | n
  * and execs setpriv, which execs the waiting helper as the user; the leader's pid stays the
  * same throughout, and the helpers' tiny share is counted too.
  */
-function commandLine(spec: ChildSpec, helper: string | null): [string, string[]] {
-  // $1 and $2 of the wrapper, then the argv if there is one.
+function commandLine(spec: ChildSpec, helper: string | null): [string, string[], Record<string, string>] {
   const script = spec.prepared ? wrapperScript(spec.prepared.prelude, spec.prepared.watchdogCloses) : WRAPPER;
-  const wrapper = (cgroupFiles: string) =>
-    spec.argv
-      ? ['/bin/sh', '-c', script, 'drover', '', cgroupFiles, ...execArgv(spec.argv, spec.exe)]
-      : ['/bin/sh', '-c', script, 'drover', shellCommand(spec.command), cgroupFiles];
+  // $1 of the wrapper, then the argv if there is one.
+  const wrapper = spec.argv ? [...WRAPPER_ARGV, '', ...execArgv(spec.argv, spec.exe)] : [...WRAPPER_ARGV, shellCommand(spec.command)];
   const cgroups = spec.cgroup?.procsFiles ?? [];
+  const env = (cgroupFiles: readonly string[]) => ({
+    ...spec.env,
+    __DROVER_WRAPPER: script,
+    __DROVER_WATCHDOG: WATCHDOG,
+    __DROVER_CGROUPS: cgroupFiles.join(' '),
+  });
   if (spec.runAs && helper && cgroups.length > 0) {
-    const [setpriv, args] = asUser(spec.runAs, helper, wrapper(''));
-    return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args]];
+    const [setpriv, args] = asUser(spec.runAs, helper, wrapper);
+    return [helper, ['--exec', ...cgroups.flatMap((f) => ['--join', f]), setpriv, ...args], env([])];
   }
-  const inner = helper ? [helper, ...wrapper(cgroups.join(' '))] : wrapper(cgroups.join(' '));
-  return asUser(spec.runAs, inner[0], inner.slice(1));
+  const inner = helper ? [helper, ...wrapper] : wrapper;
+  return [...asUser(spec.runAs, inner[0], inner.slice(1)), env(cgroups)];
 }
 
 /** Runs `exe` as argv[0] says when they differ: dash's exec cannot set argv[0], bash's `exec -a` can. */
@@ -186,17 +209,34 @@ export function execArgv(argv: readonly string[], exe?: string): string[] {
   return [ARGV0_SHELL, '-c', 'f=$1; shift; exec -a "$0" "$f" "$@"', argv[0], exe, ...argv.slice(1)];
 }
 
+/**
+ * Whether the spawn helper can start this child. It connects stdout and stderr to the agent's
+ * stream socket and stdin to /dev/null; explicit fds (a Procstar spec: files the agent opened,
+ * dups, captures of any fd) and a job's stdin/stdout files would need the agent's open fds in
+ * the child, which the helper cannot receive: those children are spawned directly, as without
+ * the helper.
+ */
+export function helperServes(spec: Pick<ChildSpec, 'prepared' | 'stdinFile' | 'stdoutFile'>): boolean {
+  return !spec.prepared && spec.stdinFile === undefined && spec.stdoutFile === undefined;
+}
+
 /** A supervised command: its own process group, lines of output, a graceful stop, exact exit detail. */
 export class Child {
-  /** The process group: its leader's pid (the exit helper's, when there is one). */
-  readonly pid: number | undefined;
+  /**
+   * The process group: its leader's pid (the exit helper's, when there is one). With the spawn
+   * helper it is known a moment after the start, when `appPid` resolves.
+   */
+  get pid(): number | undefined {
+    return this.leader;
+  }
+  private leader: number | undefined;
   /** The command's own pid: the leader's, or the one the exit helper reports after forking it; null if it never ran. */
   readonly appPid: Promise<number | null>;
   private reportPid: (pid: number | null) => void = () => {};
   readonly startedAt = Date.now();
   readonly exited: Promise<ExitInfo>;
-  /** Null when spawn() itself threw. */
-  private readonly proc: ChildProcess | null;
+  /** Null when spawn() itself threw, or the spawn helper runs it. */
+  private readonly proc: ChildProcess | null = null;
   private readonly helper: string | null;
   private watchdogPid = 0;
   private exitSeen: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -206,13 +246,18 @@ export class Child {
   private stopping: Promise<void> | null = null;
   private outputPaused = false;
   /** The pipes the agent reads (stdout and stderr, or a spec's memory captures). */
-  private readonly outputs: NodeJS.ReadableStream[] = [];
+  private readonly outputs: Readable[] = [];
   private readonly leaderExit: Promise<void>;
 
   constructor(private readonly spec: ChildSpec) {
     if (spec.argv && (spec.argv.length === 0 || spec.argv[0] === '')) throw new Error('an argv needs a program to run (argv[0])');
+    if (spec.spawner && helperServes(spec)) {
+      this.helper = null;
+      [this.appPid, this.leaderExit, this.exited] = this.viaHelper(spec, spec.spawner);
+      return;
+    }
     this.helper = spec.helper ?? null;
-    const [file, argv] = commandLine(spec, this.helper);
+    const [file, argv, env] = commandLine(spec, this.helper);
     let proc: ChildProcess;
     // Files are opened here and closed once spawn() has handed them to the child.
     const fds: number[] = [];
@@ -223,7 +268,7 @@ export class Child {
       if (spec.stdoutFile !== undefined) fds.push((stdout = openSync(spec.stdoutFile, 'w', 0o600)));
       proc = spawn(file, argv, {
         cwd: spec.cwd,
-        env: spec.env,
+        env,
         detached: true, // own process group, so signals reach the whole tree
         stdio: spec.prepared ? spec.prepared.stdio : [stdin, stdout, 'pipe', 'pipe'],
       });
@@ -233,8 +278,7 @@ export class Child {
       // spawn() throws some failures synchronously (E2BIG, EMFILE, ENOMEM…): they are this
       // run's failure to start, reported through `exited` like ENOENT, never the caller's.
       spec.cgroup?.remove();
-      this.proc = null;
-      this.pid = undefined;
+      this.leader = undefined;
       this.appPid = Promise.resolve(null);
       this.leaderExit = Promise.resolve();
       const at = Date.now();
@@ -254,7 +298,7 @@ export class Child {
     if (spec.prepared) closeOpened(spec.prepared);
     for (const fd of fds) closeSync(fd);
     this.proc = proc;
-    this.pid = proc.pid;
+    this.leader = proc.pid;
     this.appPid =
       this.helper && this.pid !== undefined ? new Promise((resolve) => (this.reportPid = resolve)) : Promise.resolve(this.pid ?? null);
     this.leaderExit = new Promise((resolve) => proc.once('exit', () => resolve()));
@@ -265,7 +309,7 @@ export class Child {
     const err = new LineSplitter((l) => spec.onLine('stderr', l), max);
     if (spec.prepared) {
       for (const [fd, index] of spec.prepared.pipes) {
-        const stream = proc.stdio[index] as NodeJS.ReadableStream;
+        const stream = proc.stdio[index] as Readable;
         this.outputs.push(stream);
         const lines = fd === 1 ? out : fd === 2 ? err : null;
         stream.on('data', (c: Buffer) => {
@@ -355,6 +399,115 @@ export class Child {
     });
   }
 
+  /** Starts the run through the spawn helper: the same events as a direct spawn, from its replies. */
+  private viaHelper(spec: ChildSpec, spawner: SpawnHelper): [Promise<number | null>, Promise<void>, Promise<ExitInfo>] {
+    const max = spec.maxLineLength ?? 64 * 1024;
+    const splitters = {
+      1: new LineSplitter((l) => spec.onLine('stdout', l), max),
+      2: new LineSplitter((l) => spec.onLine('stderr', l), max),
+    };
+    let reportPid: (pid: number | null) => void = () => {};
+    const appPid = new Promise<number | null>((r) => (reportPid = r));
+    let leaderGone: () => void = () => {};
+    const leaderExit = new Promise<void>((r) => (leaderGone = r));
+    let unwatch = () => {};
+    let closedStreams = 0;
+    let streamsClosed: () => void = () => {};
+    const allClosed = new Promise<void>((r) => (streamsClosed = r));
+    let finished = false;
+    let id = 0;
+    const exited = new Promise<ExitInfo>((resolve) => {
+      const finish = (error?: string) => {
+        if (finished) return;
+        finished = true;
+        spawner.release(id);
+        unwatch();
+        splitters[1].flush();
+        splitters[2].flush();
+        const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
+        const usage = error ? null : this.usage();
+        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
+        spec.cgroup?.remove();
+        resolve({
+          ...how,
+          startedAt: this.startedAt,
+          endedAt: Date.now(),
+          usage,
+          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
+          ...(oomKills ? { oomKills } : {}),
+          ...(error ? { error } : {}),
+        });
+      };
+      const argv = spec.argv ? execArgv(spec.argv, spec.exe) : ['/bin/sh', '-c', shellCommand(spec.command), 'drover'];
+      const runAs = spec.runAs;
+      try {
+        id = spawner.spawn(
+          {
+            argv,
+            cwd: spec.cwd,
+            env: spec.env,
+            user: runAs ? { uid: runAs.uid, gid: runAs.gid, groups: runAs.groups } : null,
+            rlimits: spec.rlimits,
+            cgroupFiles: spec.cgroup?.procsFiles ?? [],
+          },
+          {
+            onPid: (pid) => {
+              this.leader = pid;
+              reportPid(pid);
+              if (spec.sampler)
+                unwatch = spec.sampler.watch(pid, { startedAt: this.startedAt, skip: () => [] }, (u) => {
+                  this.samples.add(u);
+                  spec.onSample?.(u);
+                });
+            },
+            onStream: (fd, s) => {
+              if (finished) return void s.destroy();
+              this.outputs.push(s);
+              s.on('data', (c: Buffer) => splitters[fd].push(c));
+              s.once('close', () => {
+                if (++closedStreams === 2) streamsClosed();
+              });
+              if (!this.outputPaused || this.exitSeen) s.resume();
+            },
+            onCgroupFailed: () => {
+              this.cgroupFailed = true;
+            },
+            onFailed: (why) => {
+              this.exitSeen = { code: null, signal: null };
+              reportPid(null);
+              leaderGone();
+              for (const s of this.outputs) s.destroy();
+              if (this.leader === undefined) return finish(`cannot start: ${why}`);
+              // The helper died under a running child: its keeper kills it; so do we.
+              signalGroup(this.leader, 'SIGKILL');
+              finish(why);
+            },
+            onExit: async (report) => {
+              this.report = report;
+              this.exitSeen = { code: null, signal: null };
+              reportPid(null);
+              leaderGone();
+              this.pauseOutput(false); // drain what is left: the writer is gone, so it is bounded
+              const pgid = this.leader!;
+              signalGroup(pgid, 'SIGKILL');
+              // Streams close once every holder died; bound the wait in case one escaped the group.
+              await within(allClosed, 2000);
+              for (const s of this.outputs) s.destroy();
+              const deadline = Date.now() + 2000;
+              while (Date.now() < deadline && (await groupHasLiveMembers(pgid))) signalGroup(pgid, 'SIGKILL');
+              finish();
+            },
+          },
+        );
+      } catch (err) {
+        reportPid(null);
+        leaderGone();
+        finish(`cannot start: ${spawnFailure(err)}`);
+      }
+    });
+    return [appPid, leaderExit, exited];
+  }
+
   get running(): boolean {
     return this.pid !== undefined && this.exitSeen === null;
   }
@@ -389,6 +542,7 @@ export class Child {
   }
 
   private async doStop(graceMs: number, signal: NodeJS.Signals | number): Promise<void> {
+    if (this.spec.spawner) await this.appPid; // a stop right after the start waits for the pid
     if (this.pid === undefined) return;
     const pgid = this.pid;
     const n = typeof signal === 'number' ? signal : (constants.signals as Record<string, number>)[signal];

@@ -127,6 +127,69 @@ export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number>
 }
 
 /**
+ * Longest stretch a /proc pass may hold the event loop before it yields: with 1000 processes
+ * a whole pass is ~20 ms, which a request arriving meanwhile waited out (status p99).
+ */
+const SLICE_MS = 2;
+
+/**
+ * Visits every pid's stat line like the synchronous passes, but yields to the event loop
+ * (setImmediate) whenever a slice has run SLICE_MS, so requests and timers are served between
+ * slices. The pass then spans some wall time: processes may come and go meanwhile, which a
+ * synchronous pass only hides. Resolves to the time it held the loop, in ms.
+ */
+async function forEachStatSliced(visit: (pid: number, text: string) => void, skip?: ReadonlySet<number>): Promise<number> {
+  let blocked = 0;
+  let start = performance.now();
+  const names = readdirSync('/proc');
+  for (let i = 0; i < names.length; i++) {
+    if ((i & 15) === 0 && performance.now() - start > SLICE_MS) {
+      blocked += performance.now() - start;
+      await new Promise((r) => setImmediate(r));
+      start = performance.now();
+    }
+    const name = names[i];
+    if (!isPid(name)) continue;
+    const pid = Number(name);
+    if (skip?.has(pid)) continue;
+    const text = readStatText(name);
+    if (text !== null) visit(pid, text);
+  }
+  return blocked + performance.now() - start;
+}
+
+/** scanGroups in slices (see forEachStatSliced), with the time it held the event loop. */
+export async function scanGroupsSliced(
+  pgids: ReadonlySet<number>,
+  skip: ReadonlySet<number> = new Set(),
+): Promise<{ stats: Map<number, GroupStat>; blockedMs: number }> {
+  const out = new Map<number, GroupStat>();
+  if (pgids.size === 0) return { stats: out, blockedMs: 0 };
+  const blockedMs = await forEachStatSliced((_pid, text) => {
+    if (!pgids.has(statPgid(text))) return;
+    const e = parseStat(text);
+    if (!e) return;
+    let g = out.get(e.pgid);
+    if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
+    g.userTicks += e.utime + e.cutime;
+    g.systemTicks += e.stime + e.cstime;
+    if (e.state !== 'Z') g.rssPages += e.rss;
+    g.processes++;
+  }, skip);
+  return { stats: out, blockedMs };
+}
+
+/** listProcesses in slices (see forEachStatSliced). */
+async function listProcessesSliced(): Promise<{ all: ProcEntry[]; blockedMs: number }> {
+  const all: ProcEntry[] = [];
+  const blockedMs = await forEachStatSliced((_pid, text) => {
+    const e = parseStat(text);
+    if (e) all.push(e);
+  });
+  return { all, blockedMs };
+}
+
+/**
  * Live (non-zombie) members of a process group. kill(-pgid, 0) is not enough: it succeeds
  * while unreaped zombies remain, and zombies adopted by a non-reaping init may never go.
  */
@@ -166,9 +229,10 @@ let lastScanCost = 0;
  * A pass over /proc shared by everyone waiting for processes to go. It runs on the next turn
  * of the event loop and answers every caller that asked meanwhile; after a pass, the next
  * waits twice as long as that pass took, so scanning never takes more than a third of the
- * agent's time. With 1000 processes a pass blocks ~20 ms: one per exiting or stopping child
- * (a crash loop, a shutdown) used to keep the agent blocked for seconds. With few processes
- * passes are cheap and a dying process is seen gone within a few ms.
+ * agent's time. With 1000 processes a pass costs ~20 ms: one per exiting or stopping child
+ * (a crash loop, a shutdown) used to keep the agent blocked for seconds. It runs in slices of
+ * a few ms (forEachStatSliced), so a request never waits for a whole pass. With few
+ * processes passes are cheap and a dying process is seen gone within a few ms.
  */
 export function sharedProcessList(): Promise<ProcEntry[]> {
   return new Promise((resolve) => {
@@ -176,20 +240,26 @@ export function sharedProcessList(): Promise<ProcEntry[]> {
     if (scanScheduled) return;
     scanScheduled = true;
     const wait = lastScanEnd + Math.max(SHARED_SCAN_MIN_GAP_MS, 2 * lastScanCost) - performance.now();
-    if (wait > 0) setTimeout(runSharedScan, wait);
-    else setImmediate(runSharedScan);
+    if (wait > 0) setTimeout(() => void runSharedScan(), wait);
+    else setImmediate(() => void runSharedScan());
   });
 }
 
-function runSharedScan(): void {
-  scanScheduled = false;
+async function runSharedScan(): Promise<void> {
+  // Callers arriving while this pass runs wait for the next one: it starts after they asked.
   const waiters = scanWaiters;
   scanWaiters = [];
-  const start = performance.now();
-  const all = listProcesses();
+  const { all, blockedMs } = await listProcessesSliced();
   lastScanEnd = performance.now();
-  lastScanCost = lastScanEnd - start;
+  lastScanCost = blockedMs;
   for (const resolve of waiters) resolve(all);
+  scanScheduled = false;
+  if (scanWaiters.length) {
+    // Ask again for those who came meanwhile (scheduling with the usual gap).
+    const waiting = scanWaiters;
+    scanWaiters = [];
+    for (const w of waiting) void sharedProcessList().then(w);
+  }
 }
 
 /**

@@ -22,7 +22,7 @@ export interface ProcessDeps<Archive = unknown, Launch = unknown> {
 }
 
 export interface ChildHandle {
-  /** The process group (its leader's pid). */
+  /** The process group (its leader's pid); with a spawn helper, known once `appPid` resolves. */
   readonly pid: number | undefined;
   /** The app's own pid when it differs from the group leader (an exit helper leads the group); resolves once known. */
   readonly appPid?: Promise<number | null>;
@@ -114,6 +114,7 @@ const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessD
   ({ input, sendBack, receive }) => {
     let child: ChildHandle;
     try {
+      // A child a start-first REPLACE already started (and saw ready) is adopted, not started again.
       child = input.adopt ?? input.deps.start(input.launch);
     } catch (err) {
       // Whatever fails to start a child is this process's error (retried with backoff), never
@@ -125,12 +126,11 @@ const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessD
       return () => {};
     }
     let done = false;
-    const pgid = child.pid ?? null;
-    // With an exit helper leading the group, the app's own pid comes a moment later: `pid` is
-    // only ever the app's. STARTED always precedes EXITED.
+    // With an exit helper leading the group, the app's own pid comes a moment later, and with
+    // the spawn helper the group's too: `pid` is only ever the app's. STARTED always precedes EXITED.
     const started = child.appPid
-      ? child.appPid.then((pid) => sendBack({ type: 'CHILD.STARTED', pid: pid ?? pgid, pgid }))
-      : Promise.resolve(sendBack({ type: 'CHILD.STARTED', pid: pgid, pgid }));
+      ? child.appPid.then((pid) => sendBack({ type: 'CHILD.STARTED', pid: pid ?? child.pid ?? null, pgid: child.pid ?? null }))
+      : Promise.resolve(sendBack({ type: 'CHILD.STARTED', pid: child.pid ?? null, pgid: child.pid ?? null }));
     void Promise.all([started, child.exited]).then(([, exit]) => {
       done = true;
       sendBack({ type: 'CHILD.EXITED', exit });

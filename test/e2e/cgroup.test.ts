@@ -1,8 +1,9 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { Cgroups, ownCgroupDirs } from '../../lib/os/cgroup.js';
+import { waitFor } from '../helpers/wait.js';
 
 const hybridMounts = [
   '31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755',
@@ -64,4 +65,22 @@ t.test('detection on this host gives a working cgroup or null, and cleans up aft
     t.notOk(existsSync(dirname(d)), `${dirname(d)} removed`);
   }
   t.equal(Cgroups.detect({ mountinfo: '', selfCgroup: '' }), null, 'nothing to detect from empty tables');
+});
+
+t.test('spare run groups are made ahead off the event loop, used by create(), and removed on close', async (t) => {
+  const cg = Cgroups.detect();
+  if (!cg) return t.comment('no usable cgroups here');
+  const first = cg.create()!;
+  const base = dirname(dirname(first.procsFiles[0]));
+  const runsIn = () => readdirSync(base, { withFileTypes: true }).filter((e) => e.isDirectory()).length;
+  await waitFor(() => runsIn() > 1, 'spare groups to be made');
+  const second = cg.create()!;
+  for (const f of second.procsFiles) t.equal(readFileSync(f, 'utf8'), '', `${dirname(f)} exists and is empty`);
+  first.remove();
+  await waitFor(() => first.procsFiles.every((f) => !existsSync(dirname(f))), 'the first run removed (asynchronously)');
+  second.remove();
+  cg.close();
+  // Spares still being made when it closed are removed as they complete, and the base with them.
+  await waitFor(() => !existsSync(base), 'the base, spares included, removed');
+  t.pass('nothing left');
 });

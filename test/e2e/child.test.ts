@@ -1,6 +1,8 @@
 import t from 'tap';
 import { Child, shellCommand } from '../../lib/os/child.js';
+import { readFileSync } from 'node:fs';
 import { liveGroupMembers, listProcesses } from '../../lib/os/proc.js';
+import { findWaitHelper } from '../../lib/os/wait-helper.js';
 import { waitFor } from '../helpers/wait.js';
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
@@ -74,4 +76,63 @@ t.test('leftovers of a crashed leader die with it', async (t) => {
   t.equal(exit.code, 4);
   await waitFor(() => liveGroupMembers(c.pid!).length === 0, 'no live members');
   t.notOk(listProcesses().some((p) => p.pgid === c.pid && p.state !== 'Z'));
+});
+
+/** A live process's argv and environment as the kernel shows them (`ps aux` prints the argv). */
+function procArgs(pid: number): { argv: string[]; environ: string[] } | null {
+  try {
+    const split = (f: string) => readFileSync(`/proc/${pid}/${f}`, 'latin1').split('\0').slice(0, -1);
+    return { argv: split('cmdline'), environ: split('environ') };
+  } catch {
+    return null; // gone meanwhile
+  }
+}
+
+for (const helper of [null, findWaitHelper() ?? undefined]) {
+  const how = helper === null ? 'without the exit helper' : 'under the exit helper';
+  const skip = helper === undefined ? 'the exit helper is not built' : false;
+  t.test(`short command lines in ps, ${how}: the wrapper and watchdog scripts travel in the environment`, { skip }, async (t) => {
+    // Not exec-able, so the wrapper shell stays alive (and shows) next to the watchdog.
+    const c = new Child({ command: 'sleep 300; true', cwd: '/tmp', env, helper, onLine: () => {} });
+    t.teardown(() => c.stop(1000));
+    // The leader (helper or wrapper shell), the watchdog and the sleep.
+    const members = await waitFor(() => {
+      const m = liveGroupMembers(c.pid!);
+      const args = m.map(procArgs).filter((a) => a !== null);
+      return args.length >= (helper ? 4 : 3) && args.some((a) => a.argv[0] === 'sleep') ? args : null;
+    }, 'the wrapper, the watchdog and the command');
+    for (const { argv } of members) {
+      const line = argv.join(' ');
+      t.ok(line.length <= 160, `short: ${line}`);
+      t.notMatch(line, /trap|cgroup|kill -KILL/, 'no script in argv');
+    }
+    const lines = members.map((m) => m.argv.join(' '));
+    t.ok(lines.includes('/bin/sh -c eval "$__DROVER_WRAPPER" drover sleep 300; true'), 'the wrapper shows the command');
+    t.ok(
+      lines.some((l) => l.endsWith('drover-watchdog')),
+      'the watchdog shows its name',
+    );
+    const app = members.find((m) => m.argv[0] === 'sleep')!;
+    t.same(
+      app.environ.filter((e) => e.startsWith('__DROVER') || e.startsWith('__drover')),
+      [],
+      "the command's environment has none of drover's variables",
+    );
+    t.same(
+      app.environ.filter((e) => e.startsWith('PATH=')),
+      [`PATH=${env.PATH}`],
+      'and its own',
+    );
+  });
+}
+
+t.test('an argv command gets exactly its environment (no wrapper variables)', async (t) => {
+  const lines: string[] = [];
+  const c = new Child({ argv: ['/usr/bin/env'], cwd: '/tmp', env: { ...env, A: '1' }, onLine: (_s, l) => lines.push(l) });
+  t.equal((await c.exited).code, 0);
+  // (The test runner adds its own variables to every spawn, and the shell PWD.)
+  t.same(
+    lines.filter((l) => /^(__DROVER|__drover|A=)/.test(l)),
+    ['A=1'],
+  );
 });

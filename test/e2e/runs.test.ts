@@ -306,7 +306,8 @@ t.test('stop, max_run_time, and the memory limit', async (t) => {
 });
 
 t.test('finalised by TTL after finishing, and when never started', async (t) => {
-  const agent = await testAgent({ runTtlMs: 300, runUnstartedTtlMs: 300 });
+  // The unstarted TTL leaves room to upload and start `r` on a loaded machine.
+  const agent = await testAgent({ runTtlMs: 300, runUnstartedTtlMs: 3000 });
   t.teardown(() => agent.close());
   const idle = await newRun(agent.url);
   const r = await newRun(agent.url, await scraperArchive(t));

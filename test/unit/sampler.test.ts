@@ -1,7 +1,7 @@
 import t from 'tap';
 import { UsageSampler } from '../../lib/os/sampler.js';
 import type { GroupStat } from '../../lib/os/proc.js';
-import { parseStat, scanGroups } from '../../lib/os/proc.js';
+import { listProcesses, parseStat, scanGroups, scanGroupsSliced } from '../../lib/os/proc.js';
 import { addUsage, usageDocument, type LiveUsage, type RunUsage } from '../../lib/os/usage.js';
 import { ProcessMetrics } from '../../lib/process/metrics.js';
 
@@ -91,6 +91,22 @@ t.test('/proc stat parsing and a real pass over this process group', async (t) =
   const g = [...own.values()][0];
   if (g) t.ok(g.processes >= 1 && g.rssPages > 0);
   t.same(scanGroups(new Set()), new Map(), 'nothing watched, nothing read');
+});
+
+t.test('the sliced pass finds what the synchronous one does, and lets timers run between slices', async (t) => {
+  const pgids = new Set([process.pid]);
+  const sync = scanGroups(pgids);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  const sliced = await scanGroupsSliced(pgids);
+  clearInterval(timer);
+  t.same([...sliced.stats.keys()], [...sync.keys()], 'the same groups');
+  const mine = sliced.stats.get(process.pid);
+  if (mine) t.ok(mine.processes >= 1 && mine.rssPages > 0, 'with their figures');
+  // Slices are ~2 ms: a pass that held the loop much longer must have let the timer in.
+  if (sliced.blockedMs > 10) t.ok(ticks >= 1, 'timers ran between slices');
+  t.comment(`${listProcesses().length} processes, ${ticks} timer turns during the pass, held the loop ${sliced.blockedMs.toFixed(1)} ms`);
+  t.same((await scanGroupsSliced(new Set())).stats, new Map(), 'nothing watched, nothing read');
 });
 
 const u = (utime: number, stime: number, maxrss: number, m: RunUsage['method']['cpu'] = 'wait4'): RunUsage => ({
