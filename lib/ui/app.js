@@ -500,7 +500,7 @@ function onEvent(ev) {
       lastOutput = { stream: ev.stream, text: ev.text };
     return;
   }
-  if (ev.type === 'child_started') lastOutput = null;
+  // (Not reset at child_started: with the spawn helper a child's first lines may come before it.)
   if (ev.type === 'child_exited') {
     exits.push({
       when: ev.time ? new Date(ev.time).toLocaleTimeString([], { hour12: false }) : '',
@@ -508,6 +508,7 @@ function onEvent(ev) {
       failure: isFailure(ev),
       output: lastOutput?.text ?? null,
     });
+    lastOutput = null;
     if (exits.length > MAX_EXITS * 4) exits.splice(0, exits.length - MAX_EXITS * 4);
   }
   // An exit that was asked for (stop, restart, replace, delete) is no failure.
