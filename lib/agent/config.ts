@@ -65,6 +65,10 @@ export interface Config {
   inspectUrl: string;
   /** A run shorter than this is an entry in `errors` even when it exits 0: a loop of clean exits is a crash loop. */
   minUptimeMs: number;
+  /** A process checked for readiness (web) that does not accept connections on $PORT this long after starting is stopped and restarted (Heroku's R10). */
+  bootTimeoutMs: number;
+  /** start-first replace: how long the old child keeps serving after the process moved to the new port (clients re-read `port`). */
+  replaceDrainMs: number;
   /** How long a pull-mode worker holds a job without reporting `running` (/api/v0.5/). */
   jobLeaseMs: number;
   /** The longest a contract or job long-poll is held, whatever the client asks. */
@@ -150,6 +154,8 @@ export const defaults: Config = {
   experimentsPasswordFile: '',
   experimentProcessType: 'experiment',
   minUptimeMs: 1_000,
+  bootTimeoutMs: 60_000,
+  replaceDrainMs: 1_000,
   procCaptureMaxBytes: 64 * 1024 * 1024,
   jobLeaseMs: 600_000,
   jobPollMaxMs: 60_000,
@@ -205,6 +211,8 @@ const fileKeys: Record<string, keyof Config> = {
   experiments_password_file: 'experimentsPasswordFile',
   experiment_process_type: 'experimentProcessType',
   min_uptime_ms: 'minUptimeMs',
+  boot_timeout_ms: 'bootTimeoutMs',
+  replace_drain_ms: 'replaceDrainMs',
   proc_capture_max_bytes: 'procCaptureMaxBytes',
   job_lease_ms: 'jobLeaseMs',
   job_poll_max_ms: 'jobPollMaxMs',

@@ -13,25 +13,53 @@ import { resolveUser, userEnv, type RunAs } from '../os/identity.js';
 import { diffSnapshots, type SnapshotView } from '../process/changes.js';
 import { InspectionHub } from '../process/inspection.js';
 import { groupMeter, type GroupMeter } from '../os/meter.js';
-import { processMachine, type ProcessDeps } from '../process/machine.js';
+import { processMachine, type ChildHandle, type ProcessDeps } from '../process/machine.js';
+import { watchReadiness } from '../os/ready.js';
 import { ProcessMetrics } from '../process/metrics.js';
 import { shouldRestart, type RestartPolicy } from '../process/policy.js';
-import { message } from '../process/wording.js';
+import { exitText, message, seconds } from '../process/wording.js';
 import { OutputHub } from './output.js';
 import { PortPool } from '../os/ports.js';
-import { signalGroup } from '../os/proc.js';
+import { groupHasLiveMembers, signalGroup } from '../os/proc.js';
 import { ProcessRecorder } from '../process/record.js';
 import { UsageSampler } from '../os/sampler.js';
 import { findWaitHelper } from '../os/wait-helper.js';
 import { join } from 'node:path';
 import { checkExecutable, prepareFds, SetupError } from '../os/fds.js';
-import type { ArgvSpec } from '../release/launch.js';
+import type { ArgvSpec, LaunchOrigin } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
 import { sharedSpawnHelper, type SpawnHelper } from '../os/spawn-helper.js';
 
 /** What a create request asks for; the agent adds the slug, the port and the time. */
-export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv'> &
-  Partial<Pick<DesiredProcess, 'job' | 'callback'>>;
+export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'> &
+  Partial<Pick<DesiredProcess, 'job' | 'callback'>> & {
+    /** Start from this process's env (config kept across a deploy that adds processes); `env` is merged over it. */
+    envFrom?: string;
+  };
+
+/** A replace: a new source and/or env, built while the old child runs, then swapped in. */
+export interface ReplaceOptions {
+  sourceUrl?: string;
+  env?: Record<string, string>;
+  /** Merge `env` into the current env (else it replaces it). */
+  envMerge?: boolean;
+  strategy: 'stop-first' | 'start-first';
+  requestId?: string;
+}
+
+/** How a replace went: the ports, and how long no child answered (null when no readiness was checked). */
+export interface ReplaceOutcome {
+  strategy: 'stop-first' | 'start-first';
+  fromPort: number;
+  toPort: number;
+  /** Between the old child's stop and the new one's readiness; 0 for start-first. */
+  downMs: number | null;
+  /** What changed: "source", "env NAME" (names only). Empty: nothing to do, nothing was stopped. */
+  changed: string[];
+}
+
+/** The new release could not be built or started: the old child runs on untouched. */
+export class ReplaceError extends Error {}
 
 export type { RestartRequest };
 
@@ -82,6 +110,12 @@ export class ManagedProcess {
   requestId?: string;
   /** Set by a restart request: the next build runs even when this release's build is known to fail. */
   forceRebuild = false;
+  /** The current child and when it became ready (accepted connections on $PORT); see checksReadiness. */
+  current: { child: ChildHandle; readyAt: Date | null } | null = null;
+  /** A replace under way: a second one is refused (409). */
+  replacing = false;
+  /** What the current (or last) child runs and where that comes from (Procfile, package.json, argv). */
+  origin?: LaunchOrigin;
   /** Set for a proc (POST /procs): its errors, captures and end. */
   proc?: ProcRuntime;
   /** A long-running process, or a run (POST /runs) that runs once. */
@@ -142,6 +176,19 @@ export class ManagedProcess {
   get port(): number {
     return this.record.port;
   }
+  /**
+   * Web processes, and any created with `readiness: {port: true}`, are ready once $PORT accepts
+   * connections. Procs (no $PORT) and runs (they run once, nothing to restart) are not checked.
+   */
+  get checksReadiness(): boolean {
+    if (this.proc || this.kind === 'run') return false;
+    return this.record.readiness?.port ?? this.record.processType === 'web';
+  }
+  /** When the current child became ready: for a process without a readiness check, when it started. */
+  get readyAt(): Date | null {
+    if (this.actor.getSnapshot().value !== 'running' || !this.current) return null;
+    return this.checksReadiness ? this.current.readyAt : (this.startedAt ?? null);
+  }
 
   /** Resolves once its saved desired state reflects a stop or start that has taken effect. */
   saved(): Promise<void> {
@@ -157,6 +204,12 @@ function oneLine(text: string): string {
 }
 
 export { slugOf };
+
+/** Names added, removed or changed between two envs (never the values). */
+export function envChanges(before: Record<string, string>, after: Record<string, string>): string[] {
+  const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+  return [...names].filter((n) => before[n] !== after[n]).sort();
+}
 
 /** Owns every process actor: creates them, routes deletes, stops them all on shutdown. */
 export class Supervisor {
@@ -286,7 +339,7 @@ export class Supervisor {
           deps: {
             download: (signal) => req.prepare(signal),
             build: (prepared, signal) => req.build(self, prepared, signal),
-            start: (launch) => this.startChild(self, launch as Launch),
+            start: (launch) => this.spawn(self, launch as Launch, port).child,
             backoff: { initialMs: settings.delayMs, maxMs: settings.maxDelayMs, resetAfterMs: settings.resetAfterMs },
             stopGraceMs: this.config.stopGraceMs,
             minUptimeMs: 0,
@@ -334,6 +387,12 @@ export class Supervisor {
   async create(req: CreateRequest, opts: { requestId?: string } = {}): Promise<ManagedProcess> {
     const slug = slugOf(req.app, req.node);
     if (this.procs.has(slug) || this.reserved.has(slug)) throw new ConflictError(`process "${slug}" already exists`);
+    let baseEnv: Record<string, string> = {};
+    if (req.envFrom !== undefined) {
+      const from = this.procs.get(req.envFrom);
+      if (!from) throw new ConflictError(`env_from: no process "${req.envFrom}"`);
+      baseEnv = from.record.env;
+    }
     this.reserved.add(slug); // before awaiting, so a concurrent twin gets 409
     let port = 0;
     let events: EventLog | undefined;
@@ -346,10 +405,11 @@ export class Supervisor {
         node: req.node,
         processType: req.processType,
         sourceUrl: req.sourceUrl,
-        env: { ...req.env },
+        env: { ...baseEnv, ...req.env },
         ...(req.argv ? { argv: req.argv } : {}),
         ...(req.job ? { job: { ...req.job } } : {}),
         ...(req.restart ? { restart: { ...req.restart } } : {}),
+        ...(req.readiness ? { readiness: { ...req.readiness } } : {}),
         ...(req.callback ? { callback: { ...req.callback } } : {}),
         port,
         createdAt: new Date().toISOString(),
@@ -439,16 +499,22 @@ export class Supervisor {
 
   /** Creates the actor of a saved record, registers it and starts it on the next turn. */
   private launch(record: DesiredProcess, events: EventLog, restored: boolean, requestId?: string): ManagedProcess {
-    const { slug, port } = record;
+    const { slug } = record;
     // The log numbers each line before any client sees it.
     const output = new OutputHub((stream, line) => events.output(stream, line));
     const settings = this.restartSettings(record.restart);
-    const recorder = new ProcessRecorder(events, port);
+    // The port can change (a start-first replace): the recorder reads the record's.
+    const recorder = new ProcessRecorder(events, () => record.port);
     const observe = this.inspection.observer(slug);
     const proc = new ManagedProcess(record, events, output, new ProcessMetrics(this.config.usageSamples), settings, (self) =>
       createActor(processMachine, {
         id: slug,
-        input: { deps: this.deps(self, restored), maxErrors: this.config.maxErrors, policy: settings.policy },
+        input: {
+          deps: this.deps(self, restored),
+          maxErrors: this.config.maxErrors,
+          policy: settings.policy,
+          restarts: record.restarts ?? 0,
+        },
         inspect: (ev) => {
           recorder.inspect(ev);
           observe(ev);
@@ -497,6 +563,12 @@ export class Supervisor {
       prev = next;
       if (newError !== null && !proc.proc) this.log(`drover: ${slug}: ${oneLine(newError)}`);
       if (proc.proc && snap.value === 'exited' && !proc.proc.restored && !record.proc?.final) void this.saveProcFinal(proc);
+      // Restarts are saved so that an agent restart does not count from 0 again.
+      let save = false;
+      if (snap.context.restarts !== (record.restarts ?? 0) && !this.closing && !this.deletions.has(slug)) {
+        record.restarts = snap.context.restarts;
+        save = true;
+      }
       // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
       // after an agent restart. `pending` (where a restored process starts) decides nothing.
       const isDown = snap.value === 'exited' && !shouldRestart(snap.context);
@@ -504,8 +576,9 @@ export class Supervisor {
       if (isDown !== down && snap.value !== 'pending' && snap.status === 'active' && !this.closing && !this.deletions.has(slug)) {
         down = isDown;
         record.stopped = isDown || undefined;
-        proc.saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
+        save = true;
       }
+      if (save) proc.saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
     });
   }
 
@@ -530,6 +603,154 @@ export class Supervisor {
     }
     await deletion;
     return true;
+  }
+
+  /**
+   * Replaces what a process runs, in its own actor (same slug, event log and restart count):
+   * downloads and builds the new release while the old child runs on, then swaps. stop-first
+   * stops the old child and starts the new one on the same $PORT; start-first starts the new
+   * one on a new port, waits until it is ready, moves the process to that port, then stops the
+   * old one. Anything failing before the swap throws ReplaceError and leaves the old child as it was.
+   */
+  async replace(slug: string, opts: ReplaceOptions): Promise<ReplaceOutcome> {
+    const proc = this.procs.get(slug);
+    if (!proc) throw new ConflictError(`process "${slug}" does not exist`);
+    if (proc.proc || proc.kind === 'run')
+      throw new ConflictError(`"${slug}" is a ${proc.proc ? 'proc' : 'run'}: it has no release to replace`);
+    const live = () => !this.deletions.has(slug) && this.procs.get(slug) === proc && !proc.actor.getSnapshot().context.deleting;
+    if (!live()) throw new ConflictError(`process "${slug}" is being deleted`);
+    if (proc.replacing) throw new ConflictError(`process "${slug}" is already being replaced`);
+    proc.replacing = true;
+    const { record, events } = proc;
+    const traced = opts.requestId ? { request_id: opts.requestId } : {};
+    const fromPort = record.port;
+    const env = opts.envMerge ? { ...record.env, ...opts.env } : { ...(opts.env ?? record.env) };
+    const next: DesiredProcess = { ...record, sourceUrl: opts.sourceUrl ?? record.sourceUrl, env };
+    const changed = [
+      ...(next.sourceUrl !== record.sourceUrl ? ['source'] : []),
+      ...envChanges(record.env, next.env).map((n) => `env ${n}`),
+    ];
+    if (changed.length === 0 && opts.sourceUrl === undefined) {
+      // Only env was given and it is what the process has: nothing to replace.
+      proc.replacing = false;
+      return { strategy: opts.strategy, fromPort, toPort: fromPort, downMs: null, changed };
+    }
+    events.append('replace_started', { strategy: opts.strategy, changed, ...traced });
+    const stopFirst = opts.strategy === 'stop-first' || proc.actor.getSnapshot().context.stopped;
+    let toPort = fromPort;
+    const abort = new AbortController();
+    const onDone = proc.actor.subscribe({ complete: () => abort.abort() });
+    try {
+      let launch: Launch;
+      let archive: Archive;
+      try {
+        archive = await this.releases.fetch(next.sourceUrl, {
+          signal: abort.signal,
+          requestId: opts.requestId,
+          onProgress: (bytes, total) => events.append('download', { bytes, total, ...traced }),
+        });
+        if (!stopFirst) toPort = await this.ports.reserve();
+        launch = await this.build(proc, archive, abort.signal, { ...next, port: toPort });
+      } catch (err) {
+        if (toPort !== fromPort) this.ports.release(toPort);
+        throw new ReplaceError(`the new release failed, the old one runs on: ${oneLine(message(err))}`);
+      }
+      if (!live()) {
+        if (toPort !== fromPort) this.ports.release(toPort);
+        throw new ConflictError(`process "${slug}" was deleted during the replace`);
+      }
+      let handle: ChildHandle | undefined;
+      if (!stopFirst) {
+        // start-first: the new child runs beside the old one until it accepts connections.
+        const started = this.spawn(proc, launch, toPort, { detached: true });
+        const ok = started.ready
+          ? await Promise.race([started.ready, started.child.exited.then(() => false)])
+          : await new Promise<boolean>((r) => {
+              // No readiness check: it must at least outlive the minimum uptime.
+              const t = setTimeout(() => r(true), this.config.minUptimeMs);
+              void started.child.exited.then(() => (clearTimeout(t), r(false)));
+            });
+        if (!ok || !live()) {
+          await started.child.stop(this.config.stopGraceMs);
+          const exit = await started.child.exited;
+          this.ports.release(toPort);
+          const why = !live()
+            ? 'the process was deleted meanwhile'
+            : started.ready && !(await started.ready) && exit.endedAt - exit.startedAt >= this.config.bootTimeoutMs
+              ? `did not bind $PORT (${toPort}) within ${seconds(this.config.bootTimeoutMs)}`
+              : `it ${exitText(exit)}`;
+          throw new ReplaceError(`the new release did not start, the old one runs on: ${why}`);
+        }
+        started.makeCurrent();
+        handle = started.child;
+      }
+      // The swap: from here the process is the new release.
+      Object.assign(record, { sourceUrl: next.sourceUrl, env: next.env, archive: archive.sha256, port: toPort });
+      await this.store.desired.put(record);
+      if (toPort !== fromPort) events.append('port_changed', { from: fromPort, to: toPort });
+      // Clients that follow `port` need a moment to see the new one before the old one goes.
+      if (handle && this.config.replaceDrainMs > 0) await new Promise((r) => setTimeout(r, this.config.replaceDrainMs));
+      const stoppedAt = Date.now();
+      const oldPgid = proc.actor.getSnapshot().context.pgid;
+      proc.actor.send({ type: 'REPLACE', launch, ...(handle ? { child: handle } : {}), reason: `replaced (${opts.strategy})` });
+      let downMs: number | null = null;
+      if (record.stopped || proc.actor.getSnapshot().context.stopped) {
+        downMs = null; // kept down: it takes the new release when started
+      } else if (stopFirst) {
+        // Measured until the new child answers (or, without a readiness check, runs).
+        downMs = await this.waitNewChild(proc, oldPgid, stoppedAt);
+      } else {
+        // The new child answered all along; the answer waits until the actor has adopted it,
+        // so the status document's pid is the new child's, as its port already is.
+        await this.waitNewChild(proc, oldPgid, stoppedAt, true);
+        downMs = 0;
+      }
+      if (toPort !== fromPort) {
+        // The old child holds the old port until it is gone.
+        const pgid = oldPgid;
+        const until = Date.now() + this.config.stopGraceMs * 3 + 10_000;
+        void (async () => {
+          while (pgid !== null && Date.now() < until && (await groupHasLiveMembers(pgid))) await new Promise((r) => setTimeout(r, 100));
+          this.ports.release(fromPort);
+        })();
+      }
+      events.append('replaced', { strategy: opts.strategy, from_port: fromPort, to_port: toPort, down_ms: downMs, changed, ...traced });
+      return { strategy: opts.strategy, fromPort, toPort, downMs, changed };
+    } catch (err) {
+      events.append('replace_failed', { error: message(err), ...traced });
+      throw err;
+    } finally {
+      onDone.unsubscribe();
+      proc.replacing = false;
+    }
+  }
+
+  /** After a stop-first REPLACE: resolves with the time without a ready child, or null if none came up. */
+  private waitNewChild(proc: ManagedProcess, oldPgid: number | null, since: number, needPid = false): Promise<number | null> {
+    const bound = this.config.stopGraceMs * 3 + this.config.bootTimeoutMs + 5000;
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (v: number | null) => {
+        clearTimeout(timer);
+        clearInterval(poll);
+        sub.unsubscribe();
+        resolve(v);
+      };
+      const check = () => {
+        const snap = proc.actor.getSnapshot();
+        if (snap.status !== 'active') return finish(null);
+        if (snap.value !== 'running' || snap.context.pgid === oldPgid || !proc.current) return;
+        // An adopted child (start-first) runs already: wait until the actor knows its pid.
+        if (needPid && snap.context.pid === null) return;
+        const at = proc.readyAt;
+        if (at) finish(Math.max(0, at.getTime() - since));
+      };
+      const sub = proc.actor.subscribe({ next: check, complete: () => finish(null) });
+      // Readiness is no state change: poll it too.
+      const poll = setInterval(check, 50);
+      timer = setTimeout(() => finish(null), bound);
+      check();
+    });
   }
 
   /**
@@ -600,7 +821,7 @@ export class Supervisor {
         return cached ? { ...cached, reused: true } : this.download(proc, signal);
       },
       build: (archive, signal) => (sourceless ? this.resolveProc(proc) : this.build(proc, archive, signal)),
-      start: (launch) => this.startChild(proc, launch),
+      start: (launch) => this.spawn(proc, launch as Launch, proc.record.port).child,
       backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
       stopGraceMs: this.config.stopGraceMs,
       minUptimeMs: this.config.minUptimeMs,
@@ -647,8 +868,8 @@ export class Supervisor {
   }
 
   /** Builds the release (or finds it built) and resolves what the process runs in it. */
-  private async build(proc: ManagedProcess, archive: Archive, signal: AbortSignal): Promise<Launch> {
-    const { record, events } = proc;
+  private async build(proc: ManagedProcess, archive: Archive, signal: AbortSignal, record: DesiredProcess = proc.record): Promise<Launch> {
+    const { events } = proc;
     const traced = proc.requestId ? { request_id: proc.requestId } : {};
     const spec = specOf(record);
     const force = proc.forceRebuild;
@@ -710,8 +931,18 @@ export class Supervisor {
     }
   }
 
-  /** Starts one child of the process, measured, registered as a live group, throttled by its log. */
-  private startChild(proc: ManagedProcess, launch: Launch): Child {
+  /**
+   * Starts one child of the process, measured, registered as a live group, throttled by its log.
+   * A process checked for readiness is watched until it accepts connections on `port`; one that
+   * does not within the boot timeout is stopped and restarted by its actor (unless `detached`: a
+   * start-first replace, whose caller waits for `ready` itself and owns the child until adopted).
+   */
+  private spawn(
+    proc: ManagedProcess,
+    launch: Launch,
+    port: number,
+    opts: { detached?: boolean } = {},
+  ): { child: Child; ready: Promise<boolean> | null; makeCurrent: () => void } {
     const { slug, events, metrics } = proc;
     const rt = proc.proc;
     const procOptions = rt ? this.procChildOptions(proc, rt, launch) : null;
@@ -726,8 +957,9 @@ export class Supervisor {
       cgroup?.remove();
       throw new Error('the memory limit cannot be enforced: no cgroup with a memory controller for this run');
     }
+    const { origin, ...command } = launch;
     const child = new Child({
-      ...launch,
+      ...command,
       ...procOptions,
       runAs,
       onLine: (s, line) => proc.output.publish(s, line),
@@ -738,14 +970,48 @@ export class Supervisor {
       sampler: this.sampler,
       onSample: (u) => metrics.sample(u),
     });
-    proc.startedAt = new Date(child.startedAt);
-    proc.childStarted(child.appPid);
+    const entry = { child: child as ChildHandle, readyAt: null as Date | null };
+    if (!opts.detached) {
+      proc.startedAt = new Date(child.startedAt);
+      proc.childStarted(child.appPid);
+      proc.current = entry;
+      proc.origin = origin;
+    }
     // The group is known at once from a direct spawn, a moment later from the spawn helper.
     let pid: number | undefined;
     void child.appPid.then(() => {
       pid = child.pid;
       if (pid && child.running) this.store.groups.add(pid, slug, 'child');
     });
+    let ready: Promise<boolean> | null = null;
+    let cancelReady = () => {};
+    if (proc.checksReadiness) {
+      const bootMs = this.config.bootTimeoutMs;
+      const watch = watchReadiness(port, { timeoutMs: bootMs });
+      cancelReady = watch.cancel;
+      let exited = false;
+      void child.exited.then(() => (exited = true));
+      ready = watch.ready.then(async (ok) => {
+        if (ok) {
+          entry.readyAt = new Date();
+          const appPid = (await child.appPid) ?? child.pid ?? null;
+          const afterMs = entry.readyAt.getTime() - child.startedAt;
+          events.append('ready', { pid: appPid, port, after_ms: afterMs });
+          this.inspection.notice({ type: 'ready', slug, time: entry.readyAt.toISOString(), pid: appPid, port, after_ms: afterMs });
+        } else if (!exited && !opts.detached && proc.current === entry) {
+          // Heroku's R10: the child stays `running` but never answered; its actor stops and restarts it.
+          proc.actor.send({ type: 'CHILD.UNREADY', error: `did not bind $PORT (${port}) within ${seconds(bootMs)}` });
+        }
+        return ok;
+      });
+    }
+    // Once handed to its actor (start-first), the child is the current one.
+    const makeCurrent = () => {
+      proc.startedAt = new Date(child.startedAt);
+      proc.childStarted(child.appPid);
+      proc.current = entry;
+      proc.origin = origin;
+    };
     // When the log's queue is high (disk slower than the child), stop reading the child.
     if (events.isCongested) child.pauseOutput(true);
     const unwatch = events.onPressure((congested) => child.pauseOutput(congested));
@@ -754,6 +1020,7 @@ export class Supervisor {
       void child.appPid.then((p) => (rt.pid = p ?? rt.pid));
     }
     void child.exited.then((exit) => {
+      cancelReady();
       if (rt) {
         // Before the actor hears of the exit: `terminated` comes with everything in place.
         rt.exit = exit;
@@ -764,6 +1031,6 @@ export class Supervisor {
       unwatch();
       if (pid) this.store.groups.remove(pid);
     });
-    return child;
+    return { child, ready, makeCurrent };
   }
 }

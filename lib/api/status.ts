@@ -1,5 +1,6 @@
 import type { ExitInfo } from '../os/child.js';
 import type { LiveUsage } from '../os/usage.js';
+import { redactUrl } from '../release/download.js';
 import { exitDetail } from '../process/exit.js';
 import type { ProcessState } from '../process/machine.js';
 import type { ManagedProcess, RestartSettings } from '../agent/supervisor.js';
@@ -33,6 +34,14 @@ export interface ProcessView {
   stopped: boolean;
   lastExit: ExitInfo | null;
   metrics: { build: StageFigures; run: StageFigures; live: LiveUsage | null; samples: readonly LiveUsage[] };
+  /** Whether readiness is checked on $PORT (web, or `readiness: {port: true}`). */
+  checksReadiness: boolean;
+  /** When the current child became ready; null when none is. */
+  readyAt: Date | null;
+  /** sha256 of the archive the process runs (or last fetched). */
+  archive?: string;
+  /** What the current (or last) child runs and where that comes from; absent before the first start. */
+  origin?: { command: string; from: string };
   /** Set for a proc (POST /procs): the client's id. */
   procId?: string;
 }
@@ -59,6 +68,10 @@ export function processView(proc: ManagedProcess): ProcessView {
     stopped: ctx.stopped,
     lastExit: ctx.lastExit,
     metrics: proc.metrics,
+    checksReadiness: proc.checksReadiness,
+    readyAt: proc.readyAt,
+    archive: proc.record.archive,
+    ...(proc.origin ? { origin: proc.origin } : {}),
     ...(proc.proc ? { procId: proc.proc.id } : {}),
   };
 }
@@ -90,6 +103,14 @@ export function statusDocument(base: Base, p: ProcessView) {
     restarts: p.restarts,
     created_at: p.createdAt.toISOString(),
     started_at: p.state === 'running' && p.startedAt ? p.startedAt.toISOString() : null,
+    // Ready: accepts connections on $PORT (when checked), else simply running.
+    readiness: p.checksReadiness ? 'port' : 'none',
+    ready: p.readyAt !== null,
+    ready_at: p.readyAt ? p.readyAt.toISOString() : null,
+    release: releaseOf(p),
+    // What runs: the Procfile entry (or package.json's `npm start`, or the argv).
+    command: p.origin?.command ?? null,
+    command_from: p.origin?.from ?? null,
     errors: p.errors,
     // Names only: values often hold secrets.
     env_names: Object.keys(p.env),
@@ -117,5 +138,11 @@ function controlLinks(base: Base, slug: string) {
     start: `${base.http}/start-process/${slug}`,
     restart: `${base.http}/restart-process/${slug}`,
     metrics: `${base.http}/process-metrics/${slug}`,
+    replace: `${base.http}/replace-process/${slug}`,
   };
+}
+
+/** Which release runs: the archive's short content hash and where it came from (credentials and query cut). */
+export function releaseOf(p: Pick<ProcessView, 'archive' | 'sourceUrl'>): { id: string | null; source: string } {
+  return { id: p.archive ? p.archive.slice(0, 12) : null, source: redactUrl(p.sourceUrl) };
 }

@@ -1,6 +1,6 @@
 import { parse, usageError } from './args.js';
 import { Client, CliError, EXIT, type Doc } from './client.js';
-import { describePlan, execute, expand, isEmpty, plan, waitUntilRunning, type PlannedProcess } from './converge.js';
+import { describePlan, execute, expand, isEmpty, plan, waitHealthy, type PlannedProcess } from './converge.js';
 import { colorsEnabled, painter } from './format.js';
 import { readManifest } from './manifest.js';
 import { checkTypes, isUrl, readProcfile, resolveSource } from './source.js';
@@ -73,10 +73,10 @@ export async function apply(argv: string[]): Promise<number> {
     if (values.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
     return 0;
   }
-  const created: Doc[] = await execute(client, p);
+  const created: Doc[] = await execute(client, p, { out, paint: painter(out ? colorsEnabled(out) : false) });
   let ok = true;
   if (!values['no-wait'] && created.length > 0)
-    ok = await waitUntilRunning(client, created, { timeoutMs: timeout * 1000, out: out ?? process.stderr });
+    ok = await waitHealthy(client, created, { timeoutMs: timeout * 1000, minUptimeMs: 3000, out: out ?? process.stderr });
   if (values.json) process.stdout.write(`${JSON.stringify({ ...summary, ok }, null, 2)}\n`);
   if (!ok) throw new CliError('some processes failed to start (see drover status SLUG, drover logs SLUG)', EXIT.failed);
   return 0;

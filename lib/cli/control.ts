@@ -1,5 +1,6 @@
 import { parse, usageError } from './args.js';
 import { Client, linkOf } from './client.js';
+import { shownState } from './format.js';
 
 export type ControlVerb = 'stop' | 'start' | 'restart' | 'signal';
 
@@ -36,6 +37,7 @@ export async function control(verb: ControlVerb, argv: string[]): Promise<number
     };
   }
   const after = await client.json('POST', linkOf(doc, verb, what[verb]), { body });
-  process.stdout.write(`${doc.slug}: ${verb === 'signal' ? `sent ${body.signal}; ` : ''}${after.state ?? 'done'}\n`);
+  // The same word as ps: a stopped process is "stopped", not the agent's "exited".
+  process.stdout.write(`${doc.slug}: ${verb === 'signal' ? `sent ${body.signal}; ` : ''}${after.state ? shownState(after) : 'done'}\n`);
   return 0;
 }

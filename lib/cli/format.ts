@@ -29,6 +29,14 @@ export function stateColor(state: string): Color {
   return 'yellow';
 }
 
+/**
+ * One word for what a process is doing, everywhere (ps, stop, status, the dashboard): a process
+ * stopped on request is `stopped` (the agent's `exited` with `stopped: true`).
+ */
+export function shownState(doc: { state?: unknown; stopped?: unknown }): string {
+  return doc.stopped === true && (doc.state === 'exited' || doc.state === undefined) ? 'stopped' : String(doc.state);
+}
+
 /** Columns padded to the widest cell; ANSI codes don't count toward the width. */
 export function table(header: string[], rows: string[][]): string {
   const visible = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '').length;

@@ -14,7 +14,7 @@ Client (talks to DROVER_URL, default http://127.0.0.1:8080, with DROVER_TOKEN if
   deploy DIR|URL        pack and upload a directory (or give a URL) and run it as an app
   apply FILE.yaml       converge the agent to a manifest of apps (--dry-run for the plan)
   status SLUG           one process in detail
-  logs SLUG             its output (-f to follow, --since ID, --tail N)
+  logs [APP|SLUG]       output of every process, an app or one (-f to follow, -n N)
   attach SLUG           stream its live output
   rm SLUG...            delete processes (or --app NAME)
   stop|start|restart SLUG, signal SLUG SIG

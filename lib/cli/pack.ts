@@ -9,6 +9,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
 import { create as tarCreate } from 'tar';
+import { hasStartScript } from '../release/package-json.js';
 import { CliError, EXIT } from './client.js';
 
 const ALWAYS_SKIPPED = new Set(['.git', 'node_modules', '.drover']);
@@ -75,8 +76,12 @@ export interface Packed {
 /** Writes `dir` as a reproducible tar.gz to `outFile`. */
 export async function packDirectory(dir: string, outFile: string): Promise<Packed> {
   const entries = await listEntries(dir);
-  if (!entries.some((e) => e.path === 'Procfile')) {
-    throw new CliError(`${path.join(dir, 'Procfile')} is missing or excluded by .gitignore; the agent needs it`, EXIT.usage);
+  // The agent needs a Procfile, or a package.json with a start script (web: npm start).
+  if (!entries.some((e) => e.path === 'Procfile') && !(entries.some((e) => e.path === 'package.json') && (await hasStartScript(dir)))) {
+    throw new CliError(
+      `${path.join(dir, 'Procfile')} is missing or excluded by .gitignore (and package.json has no "start" script); the agent needs it`,
+      EXIT.usage,
+    );
   }
   await tarCreate(
     { gzip: true, file: outFile, cwd: dir, portable: true, mtime: FIXED_MTIME, noDirRecurse: true },

@@ -48,6 +48,7 @@ API (GET /openapi.json describes every route, body and answer; SLUG is APP.NODE)
   POST /stop-process/SLUG          stop it gracefully; it stays exited until start
   POST /start-process/SLUG         start an exited process
   POST /restart-process/SLUG       graceful stop, then a new child at once
+  POST /replace-process/SLUG       a new release (source, env), built while the old child runs
   GET /process-metrics/SLUG        its usage per stage and recent samples
   POST /data                       store a blob (the deploy command's uploads)
   GET /data                        the blobs held

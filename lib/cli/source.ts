@@ -31,15 +31,27 @@ export async function readProcfile(dir: string): Promise<Procfile> {
   } catch (err) {
     throw new CliError(`${path.join(dir, 'Procfile')}: ${(err as Error).message}`, EXIT.usage);
   }
-  if (!procfile) throw new CliError(`${dir} has no Procfile (a line per process type, e.g. "web: node server.js")`, EXIT.usage);
+  if (!procfile)
+    throw new CliError(
+      `${dir} has no Procfile (a line per process type, e.g. "web: node server.js") nor a package.json with a "start" script`,
+      EXIT.usage,
+    );
   return procfile;
 }
 
 export function checkTypes(dir: string, procfile: Procfile, types: string[]): void {
+  // Without a Procfile, package.json's start script is the one type: web.
+  const where = fromPackageJson(procfile)
+    ? `${dir} has no Procfile, so only "web: npm start" (package.json) runs; it`
+    : path.join(dir, 'Procfile');
   for (const type of types) {
-    if (!procfile.has(type))
-      throw new CliError(`${path.join(dir, 'Procfile')} has no process type "${type}" (it has: ${describeTypes(procfile)})`, EXIT.usage);
+    if (!procfile.has(type)) throw new CliError(`${where} has no process type "${type}" (it has: ${describeTypes(procfile)})`, EXIT.usage);
   }
+}
+
+/** Whether the process types come from package.json (no Procfile): `web: npm start`. */
+export function fromPackageJson(procfile: Procfile): boolean {
+  return [...procfile.values()].some((e) => e.from === 'package.json');
 }
 
 export interface SourceOptions {

@@ -1,6 +1,6 @@
 import { parse, usageError } from './args.js';
 import { Client, oneLine, type Doc } from './client.js';
-import { bytes, colorsEnabled, duration, painter, stateColor } from './format.js';
+import { bytes, colorsEnabled, duration, painter, shownState, stateColor } from './format.js';
 import { usageOf } from './ps.js';
 
 export const statusUsage = `Usage: drover status SLUG [--json]
@@ -15,9 +15,16 @@ export function describeStatus(doc: Doc, now: number, paint = painter(false)): s
   const lines: [string, string][] = [];
   const started = typeof doc.started_at === 'string' ? Date.parse(doc.started_at) : NaN;
   const up = doc.state === 'running' && Number.isFinite(started) ? `, up ${duration(now - started)}` : '';
-  lines.push(['state', `${paint(stateColor(String(doc.state)), String(doc.state))}${doc.pid ? ` (pid ${doc.pid}${up})` : ''}`]);
+  const state = shownState(doc);
+  lines.push(['state', `${paint(stateColor(state), state)}${doc.pid ? ` (pid ${doc.pid}${up})` : ''}`]);
   lines.push(['app', `${doc.app} (${doc.process_type} process ${doc.node})`]);
   if (doc.port != null) lines.push(['port', String(doc.port)]);
+  if (doc.readiness === 'port' && doc.state === 'running')
+    lines.push(['ready', doc.ready ? `yes, accepts connections since ${doc.ready_at}` : `not yet (waiting for port ${doc.port})`]);
+  const release = doc.release as { id?: string | null; source?: string } | undefined;
+  if (release && typeof release === 'object') lines.push(['release', `${release.id ?? '(not downloaded yet)'} from ${release.source}`]);
+  if (typeof doc.command === 'string')
+    lines.push(['command', `${doc.command}${doc.command_from === 'package.json' ? ' (package.json start script: no Procfile)' : ''}`]);
   lines.push(['restarts', String(doc.restarts ?? 0)]);
   const { cpu, rss } = usageOf(doc);
   if (cpu !== null || rss !== null)

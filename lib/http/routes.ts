@@ -1,6 +1,6 @@
 import { H3, getRouterParam, type H3Event } from 'h3';
 import type { Config } from '../agent/config.js';
-import type { ManagedProcess, Supervisor } from '../agent/supervisor.js';
+import { ReplaceError, type ManagedProcess, type Supervisor } from '../agent/supervisor.js';
 import type { BlobStore } from '../store/blobs.js';
 import { StoreWriteError } from '../store/desired.js';
 import { baseFromHost, type Base } from '../api/base.js';
@@ -15,7 +15,7 @@ import { registerControlRoutes } from './control.js';
 import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
-import { createRequestSchema, validateCreate } from './validate.js';
+import { createRequestSchema, replaceRequestSchema, validateCreate, validateReplace } from './validate.js';
 import { errorAnswer, JSON_TYPE, NO_PROCESS, RouteTable, SLUG_PARAM } from './route-table.js';
 import { schemaRef } from '../api/schemas.js';
 import { version } from '../release/version.js';
@@ -159,12 +159,60 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
     },
     handler: async (event) => {
       const req = validateCreate(await readJson(event, MAX_BODY), { allowFileUrls: config.allowFileUrls, sourceHosts: config.sourceHosts });
+      if (req.envFrom !== undefined && !supervisor.get(req.envFrom))
+        throw new ApiError(400, `no process "${req.envFrom}" to take the env from`, 'env_from');
       const proc = await conflictsAs409('node', () => supervisor.create(req, { requestId: requestId(event) }));
       const b = base(event);
       await proc.pidSettled();
       event.res.status = 201;
       event.res.headers.set('location', statusUrl(b, proc.slug));
       return status(b, proc);
+    },
+  });
+
+  table.route({
+    method: 'POST',
+    path: '/replace-process/:slug',
+    operationId: 'replaceProcess',
+    tag: 'control',
+    summary: 'Swap the process to a new release (source and/or env), built while the old child keeps running',
+    description:
+      'The new release is downloaded and built first; a failure leaves the old child untouched (422). `stop-first` (default) stops the old child and starts the new one on the same $PORT; `start-first` starts the new child on a new port, waits until it is ready, then stops the old one. Same slug, same actor: ids and restarts continue.',
+    params: [SLUG_PARAM],
+    body: { required: false, content: { [JSON_TYPE]: replaceRequestSchema } },
+    responses: {
+      200: { description: 'Replaced: the status document with what was done', content: { [JSON_TYPE]: schemaRef('ReplacedStatus') } },
+      400: errorAnswer('A field is invalid (named in `field`), or the body is not a JSON object'),
+      404: NO_PROCESS,
+      409: errorAnswer('The process is being deleted or another replace is under way'),
+      422: errorAnswer('The new release could not be downloaded, built or started; the old child runs on'),
+    },
+    handler: async (event) => {
+      const proc = findProcess(event);
+      const req = validateReplace(await readObject(event, MAX_BODY, { optional: true }), {
+        allowFileUrls: config.allowFileUrls,
+        sourceHosts: config.sourceHosts,
+      });
+      const outcome = await conflictsAs409('slug', async () => {
+        try {
+          return await supervisor.replace(proc.slug, { ...req, requestId: requestId(event) });
+        } catch (err) {
+          // The old child runs on; the answer says why the new release did not take over.
+          if (err instanceof ReplaceError) throw new ApiError(422, err.message, req.sourceUrl !== undefined ? 'source_url' : 'slug');
+          throw err;
+        }
+      });
+      await proc.pidSettled();
+      return {
+        ...status(base(event), proc),
+        replaced: {
+          strategy: outcome.strategy,
+          changed: outcome.changed,
+          from_port: outcome.fromPort,
+          to_port: outcome.toPort,
+          down_ms: outcome.downMs,
+        },
+      };
     },
   });
 

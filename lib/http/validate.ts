@@ -50,8 +50,24 @@ export function validateCreate(body: unknown, opts: ValidateOptions): CreateRequ
   const processType = name(b, 'process_type', TYPE_PATTERN, '1-63 letters, digits, "_" or "-" (not starting with "-")');
   const sourceUrl = validateSourceUrl(b, opts);
   const restart = validateRestart(b.restart);
+  const readiness = validateReadiness(b.readiness);
   const callback = validateCallback(b.callback);
-  return { app, node, processType, sourceUrl, env: validateEnv(b.env), ...(restart ? { restart } : {}), ...(callback ? { callback } : {}) };
+  let envFrom: string | undefined;
+  if (b.env_from !== undefined) {
+    if (typeof b.env_from !== 'string' || b.env_from.length > 200) bad('env_from', 'must be the slug of a process whose env to start from');
+    envFrom = b.env_from;
+  }
+  return {
+    app,
+    node,
+    processType,
+    sourceUrl,
+    env: validateEnv(b.env),
+    ...(restart ? { restart } : {}),
+    ...(readiness ? { readiness } : {}),
+    ...(envFrom !== undefined ? { envFrom } : {}),
+    ...(callback ? { callback } : {}),
+  };
 }
 
 /** `source_url` of a body: an absolute http(s) URL (file: when allowed) on an allowed host. */
@@ -74,6 +90,44 @@ export function validateSourceUrl(b: Record<string, unknown>, opts: ValidateOpti
     bad('source_url', `host ${JSON.stringify(url.hostname.slice(0, 100))} is not in the allowed source hosts`);
   }
   return sourceUrl;
+}
+
+/** `readiness`: `{"port": true}` (ready once $PORT accepts connections; web processes by default) or `{"port": false}`. */
+export function validateReadiness(v: unknown): { port: boolean } | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) bad('readiness', 'must be an object like {"port": true}');
+  for (const k of Object.keys(v as object)) if (k !== 'port') bad(`readiness.${k.slice(0, 40)}`, 'is not a readiness setting; use port');
+  const port = (v as { port?: unknown }).port;
+  if (typeof port !== 'boolean') bad('readiness.port', 'must be true or false');
+  return { port };
+}
+
+export type ReplaceStrategy = 'stop-first' | 'start-first';
+
+export interface ReplaceRequest {
+  sourceUrl?: string;
+  env?: Record<string, string>;
+  /** Merge `env` into the process's env instead of replacing it. */
+  envMerge?: boolean;
+  strategy: ReplaceStrategy;
+}
+
+/** A replace request: `{source_url?, env?, strategy?}`; what is left out stays as it is. */
+export function validateReplace(body: unknown, opts: ValidateOptions): ReplaceRequest {
+  const b = asObject(body);
+  for (const k of Object.keys(b)) {
+    if (!['source_url', 'env', 'env_merge', 'strategy'].includes(k))
+      bad(k.slice(0, 40), 'is not a field of a replace request; use source_url, env, env_merge, strategy');
+  }
+  const strategy = b.strategy === undefined ? 'stop-first' : b.strategy;
+  if (strategy !== 'stop-first' && strategy !== 'start-first') bad('strategy', 'must be "stop-first" or "start-first"');
+  if (b.env_merge !== undefined && typeof b.env_merge !== 'boolean') bad('env_merge', 'must be true or false');
+  return {
+    strategy,
+    ...(b.source_url !== undefined ? { sourceUrl: validateSourceUrl(b, opts) } : {}),
+    ...(b.env !== undefined ? { env: validateEnv(b.env) } : {}),
+    ...(b.env_merge === true ? { envMerge: true } : {}),
+  };
 }
 
 // A day: longer delays are more likely a unit mistake than a wish.
@@ -190,6 +244,29 @@ const signalSchema: Schema = {
   ],
 };
 
+const sourceUrlSchema: Schema = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_URL_LENGTH,
+  format: 'uri',
+  description: 'http(s) URL of the app archive (tar.gz, tar, zip), a blob URL of this agent, or file: with --allow-file-urls',
+};
+
+const envSchema: Schema = {
+  type: ['object', 'null'],
+  maxProperties: MAX_ENV,
+  propertyNames: { pattern: ENV_NAME.source },
+  additionalProperties: { type: 'string', description: 'no NUL; NAME=value at most 131072 bytes; 256 KiB in all' },
+};
+
+const readinessSchema: Schema = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  required: ['port'],
+  properties: { port: { type: 'boolean', description: 'ready once something in the process group accepts connections on $PORT' } },
+  description: 'readiness check; web processes check $PORT by default',
+};
+
 export const createRequestSchema: Schema = {
   type: 'object',
   required: ['app', 'node', 'process_type', 'source_url'],
@@ -197,19 +274,8 @@ export const createRequestSchema: Schema = {
     app: nameSchema('the app: 1-64 letters, digits, "_", "-" or "." (not starting with one of those, no "..")'),
     node: nameSchema('the node within the app, e.g. "web.0"'),
     process_type: { type: 'string', pattern: TYPE_PATTERN.source, description: 'the Procfile entry to run' },
-    source_url: {
-      type: 'string',
-      minLength: 1,
-      maxLength: MAX_URL_LENGTH,
-      format: 'uri',
-      description: 'http(s) URL of the app archive (tar.gz, tar, zip), a blob URL of this agent, or file: with --allow-file-urls',
-    },
-    env: {
-      type: ['object', 'null'],
-      maxProperties: MAX_ENV,
-      propertyNames: { pattern: ENV_NAME.source },
-      additionalProperties: { type: 'string', description: 'no NUL; NAME=value at most 131072 bytes; 256 KiB in all' },
-    },
+    source_url: sourceUrlSchema,
+    env: envSchema,
     restart: {
       type: ['object', 'null'],
       additionalProperties: false,
@@ -223,6 +289,28 @@ export const createRequestSchema: Schema = {
     callback: {
       ...callbackSchema,
       description: 'POST its events (running, exited, failed, deleted by default) to this URL; see the README',
+    },
+    readiness: readinessSchema,
+    env_from: {
+      type: 'string',
+      maxLength: 200,
+      description: "slug of a process whose env this one starts from (the body's env is merged over it)",
+    },
+  },
+};
+
+/** The body of POST /replace-process: what is left out stays as it is. */
+export const replaceRequestSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    source_url: { ...sourceUrlSchema, description: 'the new release; absent: the same source (rebuilt)' },
+    env: { ...envSchema, description: 'the new env (replaces it, or merged over it with env_merge); absent: kept' },
+    env_merge: { type: 'boolean', description: 'merge env over the current env instead of replacing it' },
+    strategy: {
+      enum: ['stop-first', 'start-first'],
+      description:
+        'stop-first (default): stop the old child, start the new one on the same $PORT; start-first: start the new one on a new port, stop the old one once the new one is ready',
     },
   },
 };

@@ -28,7 +28,18 @@ export interface InspectionSnapshot {
   processes: ProcessView[];
 }
 
-export type InspectionRecord = TransitionRecord | InspectionSnapshot;
+/** A fact about `running` that is no state of its own: the child accepts connections on its $PORT. */
+export interface ReadyRecord {
+  type: 'ready';
+  slug: string;
+  time: string;
+  pid: number | null;
+  port: number;
+  /** From the child's start to its first accepted connection. */
+  after_ms: number;
+}
+
+export type InspectionRecord = TransitionRecord | InspectionSnapshot | ReadyRecord;
 
 /** Nested state values become dotted paths ("a.b"); the process machine is flat, so a plain name. */
 export function stateName(value: StateValue): string {
@@ -130,6 +141,14 @@ export class InspectionHub {
   publish(record: TransitionRecord): void {
     if (record.to === 'deleted') this.latest.delete(record.slug);
     else this.latest.set(record.slug, record);
+    for (const sink of this.sinks) {
+      if (sink.slug !== undefined && sink.slug !== record.slug) continue;
+      this.deliver(sink, record);
+    }
+  }
+
+  /** A record that changes no state (readiness): delivered to the watchers of that process only. */
+  notice(record: ReadyRecord): void {
     for (const sink of this.sinks) {
       if (sink.slug !== undefined && sink.slug !== record.slug) continue;
       this.deliver(sink, record);

@@ -66,6 +66,10 @@ export interface ProcessContext {
   stopping: boolean;
   /** A RESTART is under way: the next pass through `restarting` has no delay. */
   restartNow: boolean;
+  /** The running child is being stopped because it never became ready: its run counts as a failure. */
+  unready: boolean;
+  /** A child a REPLACE started already (start-first): the next `running` adopts it instead of starting one. */
+  adopt: ChildHandle | null;
 }
 
 export type ProcessEvent =
@@ -74,6 +78,10 @@ export type ProcessEvent =
   | ({ type: 'STOP'; reason?: string } & StopOptions)
   | ({ type: 'RESTART' } & StopOptions)
   | { type: 'DELETE'; reason?: string }
+  /** A new release is built (and, start-first, its child already runs): swap to it, same actor. */
+  | { type: 'REPLACE'; launch: unknown; child?: ChildHandle; reason?: string }
+  /** The child did not become ready in time: stopped, counted as a failure, restarted with backoff. */
+  | { type: 'CHILD.UNREADY'; error: string }
   | { type: 'CHILD.STARTED'; pid: number | null; pgid: number | null }
   | { type: 'CHILD.EXITED'; exit: ExitInfo };
 
@@ -102,40 +110,43 @@ function addError(ctx: ProcessContext, error: string | null): string[] {
  * Child control as an invoked actor: starting the actor starts the child, a STOP event stops
  * it gracefully, and stopping the actor (leaving `running` any other way) stops the child too.
  */
-const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessDeps; launch: unknown }>(({ input, sendBack, receive }) => {
-  let child: ChildHandle;
-  try {
-    child = input.deps.start(input.launch);
-  } catch (err) {
-    // Whatever fails to start a child is this process's error (retried with backoff), never
-    // the agent's: an exception escaping here would end the whole agent.
-    const at = Date.now();
-    const exit: ExitInfo = { code: null, signal: null, signum: null, coreDump: null, startedAt: at, endedAt: at, usage: null };
-    sendBack({ type: 'CHILD.STARTED', pid: null });
-    void Promise.resolve().then(() => sendBack({ type: 'CHILD.EXITED', exit: { ...exit, error: `cannot start: ${message(err)}` } }));
-    return () => {};
-  }
-  let done = false;
-  // With an exit helper leading the group, the app's own pid comes a moment later, and with
-  // the spawn helper the group's too: `pid` is only ever the app's. STARTED always precedes EXITED.
-  const started = child.appPid
-    ? child.appPid.then((pid) => sendBack({ type: 'CHILD.STARTED', pid: pid ?? child.pid ?? null, pgid: child.pid ?? null }))
-    : Promise.resolve(sendBack({ type: 'CHILD.STARTED', pid: child.pid ?? null, pgid: child.pid ?? null }));
-  void Promise.all([started, child.exited]).then(([, exit]) => {
-    done = true;
-    sendBack({ type: 'CHILD.EXITED', exit });
-  });
-  receive((e) => void child.stop(e.graceMs ?? input.deps.stopGraceMs, e.signal));
-  return () => {
-    if (!done) void child.stop(input.deps.stopGraceMs);
-  };
-});
+const childActor = fromCallback<{ type: 'STOP' } & StopOptions, { deps: ProcessDeps; launch: unknown; adopt: ChildHandle | null }>(
+  ({ input, sendBack, receive }) => {
+    let child: ChildHandle;
+    try {
+      // A child a start-first REPLACE already started (and saw ready) is adopted, not started again.
+      child = input.adopt ?? input.deps.start(input.launch);
+    } catch (err) {
+      // Whatever fails to start a child is this process's error (retried with backoff), never
+      // the agent's: an exception escaping here would end the whole agent.
+      const at = Date.now();
+      const exit: ExitInfo = { code: null, signal: null, signum: null, coreDump: null, startedAt: at, endedAt: at, usage: null };
+      sendBack({ type: 'CHILD.STARTED', pid: null });
+      void Promise.resolve().then(() => sendBack({ type: 'CHILD.EXITED', exit: { ...exit, error: `cannot start: ${message(err)}` } }));
+      return () => {};
+    }
+    let done = false;
+    // With an exit helper leading the group, the app's own pid comes a moment later, and with
+    // the spawn helper the group's too: `pid` is only ever the app's. STARTED always precedes EXITED.
+    const started = child.appPid
+      ? child.appPid.then((pid) => sendBack({ type: 'CHILD.STARTED', pid: pid ?? child.pid ?? null, pgid: child.pid ?? null }))
+      : Promise.resolve(sendBack({ type: 'CHILD.STARTED', pid: child.pid ?? null, pgid: child.pid ?? null }));
+    void Promise.all([started, child.exited]).then(([, exit]) => {
+      done = true;
+      sendBack({ type: 'CHILD.EXITED', exit });
+    });
+    receive((e) => void child.stop(e.graceMs ?? input.deps.stopGraceMs, e.signal));
+    return () => {
+      if (!done) void child.stop(input.deps.stopGraceMs);
+    };
+  },
+);
 
 export const processMachine = setup({
   types: {
     context: {} as ProcessContext,
     events: {} as ProcessEvent,
-    input: {} as { deps: ProcessDeps; maxErrors?: number; policy?: RestartPolicy; retryFailures?: boolean },
+    input: {} as { deps: ProcessDeps; maxErrors?: number; policy?: RestartPolicy; restarts?: number; retryFailures?: boolean },
   },
   actors: {
     download: fromPromise<unknown, { deps: ProcessDeps }>(({ input, signal }) => input.deps.download(signal)),
@@ -154,6 +165,11 @@ export const processMachine = setup({
   actions: {
     /** Back from a stop (or a finished run): clear the flag, start the backoff afresh. */
     resume: assign({ stopped: false, attempt: 0 }),
+    /** Takes the new release (and a child already started for it) for the next `running`. */
+    takeRelease: assign(({ event }) => {
+      const e = event as { launch: unknown; child?: ChildHandle };
+      return { launch: e.launch, adopt: e.child ?? null, stopped: false, attempt: 0 };
+    }),
     stopChild: sendTo('child', ({ event }) => {
       const e = event as { signal?: NodeJS.Signals | number; graceMs?: number };
       return { type: 'STOP' as const, signal: e.signal, graceMs: e.graceMs };
@@ -168,7 +184,8 @@ export const processMachine = setup({
     launch: null,
     pid: null,
     pgid: null,
-    restarts: 0,
+    // Carried over from the previous agent: restarts are not reset by an agent restart.
+    restarts: input.restarts ?? 0,
     attempt: 0,
     restartDelayMs: 0,
     lastRunMs: null,
@@ -181,13 +198,19 @@ export const processMachine = setup({
     stopped: false,
     stopping: false,
     restartNow: false,
+    unready: false,
+    adopt: null,
   }),
   // Deletion is accepted in every state; leaving a state stops what it invoked (aborting a
   // download or build through its AbortSignal). `running` handles it itself, to wait for the child.
   on: { DELETE: '.deleted' },
   states: {
     pending: {
-      on: { START: 'downloading', STOP: { target: 'exited', actions: assign({ stopped: true }) } },
+      on: {
+        START: 'downloading',
+        STOP: { target: 'exited', actions: assign({ stopped: true }) },
+        REPLACE: { target: 'running', actions: 'takeRelease' },
+      },
     },
     downloading: {
       invoke: {
@@ -207,7 +230,7 @@ export const processMachine = setup({
         ],
       },
       // Leaving the state aborts the download through its AbortSignal.
-      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) } },
+      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) }, REPLACE: { target: 'running', actions: 'takeRelease' } },
     },
     building: {
       invoke: {
@@ -226,16 +249,16 @@ export const processMachine = setup({
           },
         ],
       },
-      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) } },
+      on: { STOP: { target: 'exited', actions: assign({ stopped: true }) }, REPLACE: { target: 'running', actions: 'takeRelease' } },
     },
     running: {
       invoke: {
         id: 'child',
         src: 'child',
-        input: ({ context }) => ({ deps: context.deps, launch: context.launch }),
+        input: ({ context }) => ({ deps: context.deps, launch: context.launch, adopt: context.adopt }),
       },
       on: {
-        'CHILD.STARTED': { actions: assign({ pid: ({ event }) => event.pid, pgid: ({ event }) => event.pgid }) },
+        'CHILD.STARTED': { actions: assign({ pid: ({ event }) => event.pid, pgid: ({ event }) => event.pgid, adopt: null }) },
         'CHILD.EXITED': [
           { guard: 'deleting', target: 'deleted', actions: assign({ pid: null, pgid: null, lastExit: ({ event }) => event.exit }) },
           {
@@ -244,7 +267,8 @@ export const processMachine = setup({
               pid: null,
               pgid: null,
               lastExit: ({ event }) => event.exit,
-              lastRunMs: ({ event }) => event.exit.endedAt - event.exit.startedAt,
+              // A child stopped for never becoming ready failed, however long it ran: no backoff reset.
+              lastRunMs: ({ context, event }) => (context.unready ? null : event.exit.endedAt - event.exit.startedAt),
               // An exit we asked for (stop, restart) is no error; last_exit still has its detail. A
               // clean exit is one when it came too soon and the policy restarts it: a crash loop.
               errors: ({ context, event }) =>
@@ -252,12 +276,27 @@ export const processMachine = setup({
                   ? context.errors
                   : addError(context, exitError(event.exit, context.policy === 'always' ? (context.deps.minUptimeMs ?? 0) : 0)),
               stopping: false,
+              unready: false,
             }),
           },
         ],
         DELETE: { actions: [assign({ deleting: true }), sendTo('child', { type: 'STOP' })] },
         STOP: { actions: [assign({ stopped: true, stopping: true, restartNow: false }), 'stopChild'] },
         RESTART: { actions: [assign({ stopped: false, stopping: true, restartNow: true }), 'stopChild'] },
+        // Stop the old child gracefully; the pass through `restarting` (no delay) brings up the new release.
+        REPLACE: {
+          actions: [
+            'takeRelease',
+            assign({ stopping: true, restartNow: true }),
+            sendTo('child', { type: 'STOP' as const, signal: undefined, graceMs: undefined }),
+          ],
+        },
+        'CHILD.UNREADY': {
+          actions: [
+            assign({ errors: ({ context, event }) => addError(context, event.error), stopping: true, unready: true }),
+            sendTo('child', { type: 'STOP' as const, signal: undefined, graceMs: undefined }),
+          ],
+        },
       },
     },
     exited: {
@@ -271,6 +310,11 @@ export const processMachine = setup({
         ],
         RESTART: { target: 'restarting', actions: assign({ stopped: false, restartNow: true }) },
         STOP: { actions: assign({ stopped: true }) },
+        // A stopped process takes the new release but stays down until START.
+        REPLACE: [
+          { guard: ({ context }) => context.stopped, actions: assign({ launch: ({ event }) => event.launch }) },
+          { target: 'running', actions: 'takeRelease' },
+        ],
       },
     },
     restarting: {
@@ -294,6 +338,7 @@ export const processMachine = setup({
           { guard: 'hasLaunch', target: 'running', actions: 'resume' },
           { target: 'downloading', actions: 'resume' },
         ],
+        REPLACE: { target: 'running', actions: 'takeRelease' },
       },
     },
     deleted: { type: 'final' },

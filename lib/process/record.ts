@@ -87,7 +87,8 @@ export class ProcessRecorder {
 
   constructor(
     private readonly log: Appender,
-    private readonly port: number,
+    /** The child's $PORT, or how to read it when it can change (a start-first replace moves it). */
+    private readonly port: number | (() => number),
   ) {}
 
   /** `fields` go into the first entry (the create's request id). */
@@ -103,7 +104,8 @@ export class ProcessRecorder {
     if (ev.event.type === 'DELETE' && typeof ev.event.reason === 'string') this.deleteReason = ev.event.reason;
     const snap = ev.snapshot as unknown as StepView;
     const next: StepView = { value: snap.value, context: snap.context };
-    for (const e of describeStep(this.prev, ev.event, next, this.port, this.deleteReason)) this.log.append(e.type, e.fields);
+    for (const e of describeStep(this.prev, ev.event, next, typeof this.port === 'number' ? this.port : this.port(), this.deleteReason))
+      this.log.append(e.type, e.fields);
     this.prev = next;
   };
 }

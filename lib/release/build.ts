@@ -11,6 +11,7 @@ import type { GroupMeter } from '../os/meter.js';
 import { signalGroup } from '../os/proc.js';
 import { addUsage, type RunUsage } from '../os/usage.js';
 import { abortReason, ReleaseError } from './errors.js';
+import { hasScript, readPackageScripts } from './package-json.js';
 
 export interface BuildStep {
   /** Label used in logs and errors, e.g. "npm ci". */
@@ -49,8 +50,10 @@ export async function detectBuildSteps(appDir: string): Promise<BuildStep[]> {
       locked
         ? { name: 'npm ci', command: 'npm', args: ['ci', ...QUIET_NPM] }
         : { name: 'npm install', command: 'npm', args: ['install', ...QUIET_NPM] },
-      { name: 'npm run build', command: 'npm', args: ['run', 'build', '--if-present'] },
     );
+    // Only when there is a build script: no "-----> npm run build" banner for a step that does nothing.
+    if (hasScript(await readPackageScripts(appDir).catch(() => ({})), 'build'))
+      steps.push({ name: 'npm run build', command: 'npm', args: ['run', 'build'] });
   }
   if (await isFile(path.join(appDir, 'requirements.txt'))) {
     steps.push(

@@ -10,6 +10,7 @@ import { checkExecSize } from '../os/exec-limits.js';
 import { buildEnvPath } from './build.js';
 import { childEnv, readDotenv, type EnvLayers } from './env.js';
 import { DEFAULT_PROCFILE_MAX_BYTES, describeTypes, parseProcfile, type ProcfileEntry } from './procfile.js';
+import { hasStartScript } from './package-json.js';
 import { readSmallFile } from './small-file.js';
 
 /** Run the Procfile entry of this type (what every process did before specs). */
@@ -75,6 +76,8 @@ export type ProcessSpec = ProcfileSpec | ArgvSpec | JobSpec;
 
 /** What a process needs to start its command: produced by `building`, reused on every restart. */
 export type Launch = ChildCommand & {
+  /** What runs, in words, and where that comes from (shown in the status document and `drover ps`). */
+  origin?: LaunchOrigin;
   cwd: string;
   env: Record<string, string>;
   exe?: string;
@@ -86,15 +89,33 @@ export type Launch = ChildCommand & {
 
 export type Procfile = Map<string, ProcfileEntry>;
 
-/** DIR/Procfile parsed, or null when there is none; read through the safe read. */
+export interface LaunchOrigin {
+  /** The Procfile entry's command, or the argv joined with spaces (cut to 200 characters). */
+  command: string;
+  from: 'Procfile' | 'package.json' | 'argv';
+}
+
+/** What a missing Procfile means, in every message that says so. */
+export const NO_PROCFILE = 'no Procfile at its root (nor a package.json with a "start" script)';
+
+/**
+ * DIR/Procfile parsed; without one, Heroku's default for a Node.js app: `web: npm start` when
+ * DIR/package.json has a `start` script. Null when there is neither. Read through the safe read.
+ */
 export async function readProcfile(dir: string): Promise<Procfile | null> {
   const text = await readSmallFile(join(dir, 'Procfile'), DEFAULT_PROCFILE_MAX_BYTES, 'Procfile');
-  return text === null ? null : parseProcfile(text);
+  if (text !== null) return parseProcfile(text);
+  return (await hasStartScript(dir))
+    ? new Map([['web', { type: 'web', command: 'npm start', env: {}, line: 0, from: 'package.json' as const }]])
+    : null;
 }
 
 export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
   const entry = procfile.get(type);
-  if (!entry) throw new Error(`unknown process type "${type}"; the Procfile has: ${describeTypes(procfile)}`);
+  if (!entry) {
+    const has = [...procfile.values()].some((e) => e.from === 'package.json') ? 'package.json gives only' : 'the Procfile has';
+    throw new Error(`unknown process type "${type}"; ${has}: ${describeTypes(procfile)}`);
+  }
   return entry;
 }
 
@@ -105,7 +126,7 @@ export function procfileEntry(procfile: Procfile, type: string): ProcfileEntry {
 export async function checkSpec(dir: string, spec: ProcessSpec): Promise<void> {
   if (spec.kind === 'argv') return;
   const procfile = await readProcfile(dir);
-  if (!procfile) throw new Error('the source archive has no Procfile at its root');
+  if (!procfile) throw new Error(`the source archive has ${NO_PROCFILE}`);
   procfileEntry(procfile, spec.processType);
 }
 
@@ -147,16 +168,19 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   let specEnv: Record<string, string>;
   let cwd = dir;
   let files: Pick<Launch, 'stdinFile' | 'stdoutFile'> = {};
+  let origin: LaunchOrigin;
   if (spec.kind === 'procfile' || spec.kind === 'job') {
     const procfile = input.procfile ?? (await readProcfile(dir));
-    if (!procfile) throw new Error('the source archive has no Procfile at its root');
+    if (!procfile) throw new Error(`the source archive has ${NO_PROCFILE}`);
     const entry = procfileEntry(procfile, spec.processType);
     command = { command: entry.command };
+    origin = { command: entry.command.slice(0, 200), from: entry.from ?? 'Procfile' };
     specEnv = entry.env;
     if (spec.kind === 'job') files = { stdinFile: spec.stdin, stdoutFile: spec.stdout };
   } else {
     if (spec.argv.length === 0 || spec.argv[0] === '') throw new Error('argv needs a program to run (argv[0])');
     command = { argv: [...spec.argv] };
+    origin = { command: spec.argv.join(' ').slice(0, 200), from: 'argv' };
     specEnv = spec.env ?? {};
     if (spec.cwd !== undefined) cwd = isAbsolute(spec.cwd) ? spec.cwd : resolve(dir, spec.cwd);
   }
@@ -171,5 +195,5 @@ export async function resolveLaunch(input: LaunchInput): Promise<Launch> {
   env.PATH = buildEnvPath(dir, env.PATH ?? '');
   // Past the kernel's limits spawn() would fail with a bare E2BIG: say which variable instead.
   checkExecSize(command.argv ?? [command.command], env);
-  return { ...command, cwd, env, ...files };
+  return { ...command, origin, cwd, env, ...files };
 }

@@ -30,8 +30,10 @@ export interface ProcfileEntry {
   type: string;
   command: string;
   env: Record<string, string>;
-  /** 1-based line on which the entry starts. */
+  /** 1-based line on which the entry starts (0 for an entry that is not in a Procfile). */
   line: number;
+  /** Set when the entry is not the Procfile's: `web: npm start` for an app with a start script and no Procfile. */
+  from?: 'package.json';
 }
 
 export class ProcfileError extends Error {

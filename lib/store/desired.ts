@@ -39,6 +39,10 @@ export interface DesiredProcess {
   archive?: string;
   /** Restart policy and backoff of the create request, if it gave any. */
   restart?: RestartRequest;
+  /** `{port: true}`: ready once $PORT accepts connections (web processes are, unless `{port: false}`). */
+  readiness?: { port: boolean };
+  /** Restarts so far, kept across agent restarts. */
+  restarts?: number;
   /** Kept down (stopped, or finished under its restart policy): restored without starting. */
   stopped?: boolean;
   /** Set for a proc (POST /procs): the client's id, and how it ended once it has. */

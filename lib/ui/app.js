@@ -1,17 +1,22 @@
-// The dashboard: every process with its state and resources, the state machine with live
-// transitions, and per process a console, recent events and the controls the agent offers.
-// Everything is discovered from the agent's links (GET /, status documents); controls whose
-// link is absent are not shown.
+// The dashboard: every process, grouped by app, with its state and resources; the state machine
+// with live transitions; and per process its console (recent history, then live), its events
+// as readable lines, its last exits when it keeps failing, its metrics, and the controls the
+// agent offers. Everything is discovered from the agent's links (GET /, status documents);
+// controls whose link is absent are not shown.
 
 import { ApiError, followNdjson, request, toWs, withToken } from './api.js';
 import { ConsoleView } from './console.js';
 import { Diagram } from './diagram.js';
-import { bytes, duration, NONE, percent, text, usageOf } from './format.js';
+import { describeEvent, exitText, isFailure } from './events.js';
+import { bytes, duration, NONE, percent, seconds, shownState, text, usageOf } from './format.js';
 import { ProcessList } from './list.js';
 
 const $ = (id) => document.getElementById(id);
 const HISTORY = 12; // transitions kept per process for its timeline
 const MAX_EVENTS = 200; // event log entries kept for the selected process
+const MAX_EXITS = 5; // exits shown when a process keeps failing
+const COLLAPSED_KEY = 'drover.collapsed';
+const DIAGRAM_KEY = 'drover.diagram';
 const GONE_AFTER_MS = 2500; // a deleted process stays visible this long
 
 /** slug → { slug, state, since, pid, restarts, last_error, doc, history, goneAt, seenAt } */
@@ -30,6 +35,11 @@ let consoleFor = null;
 let events = [];
 let eventsDirty = false;
 let tab = 'console';
+/** The selected process's exits (newest last), each with the last output line before it. */
+let exits = [];
+let lastOutput = null;
+let metricsTimer = 0;
+const collapsed = new Set(JSON.parse(localStorage.getItem(COLLAPSED_KEY) || '[]'));
 
 const consoleView = new ConsoleView($('console'), $('console-note'));
 const list = new ProcessList($('list'), $('list-spacer'), {
@@ -38,6 +48,12 @@ const list = new ProcessList($('list'), $('list-spacer'), {
     return [text(p.pid), text(p.restarts), uptime(p), usage ? percent(usage.cpu) : NONE, usage ? bytes(usage.memory) : NONE];
   },
   onSelect: select,
+  onToggle: (app) => {
+    if (collapsed.has(app)) collapsed.delete(app);
+    else collapsed.add(app);
+    localStorage.setItem(COLLAPSED_KEY, JSON.stringify([...collapsed]));
+    invalidate();
+  },
 });
 
 function now() {
@@ -67,6 +83,16 @@ function upsert(slug) {
     membershipChanged = true;
   }
   return p;
+}
+
+/** A process's app: from its status document; until then, the slug up to its first dot. */
+function appOf(p) {
+  return p.doc?.app ?? p.slug.split('.')[0];
+}
+
+function nodeOf(p) {
+  const app = appOf(p);
+  return p.doc?.node ?? (p.slug.startsWith(`${app}.`) ? p.slug.slice(app.length + 1) : p.slug);
 }
 
 function remove(slug) {
@@ -154,7 +180,7 @@ async function refreshRuns() {
           r.name ?? r.id.slice(0, 12),
           r.state,
           r.stage ?? NONE,
-          r.started_at ? new Date(r.started_at).toLocaleTimeString() : NONE,
+          r.started_at ? new Date(r.started_at).toLocaleTimeString([], { hour12: false }) : NONE,
         ];
         for (const c of cells) {
           const span = document.createElement('span');
@@ -184,6 +210,8 @@ function onTransition(r) {
   if (RUN_SLUG.test(r.slug)) return refreshRunsSoon();
   const known = procs.has(r.slug);
   const p = upsert(r.slug);
+  // A new child (or none) is not ready until the agent says so (a `ready` record).
+  if (p.doc && (r.to !== 'running' || r.from !== 'running')) Object.assign(p.doc, { ready: false, ready_at: null });
   p.state = r.to;
   p.since = r.since;
   p.pid = r.pid;
@@ -198,6 +226,14 @@ function onTransition(r) {
   if (r.to === 'deleted') p.goneAt = Date.now() + GONE_AFTER_MS;
   else if (!known || !p.doc) refreshListSoon();
   if (r.slug === selected && !eventsSource) eventsDirty = true;
+  invalidate();
+}
+
+/** The child accepts connections on its $PORT: a fact about `running`, no transition. */
+function onReady(r) {
+  const p = procs.get(r.slug);
+  if (!p?.doc) return;
+  Object.assign(p.doc, { ready: true, ready_at: r.time, port: r.port });
   invalidate();
 }
 
@@ -233,6 +269,7 @@ function connectInspect() {
     const r = JSON.parse(e.data);
     if (r.type === 'snapshot') onSnapshot(r);
     else if (r.type === 'transition') onTransition(r);
+    else if (r.type === 'ready') onReady(r);
   };
   ws.onclose = () => {
     setLive('down');
@@ -256,18 +293,45 @@ function render() {
     membershipChanged = false;
   }
   const f = filterText;
-  const items = f ? sorted.filter((p) => p.slug.toLowerCase().includes(f) || p.state.includes(f)) : sorted;
-  list.setItems(items, selected);
-  $('shown').textContent = f ? `${items.length} of ${sorted.length}` : `${sorted.length} process${sorted.length === 1 ? '' : 'es'}`;
-  $('empty').hidden = sorted.length > 0;
+  const matching = f
+    ? sorted.filter((p) => p.slug.toLowerCase().includes(f) || shownState(p).includes(f) || appOf(p).toLowerCase().includes(f))
+    : sorted;
+  list.setItems(grouped(matching), selected);
+  const total = sorted.length;
+  $('shown').textContent = f ? `${matching.length} of ${total}` : `${total} process${total === 1 ? '' : 'es'}`;
+  $('empty').hidden = total > 0;
 
   const counts = new Map();
-  for (const p of procs.values()) counts.set(p.state, (counts.get(p.state) ?? 0) + 1);
-  renderCounts(counts);
+  const shown = new Map();
+  for (const p of procs.values()) {
+    counts.set(p.state, (counts.get(p.state) ?? 0) + 1);
+    const s = shownState(p);
+    shown.set(s, (shown.get(s) ?? 0) + 1);
+  }
+  renderCounts(shown);
   diagram?.update(counts, selected ? procs.get(selected)?.state : null);
   renderDetail();
   connectSelected();
   if (eventsDirty && tab === 'events') renderEvents();
+}
+
+/** Processes by app (apps in name order), each app led by its row: how many, in which states. */
+function grouped(items) {
+  const apps = new Map();
+  for (const p of items) {
+    const app = appOf(p);
+    if (!apps.has(app)) apps.set(app, []);
+    apps.get(app).push(p);
+  }
+  const out = [];
+  for (const app of [...apps.keys()].sort()) {
+    const members = apps.get(app).sort((a, b) => (nodeOf(a) < nodeOf(b) ? -1 : nodeOf(a) > nodeOf(b) ? 1 : 0));
+    const byState = new Map();
+    for (const p of members) byState.set(shownState(p), (byState.get(shownState(p)) ?? 0) + 1);
+    out.push({ group: app, total: members.length, counts: [...byState], collapsed: collapsed.has(app) });
+    if (!collapsed.has(app)) for (const p of members) out.push(Object.assign(p, { node: nodeOf(p), shownState: shownState(p) }));
+  }
+  return out;
 }
 
 function renderCounts(counts) {
@@ -295,10 +359,21 @@ function renderDetail() {
   const doc = p.doc ?? {};
   $('detail-slug').textContent = p.slug;
   const state = $('detail-state');
-  state.textContent = p.state === 'exited' && doc.stopped ? 'exited (stopped)' : p.state;
-  state.dataset.state = p.state;
+  const shown = shownState(p);
+  if (state.textContent !== shown) state.textContent = shown;
+  state.dataset.state = shown;
+  // Ready: the child accepts connections on $PORT (web processes), a fact about `running`.
+  const ready = $('detail-ready');
+  const checks = doc.readiness === 'port' && p.state === 'running';
+  ready.hidden = !checks;
+  if (checks) {
+    ready.textContent = doc.ready ? 'ready' : 'not ready yet';
+    ready.dataset.ready = String(Boolean(doc.ready));
+    ready.title = doc.ready
+      ? `accepts connections on port ${doc.port} since ${new Date(doc.ready_at).toLocaleTimeString([], { hour12: false })}`
+      : `waiting for port ${doc.port}`;
+  }
   const usage = usageOf(doc);
-  const errors = doc.errors ?? [];
   const fields = [
     field('pid', text(p.pid)),
     field('port', text(doc.port)),
@@ -308,9 +383,11 @@ function renderDetail() {
     field('memory', usage ? bytes(usage.memory) : NONE),
     field('type', text(doc.process_type)),
     field('created', doc.created_at ? new Date(doc.created_at).toLocaleString() : NONE),
-    field('last error', text(p.last_error), true),
   ];
-  if (errors.length > 1) fields.push(field(`errors (${errors.length})`, errors.slice(-5).join(' · '), true));
+  if (doc.release) fields.push(field('release', releaseText(doc), true));
+  if (doc.command) fields.push(field('command', `${doc.command}${doc.command_from ? ` (from ${doc.command_from})` : ''}`, true));
+  // When the process keeps failing, its last error heads the box of its last exits instead.
+  if (!failing(p)) fields.push(field('last error', text(p.last_error), true));
   if (doc.env_names?.length) fields.push(field('env', doc.env_names.join(', '), true));
   const dl = $('detail-fields');
   const html = fields.map((f) => f.outerHTML).join('');
@@ -318,6 +395,7 @@ function renderDetail() {
     dl.replaceChildren(...fields);
     dl.dataset.html = html;
   }
+  renderCrash(p);
   const timeline = p.history.map((r) => `<li title="${escapeHtml(`${r.time} · ${r.event}`)}">${escapeHtml(r.to)}</li>`).join('');
   if ($('timeline').innerHTML !== timeline) $('timeline').innerHTML = timeline;
 
@@ -325,7 +403,41 @@ function renderDetail() {
   showButton('btn-restart', doc.restart && !gone);
   showButton('btn-stop', doc.stop && !gone && p.state !== 'exited');
   showButton('btn-start', doc.start && !gone && p.state === 'exited');
+  showButton('signal-box', doc.signal && !gone && p.state === 'running');
   showButton('btn-delete', doc.delete && !gone);
+  $('tab-metrics').hidden = !doc.metrics;
+}
+
+/** "3f2a9c1b7d10 from https://example.com/app.tgz": the short content hash and the source. */
+function releaseText(doc) {
+  const r = doc.release;
+  return `${r.id ?? 'not downloaded yet'}${r.source ? ` from ${r.source}` : ''}`;
+}
+
+/**
+ * When the process keeps failing (its last exits failures, or its last error newer than its
+ * last good start): its last error and its last exits, each with the output line before it.
+ */
+function failing(p) {
+  const failures = exits.filter((e) => e.failure).length;
+  return failures > 0 && exits.at(-1).failure && (p.state !== 'running' || p.restarts > 0 || failures > 1);
+}
+
+function renderCrash(p) {
+  const box = $('crash');
+  const recent = exits.slice(-MAX_EXITS);
+  box.hidden = !failing(p);
+  if (box.hidden) return;
+  const loop = exits.filter((e) => e.failure).length >= 2 && p.restarts >= 2;
+  $('crash-title').textContent = loop ? `Crash loop: ${p.restarts} restarts` : 'Last exit failed';
+  $('crash-error').textContent = p.last_error ? `last error: ${p.last_error}` : '';
+  const items = recent
+    .map((e) => {
+      const line = e.output ? `<span class="out">${escapeHtml(e.output)}</span>` : '';
+      return `<li class="${e.failure ? 'fail' : ''}" title="${escapeHtml(e.output ?? '')}"><time>${escapeHtml(e.when)}</time>${escapeHtml(e.text)}${line}</li>`;
+    })
+    .join('');
+  if ($('crash-exits').innerHTML !== items) $('crash-exits').innerHTML = items;
 }
 
 function showButton(id, visible) {
@@ -343,6 +455,7 @@ function select(slug) {
   selected = slug;
   history.replaceState(null, '', slug ? `#${encodeURIComponent(slug)}` : location.pathname);
   $('action-error').hidden = true;
+  $('action-note').hidden = true;
   resetDelete();
   consoleView.close();
   consoleFor = null;
@@ -352,7 +465,10 @@ function select(slug) {
   eventsSource = null;
   eventsFor = null;
   events = [];
+  exits = [];
+  lastOutput = null;
   renderEvents();
+  if (tab === 'metrics') refreshMetrics();
   invalidate();
 }
 
@@ -370,6 +486,39 @@ function connectSelected() {
   }
 }
 
+/** Takes in one entry of the selected process's event log. */
+function onEvent(ev) {
+  // A new process of that slug begins its history: what came before belongs to an earlier one.
+  if (ev.type === 'state' && ev.from === null && ev.why === 'created') {
+    events = [];
+    exits = [];
+    lastOutput = null;
+  }
+  // Output lines are what the console shows; the last one before an exit goes with the exit.
+  if (typeof ev.text === 'string' && ev.stream) {
+    if (ev.stream !== 'build' && (ev.stream === 'stderr' || lastOutput?.stream !== 'stderr'))
+      lastOutput = { stream: ev.stream, text: ev.text };
+    return;
+  }
+  // (Not reset at child_started: with the spawn helper a child's first lines may come before it.)
+  if (ev.type === 'child_exited') {
+    exits.push({
+      when: ev.time ? new Date(ev.time).toLocaleTimeString([], { hour12: false }) : '',
+      text: exitText(ev),
+      failure: isFailure(ev),
+      output: lastOutput?.text ?? null,
+    });
+    lastOutput = null;
+    if (exits.length > MAX_EXITS * 4) exits.splice(0, exits.length - MAX_EXITS * 4);
+  }
+  // An exit that was asked for (stop, restart, replace, delete) is no failure.
+  if (ev.type === 'state' && ev.from === 'running' && /requested|replaced/.test(ev.why ?? '') && exits.length) exits.at(-1).failure = false;
+  // Download progress: one line that counts up, not one per chunk.
+  if (ev.type === 'download' && events.at(-1)?.type === 'download') events.pop();
+  events.push(ev);
+  if (events.length > MAX_EVENTS) events.shift();
+}
+
 function openEvents(p) {
   if (p.doc.events) {
     // The event log (when the agent keeps one): NDJSON over fetch, so the token goes in a header.
@@ -378,14 +527,10 @@ function openEvents(p) {
     followNdjson(
       p.doc.events,
       (ev) => {
-        // Output lines are what the console shows; the events tab is for everything else.
-        if (typeof ev.text === 'string' && ev.stream) return;
-        events.push(ev);
-        if (events.length > MAX_EVENTS) events.shift();
-        if (eventsSource === controller) {
-          eventsDirty = true;
-          invalidate();
-        }
+        if (eventsSource !== controller) return;
+        onEvent(ev);
+        eventsDirty = true;
+        invalidate();
       },
       controller.signal,
     ).catch(() => {}); // aborted on deselect, or the process went away
@@ -393,44 +538,107 @@ function openEvents(p) {
   renderEvents();
 }
 
-function describeEvent(ev) {
-  const { id, time, type, ...rest } = ev;
-  const when = time ? new Date(time).toLocaleTimeString() : '';
-  return `${id !== undefined ? `#${id} ` : ''}${when} ${type ?? ''} ${JSON.stringify(rest)}`;
+/** One event as a list item: its time, its kind and what happened, exits and restarts marked. */
+function eventItem(ev) {
+  const { kind, detail, mark } = describeEvent(ev);
+  const li = document.createElement('li');
+  if (mark) li.className = `ev-${mark}`;
+  li.dataset.type = ev.type ?? '';
+  const time = document.createElement('time');
+  time.textContent = ev.time ? new Date(ev.time).toLocaleTimeString([], { hour12: false }) : '';
+  if (ev.time) time.dateTime = ev.time;
+  const k = document.createElement('span');
+  k.className = 'kind';
+  k.textContent = kind;
+  const d = document.createElement('span');
+  d.className = 'detail';
+  d.textContent = detail;
+  li.append(time, k, d);
+  return li;
 }
 
 function renderEvents() {
   eventsDirty = false;
-  const ol = $('events');
+  const list = $('events');
   const p = selected ? procs.get(selected) : null;
   const items = eventsSource
-    ? events.map(describeEvent)
-    : (p?.history ?? []).map((r) => `${new Date(r.time).toLocaleTimeString()} ${r.from ?? '∅'} → ${r.to} (${r.event})`);
-  ol.replaceChildren(...items.map((s) => Object.assign(document.createElement('li'), { textContent: s })));
-  ol.scrollTop = ol.scrollHeight;
+    ? events.map(eventItem)
+    : (p?.history ?? []).map((r) => eventItem({ time: r.time, type: 'state', from: r.from, to: r.to, why: r.event }));
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
+  list.replaceChildren(...items);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---- metrics ---------------------------------------------------------------------------
+
+async function refreshMetrics() {
+  clearTimeout(metricsTimer);
+  const p = selected ? procs.get(selected) : null;
+  const box = $('metrics');
+  if (tab !== 'metrics' || !p?.doc?.metrics) return;
+  try {
+    renderMetrics(await request('GET', p.doc.metrics));
+  } catch (err) {
+    box.textContent = `metrics unavailable: ${err.message}`;
+  }
+  if (tab === 'metrics') metricsTimer = setTimeout(refreshMetrics, 2000);
+}
+
+function renderMetrics(m) {
+  const cpu = (u) => (u && (u.utime !== null || u.stime !== null) ? `${seconds((u.utime ?? 0) + (u.stime ?? 0))} CPU` : NONE);
+  const rss = (u) => (u?.maxrss !== null && u?.maxrss !== undefined ? bytes(u.maxrss) : NONE);
+  const stage = (name, s) =>
+    `<tr><th>${name}</th><td>${s.runs}</td><td>${cpu(s.total)}</td><td>${cpu(s.last)}</td><td>${rss(s.last)}</td></tr>`;
+  const now = m.current
+    ? `${percent(m.current.cpu_percent)} CPU · ${bytes(m.current.rss)} · ${m.current.processes} process${m.current.processes === 1 ? '' : 'es'}`
+    : NONE;
+  const samples = m.samples ?? [];
+  $('metrics').innerHTML = `
+    <table class="stages">
+      <thead><tr><th></th><th>runs</th><th>total</th><th>last</th><th>last peak memory</th></tr></thead>
+      <tbody>${stage('build', m.build)}${stage('run', m.run)}</tbody>
+    </table>
+    <p><b>now</b> ${escapeHtml(now)}</p>
+    ${samples.length > 1 ? spark(samples, 'cpu_percent', 'CPU %', percent) + spark(samples, 'rss', 'memory', bytes) : ''}`;
+}
+
+/** A small line chart of one figure over the recent samples. */
+function spark(samples, key, label, fmt) {
+  const values = samples.map((s) => s[key]);
+  const max = Math.max(...values, key === 'cpu_percent' ? 1 : 1024);
+  const w = 300;
+  const h = 40;
+  const pts = values.map((v, i) => `${((i / (values.length - 1)) * w).toFixed(1)},${(h - (v / max) * (h - 2) - 1).toFixed(1)}`).join(' ');
+  return `<figure class="spark"><figcaption>${label}: ${escapeHtml(fmt(values.at(-1)))} (peak ${escapeHtml(fmt(Math.max(...values)))})</figcaption>
+    <svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none"><polyline points="${pts}" /></svg></figure>`;
 }
 
 function showTab(name) {
   tab = name;
-  $('tab-console').setAttribute('aria-selected', String(name === 'console'));
-  $('tab-events').setAttribute('aria-selected', String(name === 'events'));
-  $('console').hidden = name !== 'console';
-  $('events').hidden = name !== 'events';
+  for (const t of ['console', 'events', 'metrics']) {
+    $(`tab-${t}`).setAttribute('aria-selected', String(name === t));
+    $(t).hidden = name !== t;
+  }
+  $('console-note').hidden = name !== 'console';
   if (name === 'events') renderEvents();
+  if (name === 'metrics') refreshMetrics();
 }
 
 // ---- actions ---------------------------------------------------------------------------
 
-async function act(button, url) {
+async function act(button, url, body = {}) {
   const error = $('action-error');
   error.hidden = true;
+  $('action-note').hidden = true;
   button.disabled = true;
   try {
-    const doc = await request('POST', url, {});
+    const doc = await request('POST', url, body);
     if (doc?.slug) applyDoc(doc);
+    return true;
   } catch (err) {
     error.textContent = err.message;
     error.hidden = false;
+    return false;
   } finally {
     button.disabled = false;
     invalidate();
@@ -456,6 +664,15 @@ $('btn-delete').addEventListener('click', (e) => {
   resetDelete();
   e.currentTarget.textContent = 'Deleting…';
   act(e.currentTarget, p.doc.delete);
+});
+$('btn-signal').addEventListener('click', async (e) => {
+  const url = procs.get(selected)?.doc?.signal;
+  if (!url) return;
+  const signal = $('signal-name').value;
+  if (await act(e.currentTarget, url, { signal })) {
+    $('action-note').textContent = `sent ${signal} to ${selected}'s process group`;
+    $('action-note').hidden = false;
+  }
 });
 for (const name of ['restart', 'stop', 'start']) {
   $(`btn-${name}`).addEventListener('click', (e) => {
@@ -534,6 +751,16 @@ function filterByState(state) {
 }
 $('tab-console').addEventListener('click', () => showTab('console'));
 $('tab-events').addEventListener('click', () => showTab('events'));
+$('tab-metrics').addEventListener('click', () => showTab('metrics'));
+
+function showDiagram(visible) {
+  $('diagram').dataset.collapsed = String(!visible);
+  $('diagram-toggle').textContent = visible ? 'hide' : 'show';
+  $('diagram-toggle').setAttribute('aria-expanded', String(visible));
+  localStorage.setItem(DIAGRAM_KEY, visible ? 'shown' : 'hidden');
+}
+$('diagram-toggle').addEventListener('click', () => showDiagram($('diagram').dataset.collapsed === 'true'));
+showDiagram(localStorage.getItem(DIAGRAM_KEY) !== 'hidden');
 setInterval(invalidate, 1000); // uptimes tick
 
 async function boot() {
@@ -541,6 +768,8 @@ async function boot() {
   $('agent').textContent = new URL(links.list).host;
   $('new-process').disabled = !links.create;
   if (links.machine) diagram = new Diagram($('diagram'), await request('GET', links.machine), filterByState);
+  else $('diagram-panel').hidden = true;
+  $('runs').hidden = !links.runs;
   await Promise.all([refreshList(), refreshRuns()]);
   if (links.inspect) connectInspect();
   setTimeout(pollList, 5000);

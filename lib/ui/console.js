@@ -1,6 +1,8 @@
-// A console pane fed by a WebSocket, one line per frame. It keeps at most MAX_LINES and redraws
-// at most DRAW_HZ times a second as a single text node, so a process printing thousands of
-// lines a second costs one cheap DOM update per tick and a bounded amount of memory.
+// A console pane fed by a WebSocket, one line per frame: it opens with the process's recent
+// output from its log (attach's `?tail=`), then goes on live, with no gap and no line twice.
+// It keeps at most MAX_LINES and redraws at most DRAW_HZ times a second as a single text node,
+// so a process printing thousands of lines a second costs one cheap DOM update per tick and a
+// bounded amount of memory.
 
 export const MAX_LINES = 2000;
 const DRAW_MS = 100;
@@ -17,9 +19,12 @@ export class ConsoleView {
     this.ws = null;
   }
 
-  /** Streams `url` into the pane, replacing whatever was there. */
+  /** Streams `url` into the pane, replacing whatever was there; the last MAX_LINES lines of history first. */
   open(url, label) {
     this.close();
+    const u = new URL(url, location.href);
+    u.searchParams.set('tail', String(MAX_LINES));
+    url = u.toString();
     this.lines = [];
     this.received = 0;
     this.text = document.createTextNode('');
@@ -28,7 +33,7 @@ export class ConsoleView {
     this.setNote('connecting…');
     const ws = new WebSocket(url);
     this.ws = ws;
-    ws.onopen = () => this.setNote(`attached to ${label}`);
+    ws.onopen = () => this.setNote(`attached to ${label}: history, then live`);
     ws.onmessage = (e) => {
       this.lines.push(typeof e.data === 'string' ? e.data : '[binary frame]');
       this.received++;
@@ -77,7 +82,8 @@ export class ConsoleView {
     this.text.data = this.lines.join('\n');
     if (atBottom) el.scrollTop = el.scrollHeight;
     const n = this.received;
-    this.setNote(`${this.label}: ${n} line${n === 1 ? '' : 's'}${n > MAX_LINES ? `, last ${MAX_LINES} kept` : ''}`);
+    if (!this.ws) return;
+    this.setNote(`${this.label}: ${n} line${n === 1 ? '' : 's'}${n > MAX_LINES ? `, last ${MAX_LINES} kept` : ''} · live`);
   }
 
   /** Lines currently shown. */

@@ -48,3 +48,19 @@ export function usageOf(doc) {
 export function text(v) {
   return v === null || v === undefined || v === '' ? NONE : String(v);
 }
+
+/** "0.25 s", "12 s", "3 min": a duration given in seconds, short. */
+export function seconds(s) {
+  if (!Number.isFinite(s) || s < 0) return NONE;
+  if (s < 10) return `${Number(s.toPrecision(2))} s`;
+  if (s < 120) return `${Math.round(s)} s`;
+  return duration(s * 1000);
+}
+
+/**
+ * One word for what a process is doing, the same as `drover ps` says: a process stopped on
+ * request is `stopped` (the machine's `exited` with `stopped: true`), anything else its state.
+ */
+export function shownState(p) {
+  return p.state === 'exited' && p.doc?.stopped === true ? 'stopped' : p.state;
+}

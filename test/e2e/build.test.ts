@@ -53,7 +53,25 @@ t.test('detectBuildSteps looks only at files', async (t) => {
   const dir = t.testdir();
   t.same(await detectBuildSteps(dir), [], 'nothing to do');
 
-  await files(dir, { 'package.json': '{}' });
+  await files(dir, { 'package.json': '{"scripts": {"start": "node ."}}' });
+  t.same(
+    (await detectBuildSteps(dir)).map((s) => s.name),
+    ['npm install'],
+    'no build script: no "npm run build" step (nor its banner)',
+  );
+  await files(dir, { 'package.json': '{"scripts": {"build": ""}}' });
+  t.same(
+    (await detectBuildSteps(dir)).map((s) => s.name),
+    ['npm install'],
+    'an empty build script is none',
+  );
+  await files(dir, { 'package.json': 'not json' });
+  t.same(
+    (await detectBuildSteps(dir)).map((s) => s.name),
+    ['npm install'],
+    'a package.json that is not JSON has no build script (npm install says why)',
+  );
+  await files(dir, { 'package.json': '{"scripts": {"build": "tsc"}}' });
   t.same(
     (await detectBuildSteps(dir)).map((s) => [s.name, s.command, s.args[0]]),
     [
@@ -61,7 +79,7 @@ t.test('detectBuildSteps looks only at files', async (t) => {
       ['npm run build', 'npm', 'run'],
     ],
   );
-  t.same((await detectBuildSteps(dir))[1].args, ['run', 'build', '--if-present']);
+  t.same((await detectBuildSteps(dir))[1].args, ['run', 'build']);
 
   await files(dir, { 'package-lock.json': '{}' });
   t.equal((await detectBuildSteps(dir))[0].name, 'npm ci');
@@ -79,7 +97,7 @@ t.test('detectBuildSteps looks only at files', async (t) => {
   t.equal(steps[1].command, path.join(py, '.venv/bin/pip'));
   t.same(steps[1].args, ['install', '-r', 'requirements.txt']);
 
-  const withBin = t.testdir({ 'package.json': '{}' });
+  const withBin = t.testdir({ 'package.json': '{"scripts": {"build": "tsc"}}' });
   await files(withBin, { 'bin/build': exe('#!/bin/sh\n') });
   t.same(
     (await detectBuildSteps(withBin)).map((s) => s.name),

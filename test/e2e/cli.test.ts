@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { list as tarList } from 'tar';
@@ -53,7 +53,7 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
   t.equal(first.code, 0, first.stderr);
   t.match(first.stdout, /packed .*: 4 files, .* \(uploaded\)/);
   t.match(first.stdout, /shop\.web\.0\s+create/);
-  t.match(first.stdout, /shop\.web\.0\s+running \(pid \d+, port \d+\)/);
+  t.match(first.stdout, /shop\.web\.0\s+ready on port \d+ \(pid \d+\)/);
   t.notMatch(first.stdout, /\x1b\[/, 'no colors when stdout is not a TTY');
 
   const [doc] = await ps(agent.url);
@@ -77,7 +77,7 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
 
   const table = await runCli(['ps'], { url: agent.url });
   t.equal(table.code, 0);
-  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\n/);
+  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\s+RELEASE\s+COMMAND\n/);
   t.match(table.stdout, new RegExp(`shop\\.web\\.0\\s+running\\s+${doc.pid}\\s+${doc.port}\\s+0\\s+\\d+s`));
 
   const status = await runCli(['status', 'shop.web.0'], { url: agent.url });
@@ -123,6 +123,46 @@ t.test('deploy a directory: packed without ignored files, uploaded once, converg
   t.same(await ps(agent.url), []);
 });
 
+t.test('no Procfile, a start script: web: npm start, shown as from package.json; one word for stopped', async (t) => {
+  const agent = await agentFor(t);
+  const app = join(t.testdir(), 'npmstart');
+  cpSync(join(examples, 'web'), app, { recursive: true });
+  rmSync(join(app, 'Procfile'));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ type: 'module', private: true, scripts: { start: 'node server.js' } }));
+  const r = await runCli(['deploy', app, '--app', 'npm', '--env', 'GREETING=from npm start'], { url: agent.url });
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /has no Procfile: running web: npm start \(package\.json's start script\)/);
+  t.match(r.stdout, /npm\.web\.0\s+ready on port \d+/);
+  t.notMatch(r.stdout, /npm run build/, 'no build banner without a build script');
+  const [doc] = await ps(agent.url);
+  t.match(doc, { command: 'npm start', command_from: 'package.json', release: { id: /^[0-9a-f]{12}$/ } });
+  t.equal(await answer(doc.port), 'from npm start (web.0)\n');
+  const table = await runCli(['ps'], { url: agent.url });
+  t.match(table.stdout, /^SLUG\s+STATE\s+PID\s+PORT\s+RESTARTS\s+UPTIME\s+CPU\s+MEM\s+RELEASE\s+COMMAND\n/);
+  t.match(table.stdout, new RegExp(`npm\\.web\\.0\\s+running\\s+.*${doc.release.id} upload\\s+npm start \\(package\\.json\\)\\n`));
+  const status = await runCli(['status', 'npm.web.0'], { url: agent.url });
+  t.match(status.stdout, new RegExp(`release\\s+${doc.release.id} from http://`));
+  t.match(status.stdout, /command\s+npm start \(package\.json start script: no Procfile\)/);
+  t.match(status.stdout, /ready\s+yes, accepts connections since /);
+
+  // stop says what ps says.
+  const stop = await runCli(['stop', 'npm.web.0'], { url: agent.url });
+  t.equal(stop.stdout, 'npm.web.0: stopped\n');
+  t.match((await runCli(['ps'], { url: agent.url })).stdout, /npm\.web\.0\s+stopped\s/);
+  t.match((await runCli(['status', 'npm.web.0'], { url: agent.url })).stdout, /state\s+stopped/);
+  const start = await runCli(['start', 'npm.web.0'], { url: agent.url });
+  t.match(start.stdout, /^npm\.web\.0: (pending|downloading|building|running)\n$/);
+
+  // Without a start script either, the deploy says what is missing.
+  writeFileSync(join(app, 'package.json'), '{"private": true}');
+  oneLineError(
+    t,
+    await runCli(['deploy', app, '--app', 'npm'], { url: agent.url }),
+    2,
+    /has no Procfile .* nor a package\.json with a "start" script/,
+  );
+});
+
 t.test('a deploy that fails to start exits non-zero and says why', async (t) => {
   const agent = await agentFor(t);
   const app = join(t.testdir(), 'broken');
@@ -132,7 +172,7 @@ t.test('a deploy that fails to start exits non-zero and says why', async (t) => 
   const r = await runCli(['deploy', app, '--app', 'broken'], { url: agent.url });
   t.equal(r.code, 1);
   t.match(r.stdout, /broken\.web\.0\s+failed: build step "npm run build" exited with code 7/);
-  t.match(r.stderr, /^drover: some processes of broken failed to start/);
+  t.match(r.stderr, /^drover: some processes of broken are not healthy/);
   const bad = await runCli(['deploy', app, '--app', 'broken', '--scale', 'worker=1'], { url: agent.url });
   oneLineError(t, bad, 2, /has no process type "worker" \(it has: web\)/);
   const url = await runCli(['deploy', 'http://127.0.0.1:1/nothing.tgz', '--app', 'remote', '--no-wait'], { url: agent.url });
@@ -241,6 +281,8 @@ t.test('logs -f follows a process until it is deleted', async (t) => {
   t.equal(b, a + 1, 'consecutive lines, as the process prints them');
   t.equal((await runCli(['rm', 'tick.worker.0'], { url: agent.url })).code, 0);
   t.equal(await exited, 0, 'logs -f ends when the process is deleted');
+  t.match(out, /── tick\.worker\.0 was deleted; no more output\n$/, 'a clear last line');
+  t.match(out, /^── started \(pid \d+/m, 'the start marker');
 });
 
 t.test('errors are one line with a meaningful exit code', async (t) => {
@@ -359,4 +401,63 @@ t.test("client verbs do not load the agent's dependencies", async (t) => {
     spawn(process.execPath, ['--import', pathToFileURL(register).href, bin, 'serve', '--help'], { stdio: 'ignore' }).on('close', resolve);
   });
   t.not(serve, 0, 'the check can fail: serve does load them');
+});
+
+t.test('redeploy: config kept, replaced in place, health checked', async (t) => {
+  const agent = await agentFor(t);
+  const app = join(t.testdir(), 'web');
+  cpSync(join(examples, 'web'), app, { recursive: true });
+  const first = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=kept', '--env', 'OTHER=1'], { url: agent.url });
+  t.equal(first.code, 0, first.stderr);
+  const [before] = await ps(agent.url);
+
+  // A new source, no --env: the env stays; the same process (slug, restarts) is replaced in place.
+  writeFileSync(join(app, 'NOTE'), 'a one-line change\n');
+  const again = await runCli(['deploy', app, '--app', 'keep', '--strategy', 'start-first'], { url: agent.url });
+  t.equal(again.code, 0, again.stderr);
+  t.match(again.stdout, /keep\.web\.0\s+replace \(source changed\)/);
+  t.match(again.stdout, /keep\.web\.0\s+replaced \(start-first; source, port \d+ → \d+\); 0\.00 s without service/);
+  t.match(again.stdout, /keep\.web\.0\s+ready on port \d+/);
+  const [after] = await ps(agent.url);
+  t.same(after.env_names.sort(), ['GREETING', 'OTHER'], 'config kept across the redeploy');
+  t.equal(await answer(after.port), 'kept (web.0)\n');
+  t.ok(after.restarts >= before.restarts, 'restarts not reset');
+
+  // --env merges and prints the names that changed, never the values.
+  const merged = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=new value'], { url: agent.url });
+  t.equal(merged.code, 0, merged.stderr);
+  t.match(merged.stdout, /replaced \(stop-first; env GREETING\); [\d.]+ s without service/);
+  t.notMatch(merged.stdout, /new value/);
+  t.same((await ps(agent.url))[0].env_names.sort(), ['GREETING', 'OTHER']);
+
+  // --replace-env: exactly what is given.
+  const exact = await runCli(['deploy', app, '--app', 'keep', '--env', 'GREETING=only', '--replace-env'], { url: agent.url });
+  t.equal(exact.code, 0, exact.stderr);
+  t.same((await ps(agent.url))[0].env_names, ['GREETING']);
+
+  // A crash-looping worker: non-zero exit with its last error and last log lines.
+  const crash = join(t.testdir(), 'crash');
+  mkdirSync(crash);
+  writeFileSync(join(crash, 'Procfile'), 'worker: echo starting up; sleep 0.3; echo giving up >&2; exit 3\n');
+  const r = await runCli(['deploy', crash, '--app', 'crashy', '--min-uptime', '2'], { url: agent.url });
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(r.stdout, /crashy\.worker\.0\s+failed: process exited with code 3/);
+  t.match(r.stdout, /--- last \d+ log lines? of crashy\.worker\.0:\n(\s+.*\n)*\s+giving up/);
+  t.match(r.stderr, /^drover: some processes of crashy are not healthy/);
+
+  // logs APP: prefixed lines with markers for starts, exits and restarts.
+  await waitFor(async () => (await ps(agent.url)).find((d) => d.slug === 'crashy.worker.0')!.restarts >= 2, 'two restarts');
+  const applog = await runCli(['logs', 'crashy'], { url: agent.url });
+  t.equal(applog.code, 0, applog.stderr);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| starting up$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── started \(pid \d+, port \d+\)$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── exited with code 3 after [\d.]+ s$/m);
+  t.match(applog.stdout, /^crashy\.worker\.0 \| ── restarting in \d+ ms \(restart \d+\)$/m);
+  const keep = await runCli(['logs', 'keep', '-n', '200'], { url: agent.url });
+  t.match(keep.stdout, /^keep\.web\.0 \| ── replaced \(start-first, port \d+ → \d+\)$/m, 'the replace marker');
+  t.match(keep.stdout, /^keep\.web\.0 \| ── ready on port \d+/m);
+  const everything = await runCli(['logs', '-n', '3'], { url: agent.url });
+  t.match(everything.stdout, /^crashy\.worker\.0 \| /m);
+  t.match(everything.stdout, /^keep\.web\.0\s+\| /m);
+  oneLineError(t, await runCli(['logs', 'nothing'], { url: agent.url }), 6, /no process or app "nothing"/);
 });

@@ -19,7 +19,7 @@ t.test('demo: the agent with the example web app deployed, then the next steps',
   const exit = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
 
   const url = await waitFor(() => /drover is running at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], 'the demo to be ready', 120_000);
-  t.match(out, /demo\.web\.0\s+running \(pid \d+, port \d+\)/);
+  t.match(out, /demo\.web\.0\s+ready on port \d+ \(pid \d+\)/);
   t.match(out, new RegExp(`export DROVER_URL=${url}`), 'a non-default port comes with the DROVER_URL to use');
   t.match(out, /node \S*bin\/drover\.js ps /);
   t.match(out, /node \S*bin\/drover\.js logs -f demo\.web\.0/);

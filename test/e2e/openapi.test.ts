@@ -162,6 +162,19 @@ t.test('real answers validate against the document', async (t) => {
   await call('POST', '/start-process/oa.web.0', {});
   await waitForState(`${agent.url}/process-status/oa.web.0`, 'running');
   await call('POST', '/restart-process/oa.web.0', {});
+  // A replace (env only, stop-first) of a worker: no readiness check, done once the new child runs.
+  await call('POST', '/create-process', {
+    app: 'oa',
+    node: 'worker.0',
+    process_type: 'web',
+    source_url: source,
+    readiness: { port: false },
+  });
+  await waitForState(`${agent.url}/process-status/oa.worker.0`, 'running');
+  const replaced = await call('POST', '/replace-process/oa.worker.0', { env: { A: '2' }, strategy: 'stop-first' });
+  t.equal(replaced.status, 200, 'replaced');
+  t.same(replaced.json?.replaced?.changed, ['env A']);
+  await call('POST', '/replace-process/oa.worker.0', { strategy: 'sideways' });
   await call('GET', '/machine');
   await call('GET', '/metrics');
   await call('GET', '/metrics', undefined, { accept: 'application/openmetrics-text; version=1.0.0' });
@@ -208,6 +221,7 @@ t.test('real answers validate against the document', async (t) => {
   for (const e of inspect.events)
     if (!recordSchema(e.data)) problems.push(`inspect ${JSON.stringify(e.data)}: ${checker.errorsText(recordSchema)}`);
 
+  await call('POST', '/delete-process/oa.worker.0', {});
   const deleted = await call('POST', '/delete-process/oa.web.0', {}, { prefer: 'return=representation' });
   t.equal(deleted.json?.state, 'deleted');
   t.ok(checked >= 25, `${checked} answers checked`);

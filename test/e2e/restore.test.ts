@@ -256,3 +256,29 @@ t.test('stopped processes, and ones finished under their restart policy, come ba
   const again = await waitForState(at(stopped), 'running');
   t.equal(again.stopped, false);
 });
+
+t.test('restarts are counted across agent restarts, and the release is the one it ran', async (t) => {
+  const archives = await new ArchiveServer().start();
+  t.teardown(() => archives.close());
+  const dir = t.testdir();
+  const url = archives.serve(
+    'flaky.tgz',
+    await pack(writeApp(join(dir, 'flaky'), { Procfile: 'worker: echo trying; sleep 0.2; exit 1\n' }), join(dir, 'flaky.tgz')),
+  );
+  const a = agents(t);
+  const first = await a.start();
+  const created = (
+    await api('POST', `${first.url}/create-process`, { app: 'f', node: 'worker.0', process_type: 'worker', source_url: url })
+  ).json;
+  const before = await waitFor(async () => {
+    const doc = (await api('GET', created.status)).json;
+    return doc.restarts >= 3 && doc.release.id ? doc : null;
+  }, 'three restarts');
+  t.match(before.release, { id: /^[0-9a-f]{12}$/, source: url });
+  await a.stop();
+  const second = await a.start();
+  const after = (await api('GET', `${second.url}/process-status/f.worker.0`)).json;
+  t.ok(after.restarts >= before.restarts, `restarts go on from ${before.restarts} (now ${after.restarts}), not from 0`);
+  t.same(after.release, before.release, 'the same release');
+  await waitFor(async () => (await api('GET', `${second.url}/process-status/f.worker.0`)).json.restarts > before.restarts, 'counting on');
+});

@@ -92,8 +92,9 @@ t.test('from the page: create a process, watch it reach running, read its consol
   await page.click('#btn-stop');
   await page.locator('#btn-start').waitFor();
   // The start button, the state line and the diagram are updated by different messages: wait for each.
-  await waitFor(async () => (await page.textContent('#detail-state')) === 'exited (stopped)', 'the detail state to say stopped');
-  t.equal(await page.textContent('#detail-state'), 'exited (stopped)');
+  await waitFor(async () => (await page.textContent('#detail-state')) === 'stopped', 'the detail state to say stopped');
+  t.equal(await page.textContent('#detail-state'), 'stopped');
+  t.equal(await row.locator('.state').textContent(), 'stopped', 'the same word in the list');
   await page.locator('#diagram g.node.current[data-state="exited"]').waitFor();
   await page.locator('#btn-stop').waitFor({ state: 'hidden' });
   t.ok(await page.locator('#btn-stop').isHidden(), 'stop gives way to start');

@@ -38,6 +38,8 @@ function view(over: Partial<ProcessView> = {}): ProcessView {
     stopped: false,
     lastExit: null,
     metrics: { build: stage(0, null, null), run: stage(0, null, null), live: null, samples: [] },
+    checksReadiness: true,
+    readyAt: null,
     ...over,
   };
 }
@@ -65,7 +67,10 @@ t.test('the root document links every entry point from the base', async (t) => {
 t.test('the status document of a running process', async (t) => {
   const doc = statusDocument(
     base,
-    view({ metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] } }),
+    view({
+      metrics: { build: stage(0, null, null), run: stage(0, null, null), live: live(T0 + 2000, 12.5), samples: [] },
+      origin: { command: 'npm start', from: 'package.json' },
+    }),
   );
   const s = 'shop.web%2F0'; // the slug is encoded once in every link
   t.strictSame(doc, {
@@ -83,6 +88,7 @@ t.test('the status document of a running process', async (t) => {
     start: `http://agent:8080/start-process/${s}`,
     restart: `http://agent:8080/restart-process/${s}`,
     metrics: `http://agent:8080/process-metrics/${s}`,
+    replace: `http://agent:8080/replace-process/${s}`,
     events: `http://agent:8080/process-events/${s}`,
     pid: 4242,
     pgid: 4241,
@@ -90,6 +96,12 @@ t.test('the status document of a running process', async (t) => {
     restarts: 3,
     created_at: iso(T0),
     started_at: iso(T0 + 1000),
+    readiness: 'port',
+    ready: false,
+    ready_at: null,
+    release: { id: null, source: 'http://src/shop.tgz' },
+    command: 'npm start',
+    command_from: 'package.json',
     errors: ['exited with code 1'],
     env_names: ['SECRET', 'PORT_HINT'],
     source_digest: sourceDigest('http://src/shop.tgz'),

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { parseEnvPairs, parseScale } from '../../lib/cli/args.js';
 import { Client, EXIT, linkOf } from '../../lib/cli/client.js';
 import { describePlan, difference, expand, isEmpty, plan } from '../../lib/cli/converge.js';
-import { bytes, colorsEnabled, duration, table } from '../../lib/cli/format.js';
+import { bytes, colorsEnabled, duration, shownState, table } from '../../lib/cli/format.js';
 import { readManifest } from '../../lib/cli/manifest.js';
 import { listEntries, packDirectory } from '../../lib/cli/pack.js';
-import { psRows } from '../../lib/cli/ps.js';
+import { psRows, shortSource } from '../../lib/cli/ps.js';
 import { isRemoteStart, startArgument } from '../../lib/cli/start.js';
 import { outputLine, readEvents } from '../../lib/cli/stream.js';
 import { envDigest, sourceDigest } from '../../lib/api/digest.js';
@@ -24,6 +24,7 @@ const current = (slug: string, type: string, sourceUrl: string, env: Record<stri
     source_digest: sourceDigest(sourceUrl),
     env_digest: envDigest(env),
     delete: `http://a/delete-process/${slug}`,
+    replace: `http://a/replace-process/${slug}`,
   };
 };
 
@@ -64,6 +65,12 @@ t.test('expand and plan: create what is missing, replace what changed, delete wh
     'shop.web.5     delete',
     'shop.worker.0  replace (env changed)',
   ]);
+  // An agent without the replace link (older), or a changed process type: delete and create.
+  const old = plan(want, [{ ...now[1], replace: undefined }], (d) => d.app === 'shop');
+  t.same(
+    old.replace.map((r) => [r.current.slug, r.recreate]),
+    [['shop.worker.0', true]],
+  );
 
   const everything = plan(want, now, () => true);
   t.same(
@@ -190,15 +197,36 @@ t.test('formatting', async (t) => {
         restarts: 3,
         started_at: '2024-01-01T00:05:00Z',
         usage: { cpu_percent: 12.345, rss_bytes: 50 * 1024 * 1024 },
+        release: { id: '3f2a9c1b7d10', source: `http://127.0.0.1:8700/data/${'a'.repeat(64)}/blob` },
+        command: 'npm start',
+        command_from: 'package.json',
       },
       { slug: 'a.web.0', state: 'restarting', pid: null, port: 5001, restarts: 1, started_at: null },
+      {
+        slug: 'c.worker.0',
+        state: 'exited',
+        stopped: true,
+        pid: null,
+        port: 5002,
+        restarts: 0,
+        started_at: null,
+        release: { id: null, source: 'https://example.com/builds/2024/app.tgz' },
+        command: `node worker.js ${'--flag '.repeat(10)}`,
+        command_from: 'Procfile',
+      },
     ],
     now,
   );
   t.same(rows, [
-    ['a.web.0', 'restarting', '-', '5001', '1', '-', '-', '-'],
-    ['b.web.0', 'running', '12', '5000', '3', '5m00s', '12.3%', '50 MiB'],
+    ['a.web.0', 'restarting', '-', '5001', '1', '-', '-', '-', '-', '-'],
+    ['b.web.0', 'running', '12', '5000', '3', '5m00s', '12.3%', '50 MiB', '3f2a9c1b7d10 upload', 'npm start (package.json)'],
+    ['c.worker.0', 'stopped', '-', '5002', '0', '-', '-', '-', '- example.com/…/app.tgz', 'node worker.js --flag --flag --flag --f…'],
   ]);
+  t.equal(shortSource('file:///tmp/x/app.tgz'), 'app.tgz');
+  t.equal(shortSource('http://h:1/a.tgz'), 'h:1/a.tgz');
+  t.equal(shownState({ state: 'exited', stopped: true }), 'stopped', 'one word for a stopped process');
+  t.equal(shownState({ state: 'exited', stopped: false }), 'exited');
+  t.equal(shownState({ state: 'running', stopped: true }), 'running', 'a stale flag does not hide what runs');
 });
 
 t.test('the manifest: checked, with errors that name the key', async (t) => {

@@ -84,3 +84,34 @@ t.test('the Procfile is read through the safe read: missing, unknown type, symli
   await t.rejects(resolveLaunch(input(join(dir, 'linked'))), /Procfile: is a symbolic link; refusing to follow it/);
   await t.rejects(resolveLaunch(input(join(dir, 'big'))), /Procfile: file is larger than the limit/);
 });
+
+t.test('no Procfile but a start script in package.json: web: npm start, as on Heroku', async (t) => {
+  const dir = t.testdir({
+    node: { 'package.json': JSON.stringify({ scripts: { start: 'node server.js' } }) },
+    both: { Procfile: 'web: node other.js\n', 'package.json': JSON.stringify({ scripts: { start: 'node server.js' } }) },
+    nostart: { 'package.json': JSON.stringify({ scripts: { build: 'tsc' } }) },
+    blank: { 'package.json': JSON.stringify({ scripts: { start: ' ' } }) },
+    notjson: { 'package.json': '{ not json' },
+    real: { 'package.json': JSON.stringify({ scripts: { start: 'x' } }) },
+  });
+  mkdirSync(join(dir, 'linked'));
+  symlinkSync(join(dir, 'real', 'package.json'), join(dir, 'linked', 'package.json'));
+  const procfile = await readProcfile(join(dir, 'node'));
+  t.same([...procfile!.values()], [{ type: 'web', command: 'npm start', env: {}, line: 0, from: 'package.json' }]);
+  const l = await resolveLaunch(input(join(dir, 'node')));
+  t.equal(l.command, 'npm start');
+  t.same(l.origin, { command: 'npm start', from: 'package.json' }, 'the status document says where it comes from');
+  await t.rejects(
+    resolveLaunch(input(join(dir, 'node'), { spec: { kind: 'procfile', processType: 'worker' } })),
+    /unknown process type "worker"; package.json gives only: web/,
+  );
+  const both = await resolveLaunch(input(join(dir, 'both')));
+  t.same(both.origin, { command: 'node other.js', from: 'Procfile' }, 'a Procfile wins');
+  for (const name of ['nostart', 'blank', 'notjson']) {
+    t.equal(await readProcfile(join(dir, name)), null, `${name}: no default`);
+    await t.rejects(resolveLaunch(input(join(dir, name))), /no Procfile at its root \(nor a package\.json with a "start" script\)/);
+  }
+  await t.rejects(readProcfile(join(dir, 'linked')), /package\.json: is a symbolic link; refusing to follow it/);
+  const argv = await resolveLaunch(input(join(dir, 'nostart'), { spec: { kind: 'argv', argv: ['node', '-e', '1'] } }));
+  t.same(argv.origin, { command: 'node -e 1', from: 'argv' });
+});
