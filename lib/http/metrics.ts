@@ -191,6 +191,7 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
     state: string;
     restarts: number;
     running: boolean;
+    ready: boolean;
     uptime: number;
     cpu: number | null;
     rss: number | null;
@@ -214,6 +215,7 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
         state: snap.value,
         restarts: ctx.restarts,
         running,
+        ready: running && p.readyAt !== null,
         uptime: running && p.startedAt ? Math.max(0, (now - p.startedAt.getTime()) / 1000) : 0,
         cpu: m.run.total || (running && m.live) ? Math.round((finished + live) * 1e6) / 1e6 : null,
         rss: running && m.live ? m.live.rss : null,
@@ -236,9 +238,15 @@ function watchProcesses(registry: Registry, supervisor: Supervisor, logs: EventL
   registry.collector('drover_process_restarts_total', 'Restarts of each process so far', 'counter', LABELS, (emit) => {
     for (const r of rows()) emit(r.labels, r.restarts);
   });
-  registry.collector('drover_process_ready', 'Whether each process is running (1) or not (0)', 'gauge', LABELS, (emit) => {
-    for (const r of rows()) emit(r.labels, r.running ? 1 : 0);
-  });
+  registry.collector(
+    'drover_process_ready',
+    'Whether each process is ready (1): running and, for web processes and those with a readiness check, accepting connections on $PORT',
+    'gauge',
+    LABELS,
+    (emit) => {
+      for (const r of rows()) emit(r.labels, r.ready ? 1 : 0);
+    },
+  );
   registry.collector(
     'drover_process_uptime_seconds',
     'Seconds since the current child started; 0 when none runs',

@@ -29,13 +29,17 @@ function value(families: Family[], name: string, labels: Record<string, string> 
 
 t.test('per-process and agent series match the status documents', async (t) => {
   const { agent, serveApp } = await agentWithArchives(t, { usageSampleMs: 200 });
-  const steady = await serveApp('steady', 'web: echo up; sleep 600\n');
+  // A web process is ready once it accepts connections on $PORT.
+  const steady = await serveApp(
+    'steady',
+    `web: echo up; exec node -e "require('http').createServer((q, r) => r.end()).listen(process.env.PORT)"\n`,
+  );
   const crashy = await serveApp('crashy', 'web: echo boom; exit 3\n');
   const create = (node: string, source_url: string) =>
     api('POST', `${agent.url}/create-process`, { app: 'shop', node, process_type: 'web', source_url });
   t.equal((await create('web.0', steady)).status, 201);
   t.equal((await create('web.1', crashy)).status, 201);
-  await waitForState(`${agent.url}/process-status/shop.web.0`, (d) => d.state === 'running' && d.usage !== null);
+  await waitForState(`${agent.url}/process-status/shop.web.0`, (d) => d.state === 'running' && d.usage !== null && d.ready === true);
   await waitForState(`${agent.url}/process-status/shop.web.1`, (d) => d.restarts >= 2 && d.last_exit !== null);
   const client = await attach(`${agent.url.replace('http', 'ws')}/attach-console/shop.web.0`);
   t.teardown(() => client.ws.terminate());
@@ -56,7 +60,8 @@ t.test('per-process and agent series match the status documents', async (t) => {
     7,
     'one series per state',
   );
-  t.equal(value(families, 'drover_process_ready', l0), 1);
+  t.equal(value(families, 'drover_process_ready', l0), 1, 'ready, as the status document says');
+  t.equal(running.ready, true);
   t.equal(value(families, 'drover_process_restarts_total', l0), running.restarts);
   t.equal(value(families, 'drover_process_resident_memory_bytes', l0), running.usage.rss, "RSS is the status document's usage.rss");
   t.ok(value(families, 'drover_process_uptime_seconds', l0)! > 0);
