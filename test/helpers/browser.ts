@@ -31,6 +31,9 @@ export async function launch(t: Test): Promise<Browser> {
 /** A page that records everything that would show up as an error in the browser's console. */
 export async function openPage(browser: Browser, url: string) {
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  // tsx (esbuild, keepNames) wraps the tests' named functions in __name(); page.evaluate sends
+  // their source to the page, where that helper must exist too.
+  await context.addInitScript('globalThis.__name = (f) => f;');
   const page: Page = await context.newPage();
   const errors: string[] = [];
   page.on('console', (m) => {
