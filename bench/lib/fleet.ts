@@ -22,6 +22,8 @@ export interface FleetRun {
   stopS?: number;
   /** Median round trip of GET /metrics with all of them running, in ms (drover only). */
   scrapeMs?: number;
+  /** The first scrape of the run. */
+  scrapeColdMs?: number;
 }
 
 /** The same thing done by drover, PM2 and supervisord. */

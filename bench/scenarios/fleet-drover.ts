@@ -53,14 +53,14 @@ export function droverFleet(
         const startS = (performance.now() - t0) / 1000;
         const startCpuS = cpuSeconds(agent.pid) - c0;
         const idle = await measureIdle(agent.pid);
-        const scrapeMs = await scrape(agent.url);
+        const { cold: scrapeColdMs, steady: scrapeMs } = await scrape(agent.url);
         notes.metrics = features(await json<StatusDoc>('GET', docs[0].status)).metrics;
         if (ctx.longIdle && !notes.longIdle) notes.longIdle = await longIdleRss(agent.pid, idle.rssMB);
         const stopS = (await agent.stop()) / 1000;
         ctx.log(
           `  ${variant.name}: agent CPU while starting ${startCpuS.toFixed(2)} s; graceful stop of ${FLEET_SIZE} processes took ${stopS.toFixed(2)} s`,
         );
-        return { startS, startCpuS, stopS, scrapeMs, ...idle };
+        return { startS, startCpuS, stopS, scrapeMs, scrapeColdMs, ...idle };
       } catch (err) {
         await agent.stop().catch(() => {});
         throw err;
@@ -70,15 +70,19 @@ export function droverFleet(
   };
 }
 
-/** GET /metrics with every process running: the median of 9 round trips (after one warm-up), in ms. */
-async function scrape(url: string): Promise<number> {
+/**
+ * GET /metrics with every process running, in ms: the first (cold) scrape, and the median of 20
+ * after 5 more. A Prometheus scrapes every 15 s for as long as the agent runs, so the steady
+ * state is the figure; the cold one is reported beside it.
+ */
+async function scrape(url: string): Promise<{ cold: number; steady: number }> {
   const times: number[] = [];
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 26; i++) {
     const r = await request('GET', `${url}/metrics`);
     if (r.status !== 200) throw new Error(`GET /metrics answered ${r.status}`);
-    if (i > 0) times.push(r.ms);
+    times.push(r.ms);
   }
-  return median(times);
+  return { cold: times[0], steady: median(times.slice(6)) };
 }
 
 /**
