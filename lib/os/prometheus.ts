@@ -5,9 +5,9 @@
 // metric objects to create, update and forget when a process goes.
 //
 // Registering a series is one line, where the feature lives:
-//   const deliveries = registry.counter('drover_callback_deliveries_total', 'Callback deliveries, by result', ['result']);
-//   deliveries.inc({ result: 'ok' });
-//   registry.gauge('drover_queue_length', 'Runs waiting for a slot', [], () => queue.length);
+//   const slow = registry.counter('drover_example_slow_total', 'Slow things, by kind', ['kind']);
+//   slow.inc({ kind: 'disk' });
+//   registry.gauge('drover_example_waiting', 'Things waiting', [], () => waiting.length);
 
 export type Labels = Record<string, string>;
 export type MetricType = 'counter' | 'gauge' | 'histogram';
