@@ -400,7 +400,7 @@ export class Callbacks {
         this.o.observe?.delivery(ok ? 'delivered' : 'rejected');
         return this.finished(d);
       }
-      if (attempt < tries) {
+      if (attempt < tries && !this.closed) {
         this.o.observe?.retry();
         await this.sleep(this.o.backoffMs[attempt - 1]);
       }
@@ -462,6 +462,8 @@ export class Callbacks {
   }
 
   private sleep(ms: number): Promise<void> {
+    // An attempt cut short by close() comes back here: no timer may outlive the agent.
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.timers.delete(t);

@@ -249,3 +249,22 @@ t.test('a process created with a callback: running, exited (with exit detail), d
   const f = JSON.parse(rx.hits.find((h) => h.path === '/broken')!.body.toString());
   t.match(f, { event: 'failed', stage: 'build', slug: 'cb.web.2', error: /build/ });
 });
+
+t.test('an agent closed while a POST hangs leaves no retry timer behind', async (t) => {
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const rx = await receiver(t, () => 'hang');
+  const before = timers();
+  const agent = await testAgent({ callbackTimeoutMs: 600_000, callbackBackoffMs: '600000' });
+  const dir = t.testdir();
+  writeApp(join(dir, 'app'), { Procfile: 'run: echo hello\n' });
+  const app = readFileSync(await pack(join(dir, 'app'), join(dir, 'app.tgz')));
+  const created = await api('POST', `${agent.url}/runs`, {});
+  const self = created.json.links.self;
+  await fetch(`${self}/app`, { method: 'PUT', body: new Uint8Array(app), headers: { 'content-type': 'application/gzip' } });
+  await api('POST', `${self}/start`, { callback: { url: `${rx.url}/hang` } });
+  await waitFor(() => rx.hits.length > 0, 'the first POST to hang');
+  await agent.close();
+  // The aborted attempt must not schedule its 600 s retry: this process would stay up for it.
+  await waitFor(() => timers() <= before, 'no timer left by the agent', 10_000);
+  t.pass('no timer left');
+});
