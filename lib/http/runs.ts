@@ -276,92 +276,72 @@ export function registerRunRoutes(table: RouteTable, o: RunRoutesOptions): void 
     });
   };
 
-  table.route({
-    method: 'PUT',
-    path: '/runs/:id/app',
-    operationId: 'putRunApp',
-    tag: 'runs',
-    summary: "Upload the run's code: an archive streamed, or {source_url} / {blob} as JSON",
-    params: [ID_PARAM],
-    body: {
-      required: true,
-      content: {
-        'application/gzip': null,
-        [JSON_TYPE]: { type: 'object', properties: { source_url: { type: 'string' }, blob: { type: 'string' } } },
+  // The code and the build cache: the same upload and download, each with its own setter and file.
+  const archives = [
+    {
+      kind: 'app',
+      Kind: 'App',
+      what: 'code',
+      summary: 'an archive streamed',
+      set: runs.setApp,
+      file: (r: Run) => r.appArchive,
+      has: (r: Run) => r.appRoot !== undefined,
+    },
+    {
+      kind: 'cache',
+      Kind: 'Cache',
+      what: 'build cache',
+      summary: 'tar.gz',
+      set: runs.setCache,
+      file: (r: Run) => r.cacheArchive,
+      has: (r: Run) => r.hasCache,
+    },
+  ] as const;
+  for (const a of archives) {
+    table.route({
+      method: 'PUT',
+      path: `/runs/:id/${a.kind}`,
+      operationId: `putRun${a.Kind}`,
+      tag: 'runs',
+      summary: `Upload the run's ${a.what}: ${a.summary}, or {source_url} / {blob} as JSON`,
+      params: [ID_PARAM],
+      body: {
+        required: true,
+        content: {
+          'application/gzip': null,
+          [JSON_TYPE]: { type: 'object', properties: { source_url: { type: 'string' }, blob: { type: 'string' } } },
+        },
       },
-    },
-    responses: {
-      200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
-      400: BAD,
-      404: NO_RUN,
-      409: CONFLICT,
-      413: TOO_LARGE,
-    },
-    handler: async (event) => {
-      const run = live(event);
-      if (run.phase !== 'created' && run.phase !== 'uploaded')
-        throw new ApiError(409, 'the app cannot change once the run has started', 'app');
-      const file = await receive(event, run);
-      await asApi(() => runs.setApp(run, file));
-      return runDocument(o.base(event), run, runs.position(run.id));
-    },
-  });
-  table.route({
-    method: 'GET',
-    path: '/runs/:id/app',
-    operationId: 'getRunApp',
-    tag: 'runs',
-    summary: "The run's code archive",
-    params: [ID_PARAM],
-    responses: { 200: { description: 'The archive', content: { 'application/gzip': null } }, 404: NO_RUN },
-    handler: (event) => {
-      const run = live(event);
-      return sendArchive(run, 'app', run.appArchive, run.appRoot !== undefined);
-    },
-  });
-  table.route({
-    method: 'PUT',
-    path: '/runs/:id/cache',
-    operationId: 'putRunCache',
-    tag: 'runs',
-    summary: "Upload the run's build cache (tar.gz), or {source_url} / {blob} as JSON",
-    params: [ID_PARAM],
-    body: {
-      required: true,
-      content: {
-        'application/gzip': null,
-        [JSON_TYPE]: { type: 'object', properties: { source_url: { type: 'string' }, blob: { type: 'string' } } },
+      responses: {
+        200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
+        400: BAD,
+        404: NO_RUN,
+        409: CONFLICT,
+        413: TOO_LARGE,
       },
-    },
-    responses: {
-      200: { description: 'The run document', content: { [JSON_TYPE]: RUN_SCHEMA } },
-      400: BAD,
-      404: NO_RUN,
-      409: CONFLICT,
-      413: TOO_LARGE,
-    },
-    handler: async (event) => {
-      const run = live(event);
-      if (run.phase !== 'created' && run.phase !== 'uploaded')
-        throw new ApiError(409, 'the cache cannot change once the run has started', 'cache');
-      const file = await receive(event, run);
-      await asApi(() => runs.setCache(run, file));
-      return runDocument(o.base(event), run, runs.position(run.id));
-    },
-  });
-  table.route({
-    method: 'GET',
-    path: '/runs/:id/cache',
-    operationId: 'getRunCache',
-    tag: 'runs',
-    summary: "The run's build cache archive",
-    params: [ID_PARAM],
-    responses: { 200: { description: 'The archive', content: { 'application/gzip': null } }, 404: NO_RUN },
-    handler: (event) => {
-      const run = live(event);
-      return sendArchive(run, 'cache', run.cacheArchive, run.hasCache);
-    },
-  });
+      handler: async (event) => {
+        const run = live(event);
+        if (run.phase !== 'created' && run.phase !== 'uploaded')
+          throw new ApiError(409, `the ${a.kind} cannot change once the run has started`, a.kind);
+        const file = await receive(event, run);
+        await asApi(() => a.set.call(runs, run, file));
+        return runDocument(o.base(event), run, runs.position(run.id));
+      },
+    });
+    table.route({
+      method: 'GET',
+      path: `/runs/:id/${a.kind}`,
+      operationId: `getRun${a.Kind}`,
+      tag: 'runs',
+      summary: `The run's ${a.what} archive`,
+      params: [ID_PARAM],
+      responses: { 200: { description: 'The archive', content: { 'application/gzip': null } }, 404: NO_RUN },
+      handler: (event) => {
+        const run = live(event);
+        return sendArchive(run, a.kind, a.file(run), a.has(run));
+      },
+    });
+  }
 
   table.route({
     method: 'POST',
