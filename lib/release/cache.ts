@@ -9,6 +9,7 @@
 // to releases/<sha>.json (or .js, .node) before the directory's own package.json, so a marker
 // there would be run instead of the app. Markers of older agents are moved on init().
 import { createHash, randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RunAs } from '../os/identity.js';
@@ -106,6 +107,16 @@ export class ReleaseCache {
   private readonly archivesDir: string;
   private readonly releasesDir: string;
   private readonly metaDir: string;
+  /**
+   * Completed builds this agent has read or written, by sha: every process created from a
+   * release asks for it again, and the marker does not change while the agent holds it.
+   */
+  private readonly completed = new Map<string, { root: string; usage: RunUsage | null }>();
+  /**
+   * The shas that may have a remembered failure (from release-meta/ at init, and each failure
+   * since), or null before init: a build of any other sha skips the lookup and its hashing.
+   */
+  private mayHaveFailed: Set<string> | null = null;
 
   constructor(private readonly opts: ReleaseCacheOptions) {
     this.archivesDir = path.join(opts.dir, 'archives');
@@ -127,6 +138,11 @@ export class ReleaseCache {
       if (/^[0-9a-f]{64}\.json$/.test(name)) await rename(from, path.join(this.metaDir, name)).catch(() => {});
       await rm(from, { force: true });
     }
+    this.mayHaveFailed = new Set();
+    for (const name of await readdir(this.metaDir)) {
+      const m = /^([0-9a-f]{64})\.failed-/.exec(name);
+      if (m) this.mayHaveFailed.add(m[1]);
+    }
   }
 
   private markerOf(sha: string): string {
@@ -144,6 +160,7 @@ export class ReleaseCache {
   private async rememberFailure(sha: string, env: Record<string, string>, err: ReleaseError, log: string[]): Promise<void> {
     const file = this.failureOf(sha, env);
     const tmp = `${file}.${randomBytes(8).toString('hex')}`;
+    this.mayHaveFailed?.add(sha);
     const rec = { error: err.message, exit_code: err.exitCode ?? null, failed_at: new Date().toISOString(), drover: droverVersion(), log };
     try {
       await writeFile(tmp, JSON.stringify(rec) + '\n');
@@ -155,6 +172,7 @@ export class ReleaseCache {
 
   /** The remembered failure of this build, as the error to report, or null. */
   private async rememberedFailure(sha: string, env: Record<string, string>): Promise<RememberedBuildFailure | null> {
+    if (this.mayHaveFailed && !this.mayHaveFailed.has(sha)) return null;
     try {
       const rec = JSON.parse(await readFile(this.failureOf(sha, env), 'utf8')) as {
         error?: unknown;
@@ -292,10 +310,16 @@ export class ReleaseCache {
     if (!/^[0-9a-f]{64}$/.test(id)) throw new TypeError(`not a sha256: ${id}`);
     const dir = path.join(this.releasesDir, id);
     const marker = this.markerOf(id);
-    const done = await readMarker(marker, dir);
-    if (done) return { id, ...done };
+    const known = this.completed.get(id);
+    // The memory holds while the directory does (an operator may have removed it by hand).
+    const done = known && statSync(known.root, { throwIfNoEntry: false })?.isDirectory() ? known : await readMarker(marker, dir);
+    if (done) {
+      this.completed.set(id, done);
+      return { id, ...done };
+    }
 
     return this.observed('build', signal, async () => {
+      this.completed.delete(id);
       await rm(marker, { force: true });
       await rm(dir, { recursive: true, force: true });
       await mkdir(this.releasesDir, { recursive: true });
@@ -326,6 +350,7 @@ export class ReleaseCache {
         await writeFile(tmp, JSON.stringify({ root: path.relative(dir, root), usage }) + '\n');
         await rename(tmp, marker);
         await rm(this.failureOf(id, env), { force: true });
+        this.completed.set(id, { root, usage });
         return { id, root, usage };
       } catch (err) {
         // Leave nothing half-built behind, so a retry starts from scratch.

@@ -1,11 +1,41 @@
 // Reading a small text file from an unpacked app (Procfile, .env) as the agent, which may be
 // root while the app's own processes are not: no following symlinks the app planted, no
 // hanging on a FIFO, no reading a huge file into memory.
-import { constants } from 'node:fs';
+import { constants, lstatSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
+
+/**
+ * Files read before, by path, with the identity they had. Every process created from one
+ * release reads the same Procfile and .env (at check and at launch): a 1000-process fleet
+ * would otherwise cost ~12,000 thread-pool round trips for three files that never change.
+ */
+const seen = new Map<string, { id: string; bytes: Buffer }>();
+const MAX_SEEN = 512;
+
+/** What tells one version of a file from another: a rewrite changes mtime or ctime, a replacement the inode. */
+const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
 /** The file's bytes, or null if it does not exist. Errors are prefixed with `label`. */
 export async function readSmallFile(file: string, maxBytes: number, label: string): Promise<Buffer | null> {
+  // One lstat (microseconds, on the event loop) tells whether the copy read before still holds;
+  // anything unusual (a link, a FIFO, a size over the cap) takes the careful path below.
+  const st = lstatSync(file, { throwIfNoEntry: false });
+  if (st === undefined) return null;
+  const hit = seen.get(file);
+  if (hit && st.isFile() && hit.id === identity(st) && hit.bytes.length <= maxBytes) return Buffer.from(hit.bytes);
+  const bytes = await readCarefully(file, maxBytes, label);
+  if (bytes && st.isFile()) {
+    const after = lstatSync(file, { throwIfNoEntry: false });
+    // Cached only when nothing changed while it was read.
+    if (after && identity(after) === identity(st) && after.size === bytes.length) {
+      if (seen.size >= MAX_SEEN) seen.delete(seen.keys().next().value!);
+      seen.set(file, { id: identity(st), bytes: Buffer.from(bytes) });
+    }
+  }
+  return bytes;
+}
+
+async function readCarefully(file: string, maxBytes: number, label: string): Promise<Buffer | null> {
   let fh;
   try {
     // O_NONBLOCK: opening a FIFO must not hang the agent.

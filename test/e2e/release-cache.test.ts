@@ -267,3 +267,35 @@ t.test('when every build waiter aborts, the build is killed and cleaned up; a ne
   t.ok(lines.includes('building'), 'the new waiter saw a real build');
   t.notOk(existsSync(gateFile));
 });
+
+t.test('a completed build held in memory is rebuilt when its directory is removed by hand', async (t) => {
+  const dir = t.testdir();
+  const cache = new ReleaseCache({ dir: path.join(dir, 'state') });
+  await cache.init();
+  const arch = await cache.fetch(`${base}/app.tar.gz?memo`);
+  const first = await cache.build(arch, { env: env(dir), onLine: () => {} });
+  t.same(await cache.build(arch, { env: env(dir), onLine: () => {} }), first, 'the second ask is answered from memory');
+  t.equal(runs(path.join(dir, 'counter')), 1);
+  const { rmSync } = await import('node:fs');
+  rmSync(path.join(dir, 'state/releases', arch.sha256), { recursive: true });
+  const again = await cache.build(arch, { env: env(dir), onLine: () => {} });
+  t.equal(runs(path.join(dir, 'counter')), 2, 'rebuilt');
+  t.ok(existsSync(path.join(again.root, 'built')));
+});
+
+t.test('a remembered failure is found again by a restarted agent (init) and not rebuilt', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  await cache.init();
+  const arch = await cache.fetch(`${base}/app.tar.gz?remember`);
+  await t.rejects(cache.build(arch, { env: env(dir, { FAIL: '1' }), onLine: () => {} }), /exited with code 1/);
+  await t.rejects(cache.build(arch, { env: env(dir, { FAIL: '1' }), onLine: () => {} }), { name: 'RememberedBuildFailure' });
+  const restarted = new ReleaseCache({ dir: state });
+  await restarted.init();
+  await t.rejects(restarted.build(arch, { env: env(dir, { FAIL: '1' }), onLine: () => {} }), { name: 'RememberedBuildFailure' });
+  t.equal(runs(path.join(dir, 'counter')), 1, 'built once');
+  // Other inputs are another build.
+  const ok = await restarted.build(arch, { env: env(dir), onLine: () => {} });
+  t.ok(existsSync(path.join(ok.root, 'built')));
+});

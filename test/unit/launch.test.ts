@@ -115,3 +115,25 @@ t.test('no Procfile but a start script in package.json: web: npm start, as on He
   const argv = await resolveLaunch(input(join(dir, 'nostart'), { spec: { kind: 'argv', argv: ['node', '-e', '1'] } }));
   t.same(argv.origin, { command: 'node -e 1', from: 'argv' });
 });
+
+t.test('a file read before is read again once it changes, and a link put in its place is still refused', async (t) => {
+  const { writeFileSync, renameSync, rmSync } = await import('node:fs');
+  const { readSmallFile } = await import('../../lib/release/small-file.js');
+  const dir = t.testdir({ Procfile: 'web: one\n', other: 'web: two\n' });
+  const file = join(dir, 'Procfile');
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: one\n');
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: one\n', 'the same bytes when nothing changed');
+  writeFileSync(file, 'web: uno\n'); // same size, rewritten in place
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: uno\n');
+  renameSync(join(dir, 'other'), file); // replaced by another file
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: two\n');
+  const copy = await readSmallFile(file, 100, 'Procfile');
+  copy![0] = 0x78; // a caller scribbling on its copy changes nothing for the next
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: two\n');
+  await t.rejects(readSmallFile(file, 5, 'Procfile'), /larger than the limit of 5 bytes/, 'a lower cap still applies');
+  rmSync(file);
+  t.equal(await readSmallFile(file, 100, 'Procfile'), null, 'gone is gone');
+  writeFileSync(join(dir, 'target'), 'web: evil\n');
+  symlinkSync(join(dir, 'target'), file);
+  await t.rejects(readSmallFile(file, 100, 'Procfile'), /symbolic link; refusing to follow it/);
+});
