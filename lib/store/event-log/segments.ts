@@ -2,7 +2,8 @@
 // a time, a new one started at the segment size, the oldest dropped to stay under the disk cap.
 // Opening repairs a torn final line left by a crash; reading never goes past what is known to
 // be written; a failed write loses its batch, never the agent.
-import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { close, ftruncate, ftruncateSync, mkdirSync, openSync, readdirSync, writev, writevSync } from 'node:fs';
+import { open, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cursorAt, lineId, lineType, segmentName, segmentStart, validLineId, type Cursor, type ReadResult } from './line.js';
 
@@ -27,13 +28,24 @@ export interface Segment {
 
 const MAX_READ = 8 * 1024 * 1024;
 
+/**
+ * Batches up to this size are written on the event loop: appending a few events to the page
+ * cache takes microseconds, less than handing the write to the thread pool and back (a fleet
+ * of 1000 starting processes writes ~6000 such batches). Bigger batches (a child's output
+ * flood) go to the thread pool, so a disk slowed by writeback never stalls the agent.
+ */
+const SYNC_WRITE_MAX = 64 * 1024;
+
 /** writev until everything is written (a write may take only part). */
-async function writeAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
+async function writeAll(fd: number, bufs: Buffer[], bytes: number): Promise<void> {
+  const sync = bytes <= SYNC_WRITE_MAX;
   for (;;) {
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await fh.writev(bufs);
-    if (bytesWritten >= total) return;
-    let skip = bytesWritten;
+    const written = sync
+      ? writevSync(fd, bufs)
+      : await new Promise<number>((resolve, reject) => writev(fd, bufs, (err, n) => (err ? reject(err) : resolve(n))));
+    if (written >= total) return;
+    let skip = written;
     while (skip >= bufs[0].length) skip -= bufs.shift()!.length;
     bufs[0] = bufs[0].subarray(skip);
   }
@@ -41,8 +53,9 @@ async function writeAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
 
 export class Segments {
   private totalBytes: number;
-  private fh: FileHandle | null = null;
-  private fhStart = -1;
+  /** The segment being appended to (a plain descriptor: small writes are synchronous). */
+  private fd: number | null = null;
+  private fdStart = -1;
   private forceRoll = false;
   private failing = false;
   private lost = 0;
@@ -58,9 +71,10 @@ export class Segments {
 
   /** Opens (or creates) the files in `dir`, repairing a torn final line left by a crash. */
   static async open(opts: SegmentsOptions): Promise<Segments> {
-    await mkdir(opts.dir, { recursive: true });
+    // Synchronous: for a new process's log (the usual case) these two calls are all there is.
+    mkdirSync(opts.dir, { recursive: true });
     const list: Segment[] = [];
-    for (const name of (await readdir(opts.dir)).sort()) {
+    for (const name of readdirSync(opts.dir).sort()) {
       const start = segmentStart(name);
       if (start !== null) list.push({ start, bytes: (await stat(join(opts.dir, name))).size });
     }
@@ -103,12 +117,12 @@ export class Segments {
           created = true;
         }
       }
-      if (this.fhStart !== active.start) {
+      if (this.fdStart !== active.start) {
         await this.close();
-        this.fh = await open(join(this.opts.dir, segmentName(active.start)), 'a', 0o600);
-        this.fhStart = active.start;
+        this.fd = openSync(join(this.opts.dir, segmentName(active.start)), 'a', 0o600);
+        this.fdStart = active.start;
       }
-      await writeAll(this.fh!, bufs);
+      await writeAll(this.fd!, bufs, bytes);
       active.bytes += bytes;
       this.totalBytes += bytes;
       await this.enforceCap();
@@ -119,15 +133,16 @@ export class Segments {
       }
     } catch (err) {
       this.lost += count;
-      if (created && this.fhStart !== active.start) {
+      if (created && this.fdStart !== active.start) {
         this.list.pop(); // its file could not even be created
-      } else if (this.fh) {
+      } else if (this.fd !== null) {
         // Cut a partial write so the next batch starts on a line boundary; failing that,
         // start a fresh segment next time.
-        const cut = await this.fh.truncate(active.bytes).then(
-          () => true,
-          () => false,
-        );
+        const fd = this.fd;
+        const cut =
+          bytes <= SYNC_WRITE_MAX
+            ? tryTruncateSync(fd, active.bytes)
+            : await new Promise<boolean>((resolve) => ftruncate(fd, active.bytes, (e) => resolve(!e)));
         if (!cut) this.forceRoll = true;
       }
       if (!this.failing) {
@@ -140,10 +155,10 @@ export class Segments {
 
   /** Closes the file being appended to (a later write opens it again). */
   async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = null;
-    this.fhStart = -1;
-    await fh?.close().catch(() => {});
+    const fd = this.fd;
+    this.fd = null;
+    this.fdStart = -1;
+    if (fd !== null) await new Promise<void>((resolve) => close(fd, () => resolve()));
   }
 
   /** Closes and deletes the directory. */
@@ -250,6 +265,15 @@ export class Segments {
       this.totalBytes -= old.bytes;
       await unlink(join(this.opts.dir, segmentName(old.start))).catch(() => {});
     }
+  }
+}
+
+function tryTruncateSync(fd: number, length: number): boolean {
+  try {
+    ftruncateSync(fd, length);
+    return true;
+  } catch {
+    return false;
   }
 }
 
