@@ -5,6 +5,9 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { liveGroupMembers, listProcesses, readProc, signalGroup, type ProcEntry } from '../os/proc.js';
 
+/** Least time between two writes of the file during a burst. */
+const SAVE_GAP_MS = 25;
+
 export interface GroupRecord {
   pgid: number;
   /** The leader's start time (clock ticks since boot): tells it apart from a later process with the same pid. */
@@ -18,6 +21,7 @@ export class GroupRecords {
   private saving: Promise<void> | null = null;
   private dirty = false;
   private failed = false;
+  private lastSave = -Infinity;
 
   constructor(
     private readonly file: string,
@@ -71,6 +75,11 @@ export class GroupRecords {
   private async save(): Promise<void> {
     try {
       while (this.dirty) {
+        // While starts keep coming, one write per SAVE_GAP_MS: each write is the whole list, so
+        // writing back to back through a burst of 1000 starts costs O(n²) and nothing more safe.
+        const wait = this.lastSave + SAVE_GAP_MS - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        this.lastSave = performance.now();
         this.dirty = false;
         const tmp = `${this.file}.tmp`;
         try {
