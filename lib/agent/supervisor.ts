@@ -565,9 +565,10 @@ export class Supervisor {
       if (proc.proc && snap.value === 'exited' && !proc.proc.restored && !record.proc?.final) void this.saveProcFinal(proc);
       // Restarts are saved so that an agent restart does not count from 0 again.
       let save = false;
+      let saveLater = false;
       if (snap.context.restarts !== (record.restarts ?? 0) && !this.closing && !this.deletions.has(slug)) {
         record.restarts = snap.context.restarts;
-        save = true;
+        saveLater = true;
       }
       // Kept down (stopped, or finished under its restart policy): saved, so it comes back down
       // after an agent restart. `pending` (where a restored process starts) decides nothing.
@@ -579,6 +580,7 @@ export class Supervisor {
         save = true;
       }
       if (save) proc.saving = this.store.desired.put(record).catch((err) => this.log(`drover: ${slug}: ${message(err)}`));
+      else if (saveLater) this.store.desired.putLater(record);
     });
   }
 

@@ -80,6 +80,8 @@ interface Pending {
 }
 
 const SNAPSHOT = 'desired.json';
+/** Longest a deferred change (putLater) waits to be written. */
+const DEFER_MS = 5000;
 const JOURNAL = 'desired.journal';
 
 export class StoreWriteError extends Error {
@@ -93,6 +95,8 @@ export class DesiredState {
   private journal: FileHandle | null = null;
   private journalBytes = 0;
   private snapshotBytes = 0;
+  private readonly deferred = new Map<string, DesiredProcess>();
+  private deferTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly dir: string,
@@ -120,15 +124,42 @@ export class DesiredState {
 
   /** Records (or replaces) a process; resolves once that is on disk. */
   put(p: DesiredProcess): Promise<void> {
+    this.deferred.delete(p.slug); // this put carries the latest of it
     return this.enqueue({ op: 'put', process: { ...p, env: { ...p.env } } });
+  }
+
+  /**
+   * Records a change that may wait (a restart count): the record as it is then is written
+   * within DEFER_MS, with the first later put, or at close. A crash loop restarting every
+   * second would otherwise cost a journal line and an fdatasync per restart; what a hard crash
+   * can lose is the last few seconds of a counter.
+   */
+  putLater(p: DesiredProcess): void {
+    this.deferred.set(p.slug, p);
+    if (this.deferTimer) return;
+    this.deferTimer = setTimeout(() => {
+      this.deferTimer = null;
+      void this.flushDeferred().catch((err) => this.warn(`drover: ${(err as Error).message}`));
+    }, DEFER_MS);
+    this.deferTimer.unref(); // close() writes what is left
   }
 
   /** Forgets a process; resolves once that is on disk. */
   remove(slug: string): Promise<void> {
+    this.deferred.delete(slug); // a deferred put must not bring it back
     return this.enqueue({ op: 'del', slug });
   }
 
+  private async flushDeferred(): Promise<void> {
+    const list = [...this.deferred.values()];
+    this.deferred.clear();
+    await Promise.all(list.map((p) => this.put(p)));
+  }
+
   async close(): Promise<void> {
+    if (this.deferTimer) clearTimeout(this.deferTimer);
+    this.deferTimer = null;
+    await this.flushDeferred().catch((err) => this.warn(`drover: ${(err as Error).message}`));
     await this.running;
     await this.journal?.close().catch(() => {});
     this.journal = null;

@@ -18,6 +18,8 @@ export interface GroupRecord {
 
 export class GroupRecords {
   private readonly groups = new Map<number, GroupRecord>();
+  /** Each record's JSON, made once: the file is rewritten whole on every change. */
+  private readonly lines = new Map<number, string>();
   private saving: Promise<void> | null = null;
   private dirty = false;
   private failed = false;
@@ -53,11 +55,14 @@ export class GroupRecords {
   add(pgid: number, slug: string, kind: GroupRecord['kind']): void {
     const starttime = readProc(pgid)?.starttime;
     if (starttime === undefined) return; // already gone
-    this.groups.set(pgid, { pgid, starttime, slug, kind });
+    const g = { pgid, starttime, slug, kind };
+    this.groups.set(pgid, g);
+    this.lines.set(pgid, JSON.stringify(g));
     this.schedule();
   }
 
   remove(pgid: number): void {
+    this.lines.delete(pgid);
     if (this.groups.delete(pgid)) this.schedule();
   }
 
@@ -83,7 +88,7 @@ export class GroupRecords {
         this.dirty = false;
         const tmp = `${this.file}.tmp`;
         try {
-          await writeFile(tmp, JSON.stringify([...this.groups.values()]), { mode: 0o600 });
+          await writeFile(tmp, `[${[...this.lines.values()].join(',')}]`, { mode: 0o600 });
           await rename(tmp, this.file);
           this.failed = false;
         } catch (err) {

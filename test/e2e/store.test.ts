@@ -53,6 +53,38 @@ t.test('desired state: changes survive reopening, in order', async (t) => {
   await again.close();
 });
 
+t.test('desired state: a deferred change (putLater) is written at close or by a later put, and never after a remove', async (t) => {
+  const dir = t.testdir();
+  const d = await DesiredState.open(dir, () => {});
+  const a = proc('a.web.0');
+  const b = proc('b.web.0');
+  const c = proc('c.web.0');
+  await Promise.all([d.put(a), d.put(b), d.put(c)]);
+  a.restarts = 3;
+  d.putLater(a);
+  a.restarts = 4; // the record as it is when written counts
+  b.restarts = 7;
+  d.putLater(b);
+  await d.remove('b.web.0');
+  c.restarts = 2;
+  d.putLater(c);
+  c.restarts = 5;
+  await d.put(c);
+  t.equal(
+    readFileSync(join(dir, 'desired.journal'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"restarts"')).length,
+    1,
+    'only the put so far',
+  );
+  await d.close();
+  const again = await DesiredState.open(dir, () => {});
+  t.equal(again.get('a.web.0')?.restarts, 4, 'written at close');
+  t.equal(again.get('b.web.0'), undefined, 'a removed process does not come back');
+  t.equal(again.get('c.web.0')?.restarts, 5);
+  await again.close();
+});
+
 t.test('desired state: a torn final journal line is cut with one warning; damage is skipped', async (t) => {
   const dir = t.testdir();
   const d = await DesiredState.open(dir, () => {});
