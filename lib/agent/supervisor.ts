@@ -30,6 +30,13 @@ import type { ArgvSpec, LaunchOrigin } from '../release/launch.js';
 import { procKey, procSlug, ProcRuntime } from './procs.js';
 import { sharedSpawnHelper, type SpawnHelper } from '../os/spawn-helper.js';
 
+/**
+ * Restart delays are up to 10% shorter than the backoff says, at random: a hundred processes
+ * that crash together (their database went away) would otherwise restart in lockstep, each
+ * burst holding the event loop for all of them at once.
+ */
+const RESTART_JITTER = 0.1;
+
 /** What a create request asks for; the agent adds the slug, the port and the time. */
 export type CreateRequest = Pick<DesiredProcess, 'app' | 'node' | 'processType' | 'sourceUrl' | 'env' | 'restart' | 'argv' | 'readiness'> &
   Partial<Pick<DesiredProcess, 'job' | 'callback'>> & {
@@ -824,7 +831,7 @@ export class Supervisor {
       },
       build: (archive, signal) => (sourceless ? this.resolveProc(proc) : this.build(proc, archive, signal)),
       start: (launch) => this.spawn(proc, launch as Launch, proc.record.port).child,
-      backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs },
+      backoff: { initialMs: r.delayMs, maxMs: r.maxDelayMs, resetAfterMs: r.resetAfterMs, jitter: RESTART_JITTER },
       stopGraceMs: this.config.stopGraceMs,
       minUptimeMs: this.config.minUptimeMs,
     };

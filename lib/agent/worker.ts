@@ -79,12 +79,13 @@ export class PullWorker {
   }
 
   private delay(attempt: number): number {
-    const base = backoffDelay(attempt + 1, {
+    // Jittered by half: workers restarted together spread out.
+    return backoffDelay(attempt + 1, {
       initialMs: this.opts.backoffInitialMs ?? 1000,
       maxMs: this.opts.backoffMaxMs ?? 60_000,
       resetAfterMs: 0,
+      jitter: 0.5,
     });
-    return Math.round(base * (0.5 + Math.random() * 0.5)); // jitter: workers restarted together spread out
   }
 
   /** Runs `fn` until it succeeds or is refused; network faults wait a backoff. False if `signal` ended it. */

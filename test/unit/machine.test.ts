@@ -73,6 +73,35 @@ t.test('backoff: first restart at once, then doubling to the cap, reset after a 
   t.equal(backoffDelay(1e6, policy), 30000, 'no overflow');
 });
 
+t.test('backoff jitter: each delay up to `jitter` shorter, never longer; none for the first restart', async (t) => {
+  const jittered = { ...policy, jitter: 0.1 };
+  t.equal(
+    backoffDelay(0, jittered, () => 0.99),
+    0,
+  );
+  t.equal(
+    backoffDelay(1, jittered, () => 0),
+    1000,
+    'the longest is the policy',
+  );
+  t.equal(
+    backoffDelay(1, jittered, () => 1),
+    900,
+    'the shortest is 10% less',
+  );
+  t.equal(
+    backoffDelay(7, jittered, () => 0.5),
+    28500,
+    'from the capped delay',
+  );
+  const many = Array.from({ length: 200 }, () => backoffDelay(3, jittered));
+  t.ok(
+    many.every((d) => d >= 3600 && d <= 4000),
+    'within bounds',
+  );
+  t.ok(new Set(many).size > 20, 'spread out');
+});
+
 t.test('walks pending → downloading → building → running, observing every state', async (t) => {
   const h = harness();
   t.equal(h.actor.getSnapshot().value, 'pending');
