@@ -304,6 +304,23 @@ fail: {
 }
 }
 
+/* Field 22 of /proc/PID/stat (clock ticks after boot), or 0 if it cannot be read. */
+static unsigned long long start_time(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+  if (!p) return 0;
+  /* After ") ": state is field 3; the start time is field 22, 19 spaces further on. */
+  for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
 /* The keeper of one run: starts the command, waits for it and its leftovers, reports. */
 static void keeper(struct request *r, int sfd) {
   if (sfd >= 0) close(sfd);
@@ -342,8 +359,10 @@ static void keeper(struct request *r, int sfd) {
     reply("failed %s %s\n", r->id, msg);
     _exit(0);
   }
-  /* After the exec (the pipe closed on it), as spawn() returns: a pid that never ran is never shown. */
-  reply("pid %s %d\n", r->id, (int)child);
+  /* After the exec (the pipe closed on it), as spawn() returns: a pid that never ran is never shown.
+   * With it: this keeper's pid (the agent's /proc passes skip it) and the child's start time
+   * (which tells it apart from a later process with its pid; read here, off the agent's loop). */
+  reply("pid %s %d %d %llu\n", r->id, (int)child, (int)getpid(), start_time(child));
 
   sigset_t wanted;
   sigemptyset(&wanted);

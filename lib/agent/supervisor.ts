@@ -990,7 +990,7 @@ export class Supervisor {
     let pid: number | undefined;
     void child.appPid.then(() => {
       pid = child.pid;
-      if (pid && child.running) this.store.groups.add(pid, slug, 'child');
+      if (pid && child.running) this.store.groups.add(pid, slug, 'child', child.leaderStarttime);
     });
     let ready: Promise<boolean> | null = null;
     let cancelReady = () => {};

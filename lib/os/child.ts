@@ -230,6 +230,8 @@ export class Child {
     return this.leader;
   }
   private leader: number | undefined;
+  /** The leader's start time (clock ticks after boot) when the spawn helper told it. */
+  leaderStarttime: number | undefined;
   /** The command's own pid: the leader's, or the one the exit helper reports after forking it; null if it never ran. */
   readonly appPid: Promise<number | null>;
   private reportPid: (pid: number | null) => void = () => {};
@@ -451,11 +453,14 @@ export class Child {
             cgroupFiles: spec.cgroup?.procsFiles ?? [],
           },
           {
-            onPid: (pid) => {
+            onPid: (pid, keeper, starttime) => {
               this.leader = pid;
+              this.leaderStarttime = starttime;
               reportPid(pid);
+              // Each run's keeper is a process of its own: /proc passes need not read it.
+              const skip = keeper ? [keeper] : [];
               if (spec.sampler)
-                unwatch = spec.sampler.watch(pid, { startedAt: this.startedAt, skip: () => [] }, (u) => {
+                unwatch = spec.sampler.watch(pid, { startedAt: this.startedAt, skip: () => skip }, (u) => {
                   this.samples.add(u);
                   spec.onSample?.(u);
                 });

@@ -42,7 +42,8 @@ export interface SpawnRequest {
 
 /** What the helper tells about one run, in this order: pid (or failed), streams, exit. */
 export interface RunEvents {
-  onPid(pid: number): void;
+  /** `keeper`: the helper's process watching the run; `starttime`: the child's, from /proc (clock ticks). */
+  onPid(pid: number, keeper?: number, starttime?: number): void;
   onStream(fd: 1 | 2, socket: Socket): void;
   onCgroupFailed(file: string): void;
   /** It could not start: `stage` is fork, user, rlimit or chdir. */
@@ -80,7 +81,7 @@ export function encodeRequest(id: number, req: SpawnRequest): Buffer {
 
 /** One reply line from the helper, or null for anything else. */
 export type HelperReply =
-  | { kind: 'pid'; id: number; pid: number }
+  | { kind: 'pid'; id: number; pid: number; keeper?: number; starttime?: number }
   | { kind: 'cgroup-failed'; id: number; file: string }
   | { kind: 'failed'; id: number; errno: number; stage: string }
   | { kind: 'exit'; id: number; report: HelperReport };
@@ -91,8 +92,13 @@ export function parseReply(line: string): HelperReply | null {
   const id = Number(m[2]);
   const rest = m[3];
   switch (m[1]) {
-    case 'pid':
-      return /^\d+$/.test(rest) ? { kind: 'pid', id, pid: Number(rest) } : null;
+    case 'pid': {
+      // "PID KEEPER STARTTIME"; the last two are a newer helper's (0: unknown).
+      const p = /^(\d+)(?: (\d+) (\d+))?$/.exec(rest);
+      if (!p) return null;
+      const [keeper, starttime] = [Number(p[2] ?? 0), Number(p[3] ?? 0)];
+      return { kind: 'pid', id, pid: Number(p[1]), ...(keeper ? { keeper } : {}), ...(starttime ? { starttime } : {}) };
+    }
     case 'cgroup-failed':
       return { kind: 'cgroup-failed', id, file: rest };
     case 'failed': {
@@ -206,7 +212,7 @@ export class SpawnHelper {
     if (!r || !run) return;
     switch (r.kind) {
       case 'pid':
-        return run.events.onPid(r.pid);
+        return run.events.onPid(r.pid, r.keeper, r.starttime);
       case 'cgroup-failed':
         return run.events.onCgroupFailed(r.file);
       case 'failed':

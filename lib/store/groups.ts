@@ -51,9 +51,9 @@ export class GroupRecords {
     }
   }
 
-  /** Records a group just started; its leader's start time is read from /proc now. */
-  add(pgid: number, slug: string, kind: GroupRecord['kind']): void {
-    const starttime = readProc(pgid)?.starttime;
+  /** Records a group just started; its leader's start time is read from /proc now unless given. */
+  add(pgid: number, slug: string, kind: GroupRecord['kind'], knownStarttime?: number): void {
+    const starttime = knownStarttime ?? readProc(pgid)?.starttime;
     if (starttime === undefined) return; // already gone
     const g = { pgid, starttime, slug, kind };
     this.groups.set(pgid, g);

@@ -173,7 +173,12 @@ t.test('agent SIGKILL with the helper: no survivor, a setsid double-forked daemo
   t.teardown(() => agent.proc.kill('SIGKILL'));
   const r = await api('POST', `${agent.url}/create-process`, { app: 'd', node: 'web.0', process_type: 'web', source_url: url });
   t.equal(r.status, 201);
-  const doc = await waitForState(r.json.status, 'running');
+  await waitForState(r.json.status, 'running');
+  // The pid comes from the helper a moment after the start.
+  const doc = await waitFor(
+    async () => ((await api('GET', r.json.status)).json.pid ? (await api('GET', r.json.status)).json : null),
+    'its pid',
+  );
   const daemon = Number(await waitFor(() => readFileSync(pidFile, 'utf8').trim(), 'the daemon to start'));
   const tree = descendants(agent.proc.pid!);
   t.ok(
@@ -182,7 +187,7 @@ t.test('agent SIGKILL with the helper: no survivor, a setsid double-forked daemo
   );
   t.ok(
     tree.some((p) => p.pid === doc.pid),
-    'the app',
+    `the app ${doc.pid} in ${JSON.stringify(tree.map((p) => [p.pid, p.ppid ?? '']))}`,
   );
   t.not(readProc(daemon)!.pgid, doc.pid, 'the daemon left the process group');
   agent.proc.kill('SIGKILL');
@@ -212,5 +217,12 @@ t.test('with the helper, the agent forks nothing itself', { skip }, async (t) =>
   const keeper = readProc(readProc(doc.pid)!.ppid)!;
   t.equal(readProc(keeper.ppid)!.pid, agent.supervisor.spawner!.pid, 'app <- keeper <- helper');
   t.equal(readProc(doc.pid)!.pgid, doc.pid, 'the app leads its own group');
+  // The helper reports the app's start time, which the groups file records for the next agent's sweep.
+  const groups = join(agent.stateDir, 'groups.json');
+  const recorded = await waitFor(() => {
+    const list = existsSync(groups) ? (JSON.parse(readFileSync(groups, 'utf8')) as { pgid: number; starttime: number }[]) : [];
+    return list.find((g) => g.pgid === doc.pid);
+  }, 'the group to be recorded');
+  t.equal(recorded.starttime, readProc(doc.pid)!.starttime, "the app's start time, as /proc has it");
   t.equal((await api('POST', r.json.delete, {})).status, 200);
 });

@@ -44,6 +44,13 @@ t.test('a request: length, then NUL-terminated fields in order', async (t) => {
 
 t.test('replies', async (t) => {
   t.same(parseReply('pid 3 1234'), { kind: 'pid', id: 3, pid: 1234 });
+  t.same(
+    parseReply('pid 3 1234 1230 987654'),
+    { kind: 'pid', id: 3, pid: 1234, keeper: 1230, starttime: 987654 },
+    'with its keeper and start time',
+  );
+  t.same(parseReply('pid 3 1234 0 0'), { kind: 'pid', id: 3, pid: 1234 }, 'zeros: unknown');
+  t.equal(parseReply('pid 3 1234 1230'), null, 'both or neither');
   t.same(parseReply('failed 3 2 chdir'), { kind: 'failed', id: 3, errno: 2, stage: 'chdir' });
   t.same(parseReply('cgroup-failed 4 /sys/fs/cgroup/x y/cgroup.procs'), {
     kind: 'cgroup-failed',
