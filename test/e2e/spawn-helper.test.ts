@@ -187,7 +187,7 @@ t.test('agent SIGKILL with the helper: no survivor, a setsid double-forked daemo
   );
   t.ok(
     tree.some((p) => p.pid === doc.pid),
-    `the app ${doc.pid} in ${JSON.stringify(tree.map((p) => [p.pid, p.ppid ?? '']))}`,
+    `the app ${doc.pid} in ${JSON.stringify(tree.map((p) => p.pid))}`,
   );
   t.not(readProc(daemon)!.pgid, doc.pid, 'the daemon left the process group');
   agent.proc.kill('SIGKILL');
