@@ -255,8 +255,10 @@ export class Supervisor {
   ) {
     this.baseEnv = { ...agentEnv(process.env), ...(runAs ? userEnv(runAs) : {}) };
     this.inspection = new InspectionHub(config.clientMaxBufferedBytes);
-    this.sampler = new UsageSampler({ intervalMs: config.usageSampleMs });
     this.cgroups = config.cgroups ? Cgroups.detect() : null;
+    const cgroups = this.cgroups;
+    // An idle fleet in run cgroups costs one read per tick instead of a /proc pass (sampler.ts).
+    this.sampler = new UsageSampler({ intervalMs: config.usageSampleMs, activity: cgroups ? () => cgroups.cpuUsage() : undefined });
     this.waitHelper = findWaitHelper();
     this.buildMeter = groupMeter(this.cgroups, this.sampler, this.waitHelper);
   }

@@ -170,6 +170,25 @@ export class Cgroups {
     );
   }
 
+  /**
+   * CPU used so far by every run cgroup together (the base's own counter: microseconds in v2,
+   * nanoseconds in v1), or null if it cannot be read. Only compared with itself: it moves
+   * whenever any run's process ran.
+   */
+  cpuUsage(): number | null {
+    if (!this.cpu) return null;
+    try {
+      if (this.cpu.version === 'v2') {
+        const m = /^usage_usec (\d+)$/m.exec(readFileSync(join(this.cpu.base, 'cpu.stat'), 'utf8'));
+        return m ? Number(m[1]) : null;
+      }
+      const n = Number(readFileSync(join(this.cpu.base, 'cpuacct.usage'), 'utf8'));
+      return Number.isFinite(n) ? n : null;
+    } catch {
+      return null;
+    }
+  }
+
   /** e.g. "cpu from cgroup v2, memory from cgroup v1". */
   describe(): string {
     const one = (what: string, s: Source | null) => (s ? `${what} from cgroup ${s.version} (${s.base})` : `${what} not from cgroups`);

@@ -340,6 +340,7 @@ export class Child {
               // drover's own: the watchdog, and the helper (only orphans it reaped would be in
               // its times; the run's totals get those from wait4 anyway).
               skip: () => [this.watchdogPid, this.helper ? this.pid! : 0].filter(Boolean),
+              covered: () => spec.cgroup != null && !this.cgroupFailed,
             },
             (u) => {
               this.samples.add(u);
@@ -460,10 +461,14 @@ export class Child {
               // Each run's keeper is a process of its own: /proc passes need not read it.
               const skip = keeper ? [keeper] : [];
               if (spec.sampler)
-                unwatch = spec.sampler.watch(pid, { startedAt: this.startedAt, skip: () => skip }, (u) => {
-                  this.samples.add(u);
-                  spec.onSample?.(u);
-                });
+                unwatch = spec.sampler.watch(
+                  pid,
+                  { startedAt: this.startedAt, skip: () => skip, covered: () => spec.cgroup != null && !this.cgroupFailed },
+                  (u) => {
+                    this.samples.add(u);
+                    spec.onSample?.(u);
+                  },
+                );
             },
             onStream: (fd, s) => {
               if (finished) return void s.destroy();

@@ -84,3 +84,24 @@ t.test('spare run groups are made ahead off the event loop, used by create(), an
   await waitFor(() => !existsSync(base), 'the base, spares included, removed');
   t.pass('nothing left');
 });
+
+t.test("the runs' CPU counter moves when a run's process works", async (t) => {
+  const cg = Cgroups.detect();
+  if (!cg?.cpu) return t.comment('no cpu cgroup here');
+  t.teardown(() => cg.close());
+  const run = cg.create()!;
+  // Moved in while stopped, so all of its work is counted in the run.
+  const worker = spawn('sh', ['-c', 'kill -STOP $$; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 300'], {
+    stdio: 'ignore',
+  });
+  t.teardown(() => worker.kill('SIGKILL'));
+  await waitFor(() => readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].startsWith('T'), 'the worker to stop itself');
+  t.ok(run.adopt(worker.pid!));
+  const before = cg.cpuUsage();
+  t.type(before, 'number');
+  worker.kill('SIGCONT');
+  await waitFor(() => readFileSync(`/proc/${worker.pid}/cmdline`, 'utf8').startsWith('sleep'), 'the loop to finish');
+  const after = cg.cpuUsage()!;
+  t.ok(after > before!, `it moved (${before} -> ${after})`);
+  run.remove();
+});

@@ -59,6 +59,58 @@ t.test('one pass for every watched group; CPU % between samples; RSS in bytes', 
   t.equal(s.sampler.watching, 0);
 });
 
+t.test('while the runs cgroup shows no CPU and no group came or went, the pass is skipped and its figures delivered again', async (t) => {
+  let now = 1000;
+  let activity: number | null = 500;
+  let scans = 0;
+  const groups = new Map<number, GroupStat>([
+    [10, { userTicks: 100, systemTicks: 0, rssPages: 10, processes: 1 }],
+    [20, { userTicks: 0, systemTicks: 0, rssPages: 20, processes: 1 }],
+  ]);
+  const sampler = new UsageSampler({
+    intervalMs: 0,
+    clockTicks: 100,
+    pageSize: 4096,
+    now: () => now,
+    activity: () => activity,
+    scan: (pgids) => (scans++, new Map([...groups].filter(([g]) => pgids.has(g)))),
+  });
+  const a: LiveUsage[] = [];
+  let coveredB = true;
+  sampler.watch(10, { startedAt: 0, covered: () => true }, (u) => a.push(u));
+  const stopB = sampler.watch(20, { startedAt: 0, covered: () => coveredB }, () => {});
+  const pass = () => ((now += 5000), sampler.sample());
+  pass();
+  t.equal(scans, 1, 'the first pass reads /proc');
+  pass();
+  t.equal(scans, 1, 'nothing ran: skipped');
+  t.match(a.at(-1), { cpuPercent: 0, rss: 10 * 4096, processes: 1, utime: 1 }, 'the same figures, no CPU since');
+  t.equal(a.at(-1)!.at, now, 'stamped now');
+  activity = 501;
+  pass();
+  t.equal(scans, 2, 'something ran: a full pass');
+  pass();
+  t.equal(scans, 2);
+  stopB();
+  pass();
+  t.equal(scans, 3, 'a group went: a full pass');
+  sampler.watch(20, { startedAt: now, covered: () => coveredB }, () => {});
+  pass();
+  t.equal(scans, 4, 'a group came: a full pass');
+  coveredB = false;
+  pass();
+  t.equal(scans, 5, 'a group outside the cgroups (its cgroup failed): always a full pass');
+  coveredB = true;
+  for (let i = 0; i < 30; i++) pass();
+  t.equal(scans, 7, 'even when idle, a full pass every 12 ticks (pages reclaimed without CPU): 11 + 1 + 11 + 1 + 6');
+  t.equal(sampler.cost.reused, 2 + 28, 'reused passes are counted');
+  activity = null;
+  const before = scans;
+  pass();
+  pass();
+  t.equal(scans, before + 2, 'unknown activity (no cgroups): every pass is full');
+});
+
 t.test('the timer runs only while something is watched', async (t) => {
   const sampler = new UsageSampler({ intervalMs: 10, clockTicks: 100, pageSize: 4096, scan: () => new Map() });
   const stop = sampler.watch(process.pid, { startedAt: Date.now() }, () => {});
