@@ -19,6 +19,7 @@ import { linesScenario } from './scenarios/lines.js';
 import { pollScenario } from './scenarios/poll.js';
 import { releaseScenario } from './scenarios/release.js';
 import { restartScenario } from './scenarios/restart.js';
+import { floorScenario } from './scenarios/floor.js';
 import { scalingScenario } from './scenarios/scaling.js';
 import { stalledScenario } from './scenarios/stalled.js';
 import { statusScenario } from './scenarios/status.js';
@@ -34,6 +35,7 @@ const scenarios: Record<string, (ctx: BenchContext) => Promise<Row[]>> = {
   release: releaseScenario,
   poll: pollScenario,
   scaling: scalingScenario,
+  floor: floorScenario,
 };
 
 const usage = `Usage: npm run bench -- [options]
