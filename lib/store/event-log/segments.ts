@@ -2,8 +2,8 @@
 // a time, a new one started at the segment size, the oldest dropped to stay under the disk cap.
 // Opening repairs a torn final line left by a crash; reading never goes past what is known to
 // be written; a failed write loses its batch, never the agent.
-import { close, ftruncate, ftruncateSync, mkdirSync, openSync, readdirSync, writev, writevSync } from 'node:fs';
-import { open, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { close, ftruncate, open as fsOpen, writev } from 'node:fs';
+import { mkdir, open, readdir, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cursorAt, lineId, lineType, segmentName, segmentStart, validLineId, type Cursor, type ReadResult } from './line.js';
 
@@ -28,22 +28,18 @@ export interface Segment {
 
 const MAX_READ = 8 * 1024 * 1024;
 
-/**
- * Batches up to this size are written on the event loop: appending a few events to the page
- * cache takes microseconds, less than handing the write to the thread pool and back (a fleet
- * of 1000 starting processes writes ~6000 such batches). Bigger batches (a child's output
- * flood) go to the thread pool, so a disk slowed by writeback never stalls the agent.
- */
-const SYNC_WRITE_MAX = 64 * 1024;
+// The write path uses fs's callback API: a thread-pool trip without the promise API's
+// FileHandle and promise machinery, which cost more than the write itself for the few events
+// of a starting process. Nothing here blocks the event loop: on a disk busy with writeback, a
+// synchronous create or append can stall for many milliseconds.
+const openAppend = (file: string) =>
+  new Promise<number>((resolve, reject) => fsOpen(file, 'a', 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 
 /** writev until everything is written (a write may take only part). */
-async function writeAll(fd: number, bufs: Buffer[], bytes: number): Promise<void> {
-  const sync = bytes <= SYNC_WRITE_MAX;
+async function writeAll(fd: number, bufs: Buffer[]): Promise<void> {
   for (;;) {
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    const written = sync
-      ? writevSync(fd, bufs)
-      : await new Promise<number>((resolve, reject) => writev(fd, bufs, (err, n) => (err ? reject(err) : resolve(n))));
+    const written = await new Promise<number>((resolve, reject) => writev(fd, bufs, (err, n) => (err ? reject(err) : resolve(n))));
     if (written >= total) return;
     let skip = written;
     while (skip >= bufs[0].length) skip -= bufs.shift()!.length;
@@ -71,10 +67,9 @@ export class Segments {
 
   /** Opens (or creates) the files in `dir`, repairing a torn final line left by a crash. */
   static async open(opts: SegmentsOptions): Promise<Segments> {
-    // Synchronous: for a new process's log (the usual case) these two calls are all there is.
-    mkdirSync(opts.dir, { recursive: true });
+    await mkdir(opts.dir, { recursive: true });
     const list: Segment[] = [];
-    for (const name of readdirSync(opts.dir).sort()) {
+    for (const name of (await readdir(opts.dir)).sort()) {
       const start = segmentStart(name);
       if (start !== null) list.push({ start, bytes: (await stat(join(opts.dir, name))).size });
     }
@@ -119,10 +114,10 @@ export class Segments {
       }
       if (this.fdStart !== active.start) {
         await this.close();
-        this.fd = openSync(join(this.opts.dir, segmentName(active.start)), 'a', 0o600);
+        this.fd = await openAppend(join(this.opts.dir, segmentName(active.start)));
         this.fdStart = active.start;
       }
-      await writeAll(this.fd!, bufs, bytes);
+      await writeAll(this.fd!, bufs);
       active.bytes += bytes;
       this.totalBytes += bytes;
       await this.enforceCap();
@@ -139,10 +134,7 @@ export class Segments {
         // Cut a partial write so the next batch starts on a line boundary; failing that,
         // start a fresh segment next time.
         const fd = this.fd;
-        const cut =
-          bytes <= SYNC_WRITE_MAX
-            ? tryTruncateSync(fd, active.bytes)
-            : await new Promise<boolean>((resolve) => ftruncate(fd, active.bytes, (e) => resolve(!e)));
+        const cut = await new Promise<boolean>((resolve) => ftruncate(fd, active.bytes, (e) => resolve(!e)));
         if (!cut) this.forceRoll = true;
       }
       if (!this.failing) {
@@ -265,15 +257,6 @@ export class Segments {
       this.totalBytes -= old.bytes;
       await unlink(join(this.opts.dir, segmentName(old.start))).catch(() => {});
     }
-  }
-}
-
-function tryTruncateSync(fd: number, length: number): boolean {
-  try {
-    ftruncateSync(fd, length);
-    return true;
-  } catch {
-    return false;
   }
 }
 
