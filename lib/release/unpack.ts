@@ -157,8 +157,10 @@ export class StreamUnpack extends Writable {
     super();
     this.dest = path.resolve(destDir);
     this.result = new Promise<string>((resolve, reject) => (this.settle = { resolve, reject }));
-    // Rejections are the owner's to look at (or not): never unhandled.
+    // Rejections are the owner's to look at (or not): never unhandled. A destroy(err) by the
+    // writer is reported there too, not as an 'error' nobody may be listening for.
     this.result.catch(() => {});
+    this.on('error', () => {});
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
