@@ -659,6 +659,7 @@ export class Supervisor {
           signal: abort.signal,
           requestId: opts.requestId,
           onProgress: (bytes, total) => events.append('download', { bytes, total, ...traced }),
+          unpack: true,
         });
         if (!stopFirst) toPort = await this.ports.reserve();
         launch = await this.build(proc, archive, abort.signal, { ...next, port: toPort });
@@ -847,6 +848,7 @@ export class Supervisor {
       signal,
       requestId,
       onProgress: (bytes, total) => events.append('download', { bytes, total, ...traced }),
+      unpack: true,
     });
     if (record.archive !== archive.sha256 && !this.deletions.has(slug) && this.procs.has(slug)) {
       record.archive = archive.sha256;

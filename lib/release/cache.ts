@@ -2,6 +2,8 @@
 // source_url share one download and one build:
 //   dir/archives/<sha>.archive          downloaded archives (written to a temp name, then renamed)
 //   dir/releases/<sha>/                 unpacked + built app
+//   dir/releases/.unpack-<random>/      a tar(.gz) unpacked while it downloaded, until a build of
+//                                       its sha takes it (renamed to releases/<sha>/)
 //   dir/release-meta/<sha>.json         completion marker, written last; a release dir
 //                                       without it is a crash leftover and is rebuilt
 //   dir/release-meta/<sha>.failed-<k>.json  a failed build of these bytes with build inputs k
@@ -20,7 +22,7 @@ import { runBuild } from './build.js';
 import { download, type DownloadOptions } from './download.js';
 import { abortReason, ReleaseError } from './errors.js';
 import { chownTree } from './owner.js';
-import { unpack, type UnpackOptions } from './unpack.js';
+import { StreamUnpack, unpack, type UnpackOptions } from './unpack.js';
 import { version as droverVersion } from './version.js';
 
 /** How much of a failed build's output is remembered with it. */
@@ -81,6 +83,18 @@ export interface FetchOptions {
   /** Sent as Authorization to the URL's origin (the experiment runner's `Token <signature>`). */
   authorization?: string;
   onProgress?: (bytes: number, total: number | null) => void;
+  /**
+   * A build() of the archive follows: unpack it (tar, tar.gz) while it downloads, in the same
+   * pass. Only the option of the caller that starts the download counts.
+   */
+  unpack?: boolean;
+}
+
+/** An archive unpacked while it downloaded, not yet taken by a build. */
+interface Unpacked {
+  dir: string;
+  /** The app root, relative to dir. */
+  root: string;
 }
 
 export interface CacheBuildOptions {
@@ -104,6 +118,8 @@ export class ReleaseCache {
   private readonly builds = new Map<string, SharedTask<Release, [notice: BuildNotice]>>();
   /** Per sha, the last build task's settlement: a new build waits for an aborted one to clean up. */
   private readonly buildTails = new Map<string, Promise<unknown>>();
+  /** Per sha, the archive unpacked while it downloaded, for the next build of it to take. */
+  private readonly unpacked = new Map<string, Unpacked>();
   private readonly archivesDir: string;
   private readonly releasesDir: string;
   private readonly metaDir: string;
@@ -142,6 +158,10 @@ export class ReleaseCache {
     for (const name of await readdir(this.metaDir)) {
       const m = /^([0-9a-f]{64})\.failed-/.exec(name);
       if (m) this.mayHaveFailed.add(m[1]);
+    }
+    // Unpacked while downloading by an agent that stopped before building it.
+    for (const name of await readdir(this.releasesDir)) {
+      if (name.startsWith('.unpack-')) await rm(path.join(this.releasesDir, name), { recursive: true, force: true });
     }
   }
 
@@ -199,7 +219,7 @@ export class ReleaseCache {
       const t = new SharedTask<Archive, [number, number | null]>(
         (signal, notify) =>
           this.observed('download', signal, () =>
-            this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId, opts.authorization),
+            this.doFetch(url, signal, (bytes, total) => void notify(bytes, total), opts.requestId, opts.authorization, opts.unpack),
           ),
         () => {
           if (this.downloads.get(url) === t) this.downloads.delete(url);
@@ -215,7 +235,10 @@ export class ReleaseCache {
     const sha = archive.sha256;
     if (!opts.force && !this.builds.has(sha)) {
       const remembered = await this.rememberedFailure(sha, opts.env);
-      if (remembered) throw remembered;
+      if (remembered) {
+        this.dropUnpacked(sha);
+        throw remembered;
+      }
     }
     let task = this.builds.get(sha);
     if (!task) {
@@ -268,21 +291,74 @@ export class ReleaseCache {
     signal: AbortSignal,
     onProgress: (bytes: number, total: number | null) => void,
     requestId: string | undefined,
-    authorization?: string,
+    authorization: string | undefined,
+    unpackToo: boolean | undefined,
   ): Promise<Archive> {
     await mkdir(this.archivesDir, { recursive: true });
     const tmp = path.join(this.archivesDir, `.download-${randomBytes(8).toString('hex')}`);
     const local = await this.opts.localSource?.(url);
     const from = local ? pathToFileURL(local).href : url;
-    const { bytes, sha256 } = await download(from, tmp, { ...this.opts.download, signal, onProgress, requestId, authorization });
+    // Unpacked in the same pass as the download, into a directory of its own until the bytes'
+    // sha256 (the release's name) is known; the archive file is still kept (zips, restores).
+    const unpackDir = path.join(this.releasesDir, `.unpack-${randomBytes(8).toString('hex')}`);
+    let streamed: StreamUnpack | undefined;
+    const tee = unpackToo
+      ? (total: number | null) => (streamed = new StreamUnpack(unpackDir, { ...this.opts.unpack, signal, archiveBytes: total }))
+      : undefined;
+    // Settles once the directory is complete, or removed; null if there is none.
+    const unpacked = async (): Promise<string | null> => (streamed ? streamed.result.catch(() => null) : null);
+    let result;
+    try {
+      result = await download(from, tmp, { ...this.opts.download, signal, onProgress, requestId, authorization, tee });
+    } catch (err) {
+      if (await unpacked()) await rm(unpackDir, { recursive: true, force: true });
+      throw err;
+    }
+    const { bytes, sha256 } = result;
     const file = path.join(this.archivesDir, `${sha256}.archive`);
     try {
       await rename(tmp, file);
     } catch (err) {
       await rm(tmp, { force: true });
+      if (await unpacked()) await rm(unpackDir, { recursive: true, force: true });
       throw err;
     }
+    const root = await unpacked();
+    if (root !== null) {
+      if (streamed?.bytes === bytes && !signal.aborted)
+        await this.keepUnpacked(sha256, { dir: unpackDir, root: path.relative(unpackDir, root) });
+      else await rm(unpackDir, { recursive: true, force: true });
+    }
     return { sha256, file, bytes };
+  }
+
+  /** Keeps what was unpacked while downloading for the next build of `sha`, unless it is built already. */
+  private async keepUnpacked(sha: string, u: Unpacked): Promise<void> {
+    if (this.completed.has(sha) || (await readMarker(this.markerOf(sha), path.join(this.releasesDir, sha)))) {
+      await rm(u.dir, { recursive: true, force: true });
+      return;
+    }
+    this.dropUnpacked(sha);
+    this.unpacked.set(sha, u);
+  }
+
+  /** Removes the unpacked-while-downloading directory of `sha` (in the background: nobody waits for it). */
+  private dropUnpacked(sha: string): void {
+    const u = this.unpacked.get(sha);
+    if (!u) return;
+    this.unpacked.delete(sha);
+    void rm(u.dir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  /** Moves what was unpacked while downloading to `dir`; its app root, or null (then it is unpacked again). */
+  private async adopt(pre: Unpacked, dir: string): Promise<string | null> {
+    try {
+      await rename(pre.dir, dir);
+      return path.join(dir, pre.root);
+    } catch {
+      await rm(pre.dir, { recursive: true, force: true });
+      return null;
+    }
   }
 
   /** Runs one real download or build, telling `observe` how it ended. */
@@ -315,6 +391,7 @@ export class ReleaseCache {
     const done = known && statSync(known.root, { throwIfNoEntry: false })?.isDirectory() ? known : await readMarker(marker, dir);
     if (done) {
       this.completed.set(id, done);
+      this.dropUnpacked(id);
       return { id, ...done };
     }
 
@@ -330,8 +407,11 @@ export class ReleaseCache {
         if (tail.length > FAILURE_LOG_LINES) tail.shift();
         void notify({ line });
       };
+      // Taken and forgotten in one step, so no other build of this sha takes it too.
+      const pre = this.unpacked.get(id);
+      this.unpacked.delete(id);
       try {
-        const root = await unpack(archive.file, dir, { ...this.opts.unpack, signal });
+        const root = (pre && (await this.adopt(pre, dir))) ?? (await unpack(archive.file, dir, { ...this.opts.unpack, signal }));
         // Each waiter checks the app can run for it; those that cannot leave before any step runs.
         await notify({ unpacked: root });
         signal.throwIfAborted();

@@ -9,6 +9,10 @@ import t from 'tap';
 import * as tar from 'tar';
 import { ReleaseCache, type Archive } from '../../lib/release/cache.js';
 import { ReleaseError } from '../../lib/release/errors.js';
+import { unpack } from '../../lib/release/unpack.js';
+import { tgz } from '../helpers/hostile.js';
+import { randomBytes } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
 
 // The app's bin/build counts its runs in $COUNTER, can wait for $GATE to exist, and fails if $FAIL=1.
 const BUILD_SCRIPT = `#!/bin/sh
@@ -24,6 +28,14 @@ echo finished
 `;
 
 let archive: Buffer;
+// Bigger than the unpacker's first batch (1 MiB), so unpacking is under way mid-body.
+let bigArchive: Buffer;
+const hostileArchive = tgz([{ path: 'link', type: 'SymbolicLink', linkpath: '../../evil' }]);
+// /big-cut.tar.gz sends 3/4 of the body, then (once the test opens it) cuts the connection, or
+// sends the rest when cutBody is false.
+let cutBody = true;
+let cutGate: Promise<void> = Promise.resolve();
+let openCutGate: () => void = () => {};
 let gate: Promise<void> = Promise.resolve();
 let openGate: () => void = () => {};
 let clientGone: Promise<void> = Promise.resolve();
@@ -35,6 +47,18 @@ const server = http.createServer((req, res) => {
   if (req.url?.startsWith('/app.tar.gz')) {
     res.writeHead(200, { 'content-length': archive.length });
     res.end(archive);
+  } else if (req.url?.startsWith('/big.tar.gz')) {
+    res.writeHead(200, { 'content-length': bigArchive.length });
+    res.end(bigArchive);
+  } else if (req.url === '/hostile.tar.gz') {
+    res.writeHead(200, { 'content-length': hostileArchive.length });
+    res.end(hostileArchive);
+  } else if (req.url === '/big-cut.tar.gz') {
+    res.writeHead(200, { 'content-length': bigArchive.length });
+    const most = Math.floor((bigArchive.length * 3) / 4);
+    res.write(bigArchive.subarray(0, most));
+    const cut = cutBody;
+    void cutGate.then(() => (cut ? res.destroy() : res.end(bigArchive.subarray(most))));
   } else if (req.url === '/gated.tar.gz') {
     // Half the body, then the rest only once the test opens the gate.
     res.writeHead(200, { 'content-length': archive.length });
@@ -55,11 +79,17 @@ t.before(async () => {
   const file = path.join(src, 'app.tar.gz');
   await tar.c({ gzip: true, file, cwd: src }, ['myapp-1a2b3c']);
   archive = readFileSync(file);
+  const big = t.testdir({ 'myapp-big': { Procfile: 'web: sh -c "echo hi"\n', bin: { build: BUILD_SCRIPT } } });
+  await chmod(path.join(big, 'myapp-big/bin/build'), 0o755);
+  writeFileSync(path.join(big, 'myapp-big/blob.bin'), randomBytes(4 * 1024 * 1024));
+  await tar.c({ gzip: true, file: path.join(big, 'big.tar.gz'), cwd: big }, ['myapp-big']);
+  bigArchive = readFileSync(path.join(big, 'big.tar.gz'));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
 t.teardown(() => {
   openGate();
+  openCutGate();
   server.closeAllConnections();
   server.close();
 });
@@ -298,4 +328,142 @@ t.test('a remembered failure is found again by a restarted agent (init) and not 
   // Other inputs are another build.
   const ok = await restarted.build(arch, { env: env(dir), onLine: () => {} });
   t.ok(existsSync(path.join(ok.root, 'built')));
+});
+
+// ---- unpacking while downloading (fetch({ unpack: true })) ------------------
+
+/** What the cache holds besides archives: release dirs (incl. .unpack-*), markers. */
+function leftovers(state: string): { releases: string[]; meta: string[] } {
+  const list = (d: string) => (existsSync(path.join(state, d)) ? readdirSync(path.join(state, d)).sort() : []);
+  return { releases: list('releases'), meta: list('release-meta') };
+}
+const unpacking = (state: string): string[] => leftovers(state).releases.filter((n) => n.startsWith('.unpack-'));
+
+t.test('fetch({ unpack }) unpacks while downloading; the build takes that tree instead of unpacking again', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  await cache.init();
+  const arch = await cache.fetch(`${base}/big.tar.gz?stream`, { unpack: true });
+  t.same(arch, { sha256: sha(bigArchive), file: path.join(state, 'archives', `${sha(bigArchive)}.archive`), bytes: bigArchive.length });
+  t.ok(readFileSync(arch.file).equals(bigArchive), 'the archive file is kept, whole');
+  const [tmp] = unpacking(state);
+  t.ok(tmp, 'unpacked beside the releases, under a temp name');
+  t.equal(readFileSync(path.join(state, 'releases', tmp, 'myapp-big/blob.bin')).length, 4 * 1024 * 1024, 'the whole app');
+  // Mark the tree: the release must be this very tree, moved into place.
+  writeFileSync(path.join(state, 'releases', tmp, 'myapp-big/from-download'), '');
+  const rel = await cache.build(arch, { env: env(dir), onLine: () => {} });
+  t.equal(rel.root, path.join(state, 'releases', arch.sha256, 'myapp-big'));
+  t.ok(existsSync(path.join(rel.root, 'from-download')), 'the build used the tree unpacked during the download');
+  t.ok(existsSync(path.join(rel.root, 'built')));
+  t.equal(runs(path.join(dir, 'counter')), 1);
+  t.same(unpacking(state), [], 'nothing left under a temp name');
+  // Fetched again once built: the fresh unpack is not kept.
+  await cache.fetch(`${base}/big.tar.gz?stream-again`, { unpack: true });
+  t.same(leftovers(state), { releases: [arch.sha256], meta: [`${arch.sha256}.json`] });
+});
+
+t.test('a download that fails mid-body leaves no release dir and no marker; a later fetch downloads afresh', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  cutBody = true;
+  cutGate = new Promise((resolve) => (openCutGate = resolve));
+  const before = hits.get('/big-cut.tar.gz') ?? 0;
+  const p = cache.fetch(`${base}/big-cut.tar.gz`, { unpack: true });
+  // Unpacking is under way (the blob is being written) when the connection is cut.
+  await waitFor(() => unpacking(state).some((d) => existsSync(path.join(state, 'releases', d, 'myapp-big/blob.bin'))), 'the unpack');
+  openCutGate();
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof ReleaseError, `a ReleaseError (${String(err)})`);
+  t.match((err as Error).message, /^download failed: /);
+  t.same(leftovers(state), { releases: [], meta: [] }, 'no half release, no marker');
+  t.same(readdirSync(path.join(state, 'archives')), [], 'no half archive');
+
+  cutBody = false;
+  cutGate = Promise.resolve();
+  const arch = await cache.fetch(`${base}/big-cut.tar.gz`, { unpack: true });
+  t.equal(hits.get('/big-cut.tar.gz'), before + 2, 'downloaded again');
+  t.equal(arch.sha256, sha(bigArchive), 'the hash is the hash of the bytes');
+  const rel = await cache.build(arch, { env: env(dir), onLine: () => {} });
+  t.ok(readFileSync(path.join(rel.root, 'blob.bin')).length === 4 * 1024 * 1024);
+  t.same(unpacking(state), []);
+});
+
+t.test('concurrent fetches with unpack share one download and one unpack; their builds share one run', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  const url = `${base}/big.tar.gz?shared`;
+  const [a, b, c] = await Promise.all([cache.fetch(url, { unpack: true }), cache.fetch(url, { unpack: true }), cache.fetch(url)]);
+  t.equal(hits.get('/big.tar.gz?shared'), 1, 'the server saw ONE request');
+  t.same(a, b);
+  t.same(a, c);
+  t.equal(unpacking(state).length, 1, 'unpacked once');
+  const [r1, r2] = await Promise.all([
+    cache.build(a, { env: env(dir), onLine: () => {} }),
+    cache.build(b, { env: env(dir), onLine: () => {} }),
+  ]);
+  t.same(r1, r2);
+  t.equal(runs(path.join(dir, 'counter')), 1, 'ONE build run');
+  t.same(unpacking(state), []);
+});
+
+t.test('when every waiter of an unpacking download aborts, nothing is left', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  cutBody = true;
+  cutGate = new Promise((resolve) => (openCutGate = resolve));
+  const ac = new AbortController();
+  const p = cache.fetch(`${base}/big-cut.tar.gz`, { unpack: true, signal: ac.signal });
+  await waitFor(() => unpacking(state).some((d) => existsSync(path.join(state, 'releases', d, 'myapp-big/blob.bin'))), 'the unpack');
+  ac.abort();
+  await t.rejects(p, { name: 'AbortError' });
+  await waitFor(() => leftovers(state).releases.length === 0, 'the unpacked tree to be removed');
+  await waitFor(() => readdirSync(path.join(state, 'archives')).length === 0, 'the temp file to be removed');
+  t.same(leftovers(state).meta, []);
+  openCutGate();
+});
+
+t.test('a hostile archive: the download succeeds, nothing unpacked is kept, the build fails as before', async (t) => {
+  const dir = t.testdir();
+  const state = path.join(dir, 'state');
+  const cache = new ReleaseCache({ dir: state });
+  const arch = await cache.fetch(`${base}/hostile.tar.gz`, { unpack: true });
+  t.equal(arch.sha256, sha(hostileArchive));
+  t.same(unpacking(state), [], 'the refused unpack left nothing');
+  const expected = await unpack(arch.file, path.join(dir, 'direct')).then(
+    () => null,
+    (e: Error) => e.message,
+  );
+  t.match(expected, /escapes the release directory/);
+  await t.rejects(cache.build(arch, { env: env(dir), onLine: () => {} }), { message: expected! });
+  t.same(leftovers(state), { releases: [], meta: [] });
+});
+
+t.test('file: URLs and local sources (blobs) unpack while they are read too', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'big.tar.gz');
+  writeFileSync(file, bigArchive);
+  const localSource = async (u: string): Promise<string | null> => (u === 'http://blobs.invalid/big' ? file : null);
+  for (const [i, url] of [pathToFileURL(file).href, 'http://blobs.invalid/big'].entries()) {
+    const state = path.join(dir, `state-${i}`);
+    const cache = new ReleaseCache({ dir: state, localSource });
+    const arch = await cache.fetch(url, { unpack: true });
+    t.equal(arch.sha256, sha(bigArchive), url);
+    t.equal(unpacking(state).length, 1, `${url}: unpacked while read`);
+    const rel = await cache.build(arch, { env: env(dir), onLine: () => {} });
+    t.ok(existsSync(path.join(rel.root, 'built')));
+    t.same(unpacking(state), []);
+  }
+});
+
+t.test('init() removes trees an earlier agent unpacked while downloading but never built', async (t) => {
+  const state = t.testdir({ releases: { '.unpack-0123456789abcdef': { 'myapp-1a2b3c': { Procfile: 'web: x\n' } } } });
+  await new ReleaseCache({ dir: state }).init();
+  t.same(readdirSync(path.join(state, 'releases')), []);
 });

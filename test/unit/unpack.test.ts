@@ -4,10 +4,12 @@ import { mkdir, readdir, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import t from 'tap';
 import * as tar from 'tar';
 import { ReleaseError } from '../../lib/release/errors.js';
-import { detectFormat, RATIO_FLOOR, unpack } from '../../lib/release/unpack.js';
+import { detectFormat, RATIO_FLOOR, StreamUnpack, unpack } from '../../lib/release/unpack.js';
 import { rawTar, renameInZip, zipOf, type TarEntry } from '../helpers/hostile.js';
 
 // ---- fixture helpers -------------------------------------------------------
@@ -572,4 +574,126 @@ t.test('a gzip that holds no tar is refused before node-tar sees it', async (t) 
   const nested = path.join(dir, 'nested.tar.gz');
   writeFileSync(nested, gzipSync(gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }]))));
   await rejectsRelease(t, unpack(nested, path.join(dir, 'o')), /not a tar archive/);
+});
+
+// ---- StreamUnpack: unpacking while the bytes arrive -------------------------
+
+/** Feeds `file` to a StreamUnpack in small pieces, as a download would; the writer must never fail. */
+async function streamUnpack(file: string, dest: string, archiveBytes: number | null = statSync(file).size): Promise<string> {
+  const s = new StreamUnpack(dest, { archiveBytes });
+  await pipeline(createReadStream(file, { highWaterMark: 7000 }), s);
+  return s.result;
+}
+
+/** A sorted listing of a tree: relative path, type, size, mode. */
+function listing(root: string): string[] {
+  return readdirSync(root, { recursive: true, withFileTypes: true })
+    .map((e) => {
+      const p = path.join(e.parentPath, e.name);
+      const st = lstatSync(p);
+      return `${path.relative(root, p)} ${e.isSymbolicLink() ? 'l' : e.isDirectory() ? 'd' : 'f'} ${st.isFile() ? st.size : ''} ${(st.mode & 0o7777).toString(8)}`;
+    })
+    .sort();
+}
+
+t.test('StreamUnpack unpacks tar.gz and tar as unpack() does, small archives too', async (t) => {
+  const dir = t.testdir();
+  const src = path.join(dir, 'src');
+  await makeTree(src, {
+    'app-1/Procfile': 'web: x\n',
+    'app-1/bin/run': { body: '#!/bin/sh\n', mode: 0o755 },
+    'app-1/data.bin': randomBytes(3 * MiB).toString('latin1'),
+  });
+  const gz = path.join(dir, 'a.tar.gz');
+  await tar.c({ gzip: true, file: gz, cwd: src }, ['app-1']);
+  const plain = path.join(dir, 'a.tar');
+  await tar.c({ file: plain, cwd: src }, ['app-1']);
+  const tiny = path.join(dir, 'tiny.tar.gz');
+  writeFileSync(tiny, gzipSync(rawTar([{ path: 'Procfile', body: 'web: x\n' }])));
+  t.ok(statSync(tiny).size < 512, 'the tiny one is smaller than a tar block');
+  for (const file of [gz, plain, tiny]) {
+    const name = path.basename(file);
+    const viaFile = await unpack(file, path.join(dir, `file-${name}`));
+    for (const size of [statSync(file).size, null]) {
+      const dest = path.join(dir, `stream-${name}-${size ?? 'unknown'}`);
+      const root = await streamUnpack(file, dest, size);
+      t.equal(path.relative(dest, root), path.relative(path.join(dir, `file-${name}`), viaFile), `${name}: the same app root`);
+      t.same(listing(dest), listing(path.join(dir, `file-${name}`)), `${name}: the same tree (size ${size ?? 'unknown'})`);
+    }
+  }
+});
+
+t.test('StreamUnpack refuses what unpack() refuses, with its message, and leaves nothing', async (t) => {
+  const dir = t.testdir();
+  const cases: Array<[string, Buffer]> = [
+    [
+      'dot-dot',
+      gzipSync(
+        rawTar([
+          { path: 'ok', body: '1' },
+          { path: '../evil', body: 'x' },
+        ]),
+      ),
+    ],
+    ['symlink out', gzipSync(rawTar([{ path: 'link', type: 'SymbolicLink', linkpath: '../../evil' }]))],
+    [
+      'a later symlink makes an earlier one escape',
+      gzipSync(
+        rawTar([
+          { path: 'a', type: 'SymbolicLink', linkpath: 'b/..' },
+          { path: 'b', type: 'SymbolicLink', linkpath: '..' },
+        ]),
+      ),
+    ],
+    ['not a tar inside', gzipSync(Buffer.alloc(2048, 'x'))],
+    ['no archive at all', Buffer.from('hello, world\n')],
+    ['zip', await zipOf([{ name: 'Procfile', body: 'web: x\n' }])],
+  ];
+  for (const [name, bytes] of cases) {
+    const file = path.join(dir, `${name}.archive`);
+    writeFileSync(file, bytes);
+    const dest = path.join(dir, 'stream-out');
+    const streamed = await rejection(streamUnpack(file, dest));
+    if (name === 'zip') t.match(streamed.message, /zip archive is not unpacked while it downloads/, 'zip: left to unpack()');
+    else {
+      const viaFile = await rejection(unpack(file, path.join(dir, 'file-out')));
+      t.equal(streamed.message, viaFile.message, `${name}: ${viaFile.message}`);
+    }
+    t.notOk(existsSync(dest), `${name}: nothing left behind`);
+    t.same(
+      readdirSync(dir).filter((n) => !n.endsWith('.archive')),
+      [],
+      `${name}: no other leftovers`,
+    );
+  }
+});
+
+t.test('StreamUnpack: the ratio is checked again against the real size at the end', async (t) => {
+  const dir = t.testdir();
+  const bomb = path.join(dir, 'bomb.tar.gz');
+  writeFileSync(bomb, gzipSync(rawTar([{ path: 'zeros', body: Buffer.alloc(RATIO_FLOOR + 4 * MiB) }]), { level: 9 }));
+  const size = statSync(bomb).size;
+  // A declared size far above the real one must not let the bomb through.
+  const err = await rejection(streamUnpack(bomb, path.join(dir, 'out'), 1000 * size));
+  t.match(err.message, new RegExp(`^archive expands to more than 100 times its size \\(\\d+ bytes from ${size}\\)`));
+  t.notOk(existsSync(path.join(dir, 'out')));
+});
+
+t.test('StreamUnpack destroyed mid-archive (a failed download) rejects and removes what it wrote', async (t) => {
+  const dir = t.testdir();
+  const src = path.join(dir, 'src');
+  await makeTree(src, { 'a.bin': randomBytes(2 * MiB).toString('latin1'), 'b.bin': randomBytes(4 * MiB).toString('latin1') });
+  const gz = path.join(dir, 'a.tar.gz');
+  await tar.c({ gzip: true, file: gz, cwd: src }, ['a.bin', 'b.bin']);
+  const bytes = readFileSync(gz);
+  const dest = path.join(dir, 'out');
+  const s = new StreamUnpack(dest, { archiveBytes: bytes.length });
+  s.write(bytes.subarray(0, Math.floor(bytes.length * 0.75)));
+  // Wait until the unpack has really written something, then cut.
+  while (!existsSync(path.join(dest, 'a.bin'))) await tick();
+  s.destroy(new Error('connection reset'));
+  const err = await rejection(s.result);
+  t.match(err.message, /connection reset/);
+  t.notOk(existsSync(dest), 'nothing left behind');
+  t.same(readdirSync(dir).sort(), ['a.tar.gz', 'src']);
 });
