@@ -43,6 +43,14 @@ export async function scalingScenario(ctx: BenchContext): Promise<Row[]> {
         ctx.log(
           `  ${n}: start ${start.at(-1)!.toFixed(2)} s (agent CPU ${cpu.at(-1)!.toFixed(2)} s), RSS ${m.rssMB.toFixed(1)} MB, idle CPU ${m.idleCpuPct.toFixed(2)}%`,
         );
+      } catch (err) {
+        // What the agent said about it (a 500 is logged with its cause), for the report.
+        const said = agent
+          .stderrTail()
+          .split('\n')
+          .filter((l) => / failed: /.test(l))
+          .slice(-3);
+        throw new Error(`${(err as Error).message}${said.length ? `\n  agent: ${said.join('\n  agent: ')}` : ''}`);
       } finally {
         await agent.stop();
       }
