@@ -133,6 +133,8 @@ export class ReleaseCache {
    * since), or null before init: a build of any other sha skips the lookup and its hashing.
    */
   private mayHaveFailed: Set<string> | null = null;
+  /** Per sha, the last remembered-failure lookup of a build() call (see build). */
+  private readonly failureLookups = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: ReleaseCacheOptions) {
     this.archivesDir = path.join(opts.dir, 'archives');
@@ -234,7 +236,17 @@ export class ReleaseCache {
   async build(archive: Archive, opts: CacheBuildOptions): Promise<Release> {
     const sha = archive.sha256;
     if (!opts.force && !this.builds.has(sha)) {
-      const remembered = await this.rememberedFailure(sha, opts.env);
+      // Looked up in call order: the first caller's env is the one a build starts with, so a
+      // later caller must not get to start it because its lookup happened to finish first.
+      const before = this.failureLookups.get(sha) ?? Promise.resolve();
+      const lookup = before.then(() => this.rememberedFailure(sha, opts.env));
+      const tail = lookup.then(
+        () => {},
+        () => {},
+      );
+      this.failureLookups.set(sha, tail);
+      void tail.then(() => this.failureLookups.get(sha) === tail && this.failureLookups.delete(sha));
+      const remembered = await lookup;
       if (remembered) {
         this.dropUnpacked(sha);
         throw remembered;
