@@ -24,13 +24,10 @@ if (mode === 'http') {
   const { statusDocument } = await import('../../lib/api/status.js');
   const base = { http: 'http://127.0.0.1:0', ws: 'ws://127.0.0.1:0' };
   let seen = 0;
-  const app = new H3().post('/create-process', async (event) => {
-    const body = (await event.req.json()) as { app: string; node: string; process_type: string; source_url: string };
-    const slug = `${body.app}.${body.node}`;
-    event.res.status = 201;
+  const doc = (body: { app: string; node: string; process_type: string; source_url: string }) =>
     // drover's own document code, for a process just created: the same bytes a client gets.
-    return statusDocument(base, {
-      slug,
+    statusDocument(base, {
+      slug: `${body.app}.${body.node}`,
       app: body.app,
       node: body.node,
       processType: body.process_type,
@@ -50,7 +47,16 @@ if (mode === 'http') {
       checksReadiness: false,
       readyAt: null,
     } as unknown as Parameters<typeof statusDocument>[1]);
-  });
+  const app = new H3()
+    .post('/create-process', async (event) => {
+      event.res.status = 201;
+      return doc((await event.req.json()) as Parameters<typeof doc>[0]);
+    })
+    // The status scenario's request, answered with no process behind it.
+    .get('/process-status/:slug', (event) => {
+      const [a, ...node] = (event.context.params?.slug ?? 'x.y').split('.');
+      return doc({ app: a, node: node.join('.'), process_type: 'sleep', source_url: 'file:///app.tgz' });
+    });
   const server = createServer(toNodeHandler(app));
   server.listen(0, '127.0.0.1', () => out({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}` }));
 } else if (mode === 'actors') {

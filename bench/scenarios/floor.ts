@@ -4,11 +4,14 @@ import { startAgent } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
 import { pool, request } from '../lib/http.js';
 import { cpuSeconds, rssBytes } from '../lib/procfs.js';
+import { percentile } from '../lib/stats.js';
 import type { Row } from '../lib/row.js';
 import { summarize } from '../lib/stats.js';
 import { sleep } from '../lib/wait.js';
 
 const N = 1000;
+const CRASH_LOOPS = 100;
+const STATUS_REQUESTS = 2000;
 const floorJs = join(import.meta.dirname, '..', 'peers', 'floor.js');
 
 /**
@@ -26,6 +29,7 @@ export async function floorScenario(ctx: BenchContext): Promise<Row[]> {
   const spawnCpu: number[] = [];
   const modules: number[] = [];
   const idleAgent: number[] = [];
+  const statusP99: number[] = [];
   for (let run = 0; run < ctx.runs; run++) {
     const h = await httpFloor(ctx);
     http.push(h.wallS);
@@ -36,6 +40,7 @@ export async function floorScenario(ctx: BenchContext): Promise<Row[]> {
     spawnWall.push(s.wallS);
     spawnCpu.push(s.cpuS);
     modules.push((await once<{ rssMB: number }>(['modules'])).rssMB);
+    statusP99.push(await statusFloor());
     const agent = await startAgent(ctx);
     try {
       await sleep(2000); // as the fleet's RSS is taken after a settle
@@ -45,7 +50,7 @@ export async function floorScenario(ctx: BenchContext): Promise<Row[]> {
     }
     ctx.log(
       `  run ${run + 1}: HTTP ${h.wallS.toFixed(3)} s (server CPU ${h.cpuS.toFixed(2)} s), actors CPU ${actors.at(-1)!.toFixed(2)} s, ` +
-        `spawn helper ${s.wallS.toFixed(2)} s (CPU ${s.cpuS.toFixed(2)} s), modules ${modules.at(-1)!.toFixed(1)} MB, idle agent ${idleAgent.at(-1)!.toFixed(1)} MB`,
+        `spawn helper ${s.wallS.toFixed(2)} s (CPU ${s.cpuS.toFixed(2)} s), status p99 beside crash loops ${statusP99.at(-1)!.toFixed(2)} ms, modules ${modules.at(-1)!.toFixed(1)} MB, idle agent ${idleAgent.at(-1)!.toFixed(1)} MB`,
     );
   }
   const sum = http.map((_, i) => httpCpu[i] + actors[i] + spawnCpu[i]);
@@ -59,6 +64,9 @@ export async function floorScenario(ctx: BenchContext): Promise<Row[]> {
     ]),
     row('floor-start-cpu', `floor: event-loop CPU for ${N} starts (sum)`, 's', sum, [
       'HTTP server + actors + spawn requests, each measured alone: one event loop must do all three; drover adds its event logs, durable saves, ports, release lookups',
+    ]),
+    row('floor-status-p99', `floor: GET status p99 of a bare h3 app beside ${CRASH_LOOPS} crash loops`, 'ms', statusP99, [
+      `${STATUS_REQUESTS} sequential keep-alive GETs answering drover's status document, while ${CRASH_LOOPS} shell loops run \`sh -c false\` once a second each (the status scenario's churn, without drover)`,
     ]),
     row('floor-modules-rss', 'floor: RSS of node with the packages an agent loads', 'MB', modules, [
       'h3, listhen, ws, xstate, yaml, dotenv, tar, yauzl; nothing running',
@@ -116,5 +124,41 @@ async function httpFloor(ctx: BenchContext): Promise<{ wallS: number; cpuS: numb
     return { wallS: (performance.now() - t0) / 1000, cpuS: cpuSeconds(p.pid!) - c0 };
   } finally {
     p.kill('SIGKILL');
+  }
+}
+
+/**
+ * The status scenario's tail without drover: the bare h3 app answering GETs one after another
+ * while 100 shell loops each start a failing command once a second, as the scenario's crash
+ * loops make the machine fork and exec ~100 times a second. Whatever this p99 is, the machine
+ * gives it to any server.
+ */
+async function statusFloor(): Promise<number> {
+  const server = spawn(process.execPath, [floorJs, 'http'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const loops = spawn('sh', ['-c', `for i in $(seq ${CRASH_LOOPS}); do (while :; do sh -c false; sleep 1; done) & done; wait`], {
+    stdio: 'ignore',
+    detached: true, // its own group: killed as one at the end
+  });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      server.stdout!.setEncoding('utf8').on('data', (c: string) => {
+        out += c;
+        const nl = out.indexOf('\n');
+        if (nl >= 0) resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
+      });
+      server.once('exit', (code) => reject(new Error(`floor.js http exited with ${code}`)));
+    });
+    await sleep(2000); // as the scenario lets its crash loops reach their pace
+    const ms: number[] = [];
+    for (let i = 0; i < STATUS_REQUESTS; i++) {
+      const r = await request('GET', `${url}/process-status/status.sleep.${i % N}`);
+      if (r.status !== 200) throw new Error(`bare h3 app answered ${r.status}`);
+      ms.push(r.ms);
+    }
+    return percentile(ms, 99);
+  } finally {
+    process.kill(-loops.pid!, 'SIGKILL');
+    server.kill('SIGKILL');
   }
 }
