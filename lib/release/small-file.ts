@@ -15,6 +15,12 @@ const MAX_SEEN = 512;
 /** What tells one version of a file from another: a rewrite changes mtime or ctime, a replacement the inode. */
 const identity = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 
+/**
+ * A file changed this recently is not remembered: file times can be as coarse as the kernel's
+ * tick, so a same-size rewrite within it would keep the same identity ("racy git").
+ */
+const SETTLED_MS = 2000;
+
 /** The file's bytes, or null if it does not exist. Errors are prefixed with `label`. */
 export async function readSmallFile(file: string, maxBytes: number, label: string): Promise<Buffer | null> {
   // One lstat (microseconds, on the event loop) tells whether the copy read before still holds;
@@ -27,7 +33,7 @@ export async function readSmallFile(file: string, maxBytes: number, label: strin
   if (bytes && st.isFile()) {
     const after = lstatSync(file, { throwIfNoEntry: false });
     // Cached only when nothing changed while it was read.
-    if (after && identity(after) === identity(st) && after.size === bytes.length) {
+    if (after && identity(after) === identity(st) && after.size === bytes.length && Date.now() - after.ctimeMs > SETTLED_MS) {
       if (seen.size >= MAX_SEEN) seen.delete(seen.keys().next().value!);
       seen.set(file, { id: identity(st), bytes: Buffer.from(bytes) });
     }

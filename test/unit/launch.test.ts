@@ -117,20 +117,34 @@ t.test('no Procfile but a start script in package.json: web: npm start, as on He
 });
 
 t.test('a file read before is read again once it changes, and a link put in its place is still refused', async (t) => {
-  const { writeFileSync, renameSync, rmSync } = await import('node:fs');
+  const { writeFileSync, renameSync, rmSync, utimesSync } = await import('node:fs');
   const { readSmallFile } = await import('../../lib/release/small-file.js');
   const dir = t.testdir({ Procfile: 'web: one\n', other: 'web: two\n' });
   const file = join(dir, 'Procfile');
+  // Settled files (changed over 2 s ago) are the ones remembered; utimes moves ctime to now,
+  // so wait for the condition rather than for a fixed time.
+  const settled = async (f: string) => {
+    const { statSync } = await import('node:fs');
+    while (Date.now() - statSync(f).ctimeMs <= 2000) await new Promise((r) => setTimeout(r, 100));
+  };
+  await settled(file);
   t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: one\n');
   t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: one\n', 'the same bytes when nothing changed');
   writeFileSync(file, 'web: uno\n'); // same size, rewritten in place
   t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: uno\n');
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: uno\n', 'a fresh file is read each time, never remembered');
+  writeFileSync(file, 'web: dos\n');
+  utimesSync(file, new Date(0), new Date(0));
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: dos\n');
   renameSync(join(dir, 'other'), file); // replaced by another file
   t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: two\n');
+  await settled(file);
   const copy = await readSmallFile(file, 100, 'Procfile');
   copy![0] = 0x78; // a caller scribbling on its copy changes nothing for the next
   t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: two\n');
   await t.rejects(readSmallFile(file, 5, 'Procfile'), /larger than the limit of 5 bytes/, 'a lower cap still applies');
+  writeFileSync(file, 'web: tre\n'); // same size, after it was remembered
+  t.equal(String(await readSmallFile(file, 100, 'Procfile')), 'web: tre\n', 'a rewrite of a remembered file is seen');
   rmSync(file);
   t.equal(await readSmallFile(file, 100, 'Procfile'), null, 'gone is gone');
   writeFileSync(join(dir, 'target'), 'web: evil\n');
