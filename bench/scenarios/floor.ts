@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startAgent } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
@@ -97,19 +97,24 @@ function once<T>(args: string[]): Promise<T> {
   });
 }
 
+/** The URL the bare h3 app (floor.js http) prints once it listens. */
+function listening(server: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    server.stdout!.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
+    });
+    server.once('exit', (code) => reject(new Error(`floor.js http exited with ${code}`)));
+  });
+}
+
 /** The bare h3 app in its own process, sent N creates the way the fleet scenario sends them. */
 async function httpFloor(ctx: BenchContext): Promise<{ wallS: number; cpuS: number }> {
   const p = spawn(process.execPath, [floorJs, 'http'], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      p.stdout!.setEncoding('utf8').on('data', (c: string) => {
-        out += c;
-        const nl = out.indexOf('\n');
-        if (nl >= 0) resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
-      });
-      p.once('exit', (code) => reject(new Error(`floor.js http exited with ${code}`)));
-    });
+    const url = await listening(p);
     const c0 = cpuSeconds(p.pid!);
     const t0 = performance.now();
     await pool(N, 16, async (i) => {
@@ -140,15 +145,7 @@ async function statusFloor(): Promise<number> {
     detached: true, // its own group: killed as one at the end
   });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      server.stdout!.setEncoding('utf8').on('data', (c: string) => {
-        out += c;
-        const nl = out.indexOf('\n');
-        if (nl >= 0) resolve((JSON.parse(out.slice(0, nl)) as { url: string }).url);
-      });
-      server.once('exit', (code) => reject(new Error(`floor.js http exited with ${code}`)));
-    });
+    const url = await listening(server);
     await sleep(2000); // as the scenario lets its crash loops reach their pace
     const ms: number[] = [];
     for (let i = 0; i < STATUS_REQUESTS; i++) {

@@ -356,20 +356,7 @@ export class Child {
         out.flush();
         err.flush();
         lines.flush();
-        const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
-        const usage = error ? null : this.usage();
-        // Read before the group goes: only it knows whether the kernel OOM-killed inside it.
-        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
-        spec.cgroup?.remove();
-        resolve({
-          ...how,
-          startedAt: this.startedAt,
-          endedAt: Date.now(),
-          usage,
-          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
-          ...(oomKills ? { oomKills } : {}),
-          ...(error ? { error } : {}),
-        });
+        resolve(this.ending(error));
       };
       proc.once('error', (e) => {
         if (this.pid === undefined) finish(`cannot start: ${e.message}`);
@@ -427,19 +414,7 @@ export class Child {
         unwatch();
         splitters[1].flush();
         splitters[2].flush();
-        const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
-        const usage = error ? null : this.usage();
-        const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
-        spec.cgroup?.remove();
-        resolve({
-          ...how,
-          startedAt: this.startedAt,
-          endedAt: Date.now(),
-          usage,
-          ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
-          ...(oomKills ? { oomKills } : {}),
-          ...(error ? { error } : {}),
-        });
+        resolve(this.ending(error));
       };
       const argv = spec.argv ? execArgv(spec.argv, spec.exe) : ['/bin/sh', '-c', shellCommand(spec.command), 'drover'];
       const runAs = spec.runAs;
@@ -600,6 +575,25 @@ export class Child {
     else if (word === 'cgroup-failed') this.cgroupFailed = true;
     else if (word === 'exit') this.report = parseHelperLine(line) ?? this.report;
     else if (word === 'pid') this.reportPid(parsePidLine(line));
+  }
+
+  /** How the run ended, once it has (or `error`: it could not start); its cgroup goes with it. */
+  private ending(error?: string): ExitInfo {
+    const spec = this.spec;
+    const how = error ? { code: null, signal: null, signum: null, coreDump: null } : exitStatus(this.report, this.exitSeen);
+    const usage = error ? null : this.usage();
+    // Read before the group goes: only it knows whether the kernel OOM-killed inside it.
+    const oomKills = spec.cgroup && !this.cgroupFailed ? spec.cgroup.oomKills() : null;
+    spec.cgroup?.remove();
+    return {
+      ...how,
+      startedAt: this.startedAt,
+      endedAt: Date.now(),
+      usage,
+      ...(!error && this.report?.rusage ? { rusage: this.report.rusage } : {}),
+      ...(oomKills ? { oomKills } : {}),
+      ...(error ? { error } : {}),
+    };
   }
 
   /** The run's totals, each figure from the best method that has it (see usage.ts). */

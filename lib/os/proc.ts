@@ -113,17 +113,22 @@ export function scanGroups(pgids: ReadonlySet<number>, skip: ReadonlySet<number>
     const pid = Number(name);
     if (skip.has(pid)) continue;
     const text = readStatText(name);
-    if (text === null || !pgids.has(statPgid(text))) continue;
-    const e = parseStat(text);
-    if (!e) continue;
-    let g = out.get(e.pgid);
-    if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
-    g.userTicks += e.utime + e.cutime;
-    g.systemTicks += e.stime + e.cstime;
-    if (e.state !== 'Z') g.rssPages += e.rss;
-    g.processes++;
+    if (text !== null) countInGroup(out, pgids, text);
   }
   return out;
+}
+
+/** Adds one process (its stat line) to its group's figures, if its group is one of `pgids`. */
+function countInGroup(out: Map<number, GroupStat>, pgids: ReadonlySet<number>, text: string): void {
+  if (!pgids.has(statPgid(text))) return;
+  const e = parseStat(text);
+  if (!e) return;
+  let g = out.get(e.pgid);
+  if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
+  g.userTicks += e.utime + e.cutime;
+  g.systemTicks += e.stime + e.cstime;
+  if (e.state !== 'Z') g.rssPages += e.rss;
+  g.processes++;
 }
 
 /**
@@ -165,17 +170,7 @@ export async function scanGroupsSliced(
 ): Promise<{ stats: Map<number, GroupStat>; blockedMs: number }> {
   const out = new Map<number, GroupStat>();
   if (pgids.size === 0) return { stats: out, blockedMs: 0 };
-  const blockedMs = await forEachStatSliced((_pid, text) => {
-    if (!pgids.has(statPgid(text))) return;
-    const e = parseStat(text);
-    if (!e) return;
-    let g = out.get(e.pgid);
-    if (!g) out.set(e.pgid, (g = { userTicks: 0, systemTicks: 0, rssPages: 0, processes: 0 }));
-    g.userTicks += e.utime + e.cutime;
-    g.systemTicks += e.stime + e.cstime;
-    if (e.state !== 'Z') g.rssPages += e.rss;
-    g.processes++;
-  }, skip);
+  const blockedMs = await forEachStatSliced((_pid, text) => countInGroup(out, pgids, text), skip);
   return { stats: out, blockedMs };
 }
 

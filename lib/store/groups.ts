@@ -17,9 +17,8 @@ export interface GroupRecord {
 }
 
 export class GroupRecords {
-  private readonly groups = new Map<number, GroupRecord>();
-  /** Each record's JSON, made once: the file is rewritten whole on every change. */
-  private readonly lines = new Map<number, string>();
+  /** Each group's record as JSON, made once: the file is rewritten whole on every change. */
+  private readonly records = new Map<number, string>();
   private saving: Promise<void> | null = null;
   private dirty = false;
   private failed = false;
@@ -55,15 +54,12 @@ export class GroupRecords {
   add(pgid: number, slug: string, kind: GroupRecord['kind'], knownStarttime?: number): void {
     const starttime = knownStarttime ?? readProc(pgid)?.starttime;
     if (starttime === undefined) return; // already gone
-    const g = { pgid, starttime, slug, kind };
-    this.groups.set(pgid, g);
-    this.lines.set(pgid, JSON.stringify(g));
+    this.records.set(pgid, JSON.stringify({ pgid, starttime, slug, kind } satisfies GroupRecord));
     this.schedule();
   }
 
   remove(pgid: number): void {
-    this.lines.delete(pgid);
-    if (this.groups.delete(pgid)) this.schedule();
+    if (this.records.delete(pgid)) this.schedule();
   }
 
   /** Resolves once the file reflects every change so far. */
@@ -88,7 +84,7 @@ export class GroupRecords {
         this.dirty = false;
         const tmp = `${this.file}.tmp`;
         try {
-          await writeFile(tmp, `[${[...this.lines.values()].join(',')}]`, { mode: 0o600 });
+          await writeFile(tmp, `[${[...this.records.values()].join(',')}]`, { mode: 0o600 });
           await rename(tmp, this.file);
           this.failed = false;
         } catch (err) {
