@@ -44,11 +44,18 @@ t.test('per-process and agent series match the status documents', async (t) => {
   const client = await attach(`${agent.url.replace('http', 'ws')}/attach-console/shop.web.0`);
   t.teardown(() => client.ws.terminate());
 
-  const { res, text, families } = await scrape(agent.url);
+  // A usage sample (every 200 ms) may land between the scrape and the documents read after it:
+  // take both again until the running process's usage is the same before and after the scrape.
+  const status0 = `${agent.url}/process-status/shop.web.0`;
+  const { res, text, families, running } = await waitFor(async () => {
+    const before = (await api('GET', status0)).json;
+    const scraped = await scrape(agent.url);
+    const after = (await api('GET', status0)).json;
+    return JSON.stringify(before.usage) === JSON.stringify(after.usage) ? { ...scraped, running: after } : null;
+  }, 'a scrape with no usage sample during it');
   t.equal(res.status, 200);
   t.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
-  // The documents are read right after the scrape: restarts of the crash loop may have moved on.
-  const running = (await api('GET', `${agent.url}/process-status/shop.web.0`)).json;
+  // Read right after the scrape: restarts of the crash loop may have moved on.
   const crashing = (await api('GET', `${agent.url}/process-status/shop.web.1`)).json;
 
   const l0 = { app: 'shop', node: 'web.0', type: 'web', slug: 'shop.web.0' };
