@@ -129,13 +129,23 @@ export class ManagedProcess {
   kind: 'process' | 'run' = 'process';
   /** Limits for its children (runs). */
   limits: ChildLimits = {};
-  /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts). */
-  private appPidKnown: Promise<unknown> = Promise.resolve();
+  /** Settles once the actor knows the current child's pids (with an exit helper, a moment after it starts); null once it has. */
+  private appPidPending: Promise<unknown> | null = null;
 
   /** Called by the supervisor for each child it starts. */
   childStarted(appPid: Promise<unknown>): void {
     // One turn later, so the actor has taken in the pid (its own handler runs in the same turn).
-    this.appPidKnown = appPid.then(() => new Promise((r) => setImmediate(r)));
+    const pending = appPid.then(() => new Promise((r) => setImmediate(r)));
+    this.appPidPending = pending;
+    const settled = () => {
+      if (this.appPidPending === pending) this.appPidPending = null;
+    };
+    pending.then(settled, settled);
+  }
+
+  /** Whether the actor knows the current child's pids: pidSettled() has nothing to wait for. */
+  get pidKnown(): boolean {
+    return this.appPidPending === null;
   }
 
   /**
@@ -143,8 +153,10 @@ export class ManagedProcess {
    * rendered after it shows `running` with the app's pid, never null for want of a moment.
    */
   async pidSettled(ms = 2000): Promise<void> {
+    const pending = this.appPidPending;
+    if (!pending) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.appPidKnown, new Promise((r) => (timer = setTimeout(r, ms)))]);
+    await Promise.race([pending, new Promise((r) => (timer = setTimeout(r, ms)))]);
     clearTimeout(timer);
   }
 

@@ -76,6 +76,38 @@ export function processView(proc: ManagedProcess): ProcessView {
   };
 }
 
+/** Whether a view shows what `last` was rendered from: every field the same value, or the same object (changes replace, never mutate). */
+function unchanged(last: Rendered, view: ProcessView): boolean {
+  const keys = Object.keys(view) as (keyof ProcessView)[];
+  if (last.keys !== keys.length) return false;
+  // `metrics` is one object for the process's life: its live sample is what the document shows.
+  for (const k of keys) if (k !== 'metrics' && last.view[k] !== view[k]) return false;
+  return last.live === view.metrics.live;
+}
+
+interface Rendered {
+  http: string;
+  ws: string;
+  view: ProcessView;
+  keys: number;
+  live: ProcessView['metrics']['live'];
+  json: string;
+}
+const rendered = new WeakMap<object, Rendered>();
+
+/**
+ * The status document as JSON text, remembered per process (`key`) until something it shows
+ * changes: a listing of 1000 serialises only the documents that changed, and a status request
+ * for a process that did not change costs a comparison of its view.
+ */
+export function statusJson(base: Base, view: ProcessView, key: object): string {
+  const last = rendered.get(key);
+  if (last && last.http === base.http && last.ws === base.ws && unchanged(last, view)) return last.json;
+  const json = JSON.stringify(statusDocument(base, view));
+  rendered.set(key, { http: base.http, ws: base.ws, view, keys: Object.keys(view).length, live: view.metrics.live, json });
+  return json;
+}
+
 export function statusUrl(base: Base, slug: string): string {
   return `${base.http}/process-status/${encodeURIComponent(slug)}`;
 }

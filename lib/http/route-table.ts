@@ -59,6 +59,12 @@ export interface UpgradeSpec extends Described {
 }
 
 export const JSON_TYPE = 'application/json';
+
+/** Answers with JSON already serialised (h3 sends a returned string as it is, with the headers set here). */
+export function jsonText(event: H3Event, text: string): string {
+  event.res.headers.set('content-type', 'application/json;charset=UTF-8');
+  return text;
+}
 export const errorAnswer = (description: string): Answer => ({
   description,
   content: { [JSON_TYPE]: { $ref: '#/components/schemas/Error' } },

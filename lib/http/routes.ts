@@ -6,7 +6,7 @@ import { StoreWriteError } from '../store/desired.js';
 import { baseFromHost, type Base } from '../api/base.js';
 import { errorBody } from '../api/errors.js';
 import { rootDocument } from '../api/root.js';
-import { processView, statusDocument, statusUrl } from '../api/status.js';
+import { processView, statusDocument, statusJson, statusUrl } from '../api/status.js';
 import { readJson, readObject } from './body.js';
 import { registerDataRoutes } from './data.js';
 import { registerPleiadesRoutes } from './pleiades.js';
@@ -16,7 +16,7 @@ import { ApiError, conflictsAs409, jsonResponse } from './errors.js';
 import { eventsRoute } from './events.js';
 import { registerInspect } from './inspect.js';
 import { createRequestSchema, replaceRequestSchema, validateCreate, validateReplace } from './validate.js';
-import { errorAnswer, JSON_TYPE, NO_PROCESS, RouteTable, SLUG_PARAM } from './route-table.js';
+import { errorAnswer, JSON_TYPE, jsonText, NO_PROCESS, RouteTable, SLUG_PARAM } from './route-table.js';
 import { schemaRef } from '../api/schemas.js';
 import { version } from '../release/version.js';
 import { MAX_REQUEST_ID } from './request-id.js';
@@ -131,8 +131,10 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
     handler: async (event) => {
       const b = base(event);
       const procs = supervisor.list();
-      await Promise.all(procs.map((p) => p.pidSettled()));
-      return { processes: procs.map((p) => status(b, p)) };
+      const starting = procs.filter((p) => !p.pidKnown);
+      if (starting.length) await Promise.all(starting.map((p) => p.pidSettled()));
+      // The same text as JSON.stringify({processes: [...]}), from each document's remembered JSON.
+      return jsonText(event, `{"processes":[${procs.map((p) => statusJson(b, processView(p), p)).join(',')}]}`);
     },
   });
 
@@ -226,8 +228,8 @@ export function createRoutes({ supervisor, runs, config, log, blobs, board, extr
     responses: { 200: { description: 'The status document', content: { [JSON_TYPE]: schemaRef('Status') } }, 404: NO_PROCESS },
     handler: async (event) => {
       const proc = findProcess(event);
-      await proc.pidSettled();
-      return status(base(event), proc);
+      if (!proc.pidKnown) await proc.pidSettled();
+      return jsonText(event, statusJson(base(event), processView(proc), proc));
     },
   });
 

@@ -6,7 +6,7 @@ import { envDigest, sourceDigest } from '../../lib/api/digest.js';
 import { errorBody } from '../../lib/api/errors.js';
 import { metricsDocument } from '../../lib/api/metrics.js';
 import { rootDocument } from '../../lib/api/root.js';
-import { statusDocument, statusUrl, type ProcessView } from '../../lib/api/status.js';
+import { statusDocument, statusJson, statusUrl, type ProcessView } from '../../lib/api/status.js';
 import { liveDetail, sampleDocument, stageDocument } from '../../lib/api/usage.js';
 import type { LiveUsage, RunUsage } from '../../lib/os/usage.js';
 
@@ -147,6 +147,41 @@ t.test('the status document of an exited process shows how it ended and no start
     usage: { utime: 0.333333, stime: 0, maxrss: 1000000, method: { cpu: 'wait4', maxrss: 'cgroup-v2' } },
   });
   t.equal(statusDocument(base, view({ state: 'restarting', startedAt: new Date(T0) })).started_at, null);
+});
+
+t.test('statusJson is the document as JSON, rendered again only when something it shows changed', async (t) => {
+  const proc = {};
+  const v1 = view();
+  const json = statusJson(base, v1, proc);
+  t.equal(json, JSON.stringify(statusDocument(base, v1)));
+  // The same view (a copy with the same values): the remembered text, the very same string.
+  t.equal(statusJson(base, { ...v1 }, proc), json, 'unchanged: the same text');
+  // Each kind of change shows.
+  const changes: Partial<ProcessView>[] = [
+    { state: 'exited' },
+    { pid: 1 },
+    { restarts: 4 },
+    { errors: [...v1.errors] }, // a new array, as the actor's assign makes
+    { readyAt: new Date(T0 + 5000) },
+    { env: { SECRET: 'x' } },
+    { origin: { command: 'web', from: 'Procfile' } },
+    { archive: 'f'.repeat(64) },
+  ];
+  for (const change of changes) {
+    const v = view(change);
+    t.equal(statusJson(base, v, proc), JSON.stringify(statusDocument(base, v)), Object.keys(change)[0]);
+  }
+  // The live sample is read from the process's one metrics object, which it replaces.
+  const metrics = { build: stage(0, null, null), run: stage(0, null, null), live: null as LiveUsage | null, samples: [] };
+  const v2 = view({ metrics });
+  t.match(statusJson(base, v2, proc), /"usage":null/);
+  metrics.live = live(T0 + 2000, 12.5);
+  t.match(statusJson(base, { ...v2 }, proc), /"usage":\{"cpu_percent":12.5/, 'a new sample shows');
+  // Another Host: other links.
+  const other = baseFromHost('other:1', 'x');
+  t.equal(statusJson(other, { ...v2 }, proc), JSON.stringify(statusDocument(other, v2)));
+  // Another process with the same view has its own memory.
+  t.equal(statusJson(base, v2, {}), JSON.stringify(statusDocument(base, v2)));
 });
 
 t.test('the metrics document: stage totals, the current sample and recent ones', async (t) => {
