@@ -473,13 +473,12 @@ export class Child {
               reportPid(null);
               leaderGone();
               this.pauseOutput(false); // drain what is left: the writer is gone, so it is bounded
-              const pgid = this.leader!;
-              signalGroup(pgid, 'SIGKILL');
-              // Streams close once every holder died; bound the wait in case one escaped the group.
+              // No group kill here: the keeper reports the exit only after it killed the group and
+              // reaped everything the run left (it is their subreaper), so the group is gone, and a
+              // kill of a gone group costs a thrown exception. Streams close once every holder
+              // died; the wait is bounded in case a holder passed its end to another process.
               await within(allClosed, 2000);
               for (const s of this.outputs) s.destroy();
-              const deadline = Date.now() + 2000;
-              while (Date.now() < deadline && (await groupHasLiveMembers(pgid))) signalGroup(pgid, 'SIGKILL');
               finish();
             },
           },

@@ -27,10 +27,14 @@ interface Chunk {
   buf: Buffer;
   bytes: number;
   lines: number;
+  /** A slice of Node's shared pool: never reused as a spare. */
+  pooled?: boolean;
 }
 
 /** Encoded-chunk sizes: small for a quiet log, growing with the queue up to the maximum. */
 const MIN_CHUNK = 8 * 1024;
+/** Text up to this many bytes, when no chunk is being filled, gets a buffer from Node's pool (which serves up to 4 KiB). */
+const SMALL_BATCH = 4 * 1024;
 const MAX_CHUNK = 256 * 1024;
 
 export class WriteQueue {
@@ -125,6 +129,14 @@ export class WriteQueue {
     this.textLines = 0;
     const room = text.length * 3; // UTF-8 needs at most 3 bytes per UTF-16 unit
     let cur = this.cur;
+    if (!cur && room <= SMALL_BATCH) {
+      // A few events (a process starting, exiting): a buffer of their own size from Node's
+      // shared pool, instead of a chunk allocated for them alone and dropped after one write.
+      const buf = Buffer.from(text, 'utf8');
+      this.sealed.push({ buf, bytes: buf.length, lines, pooled: true });
+      this.queuedBytes += buf.length - text.length;
+      return;
+    }
     if (room > this.maxChunk) {
       if (cur?.lines) this.sealed.push(cur);
       this.cur = null;
@@ -173,7 +185,7 @@ export class WriteQueue {
           lines,
         );
         this.queuedBytes -= bytes;
-        for (const c of batch) if (c.buf.length <= this.maxChunk && this.spare.length < 2) this.spare.push(c.buf);
+        for (const c of batch) if (!c.pooled && c.buf.length <= this.maxChunk && this.spare.length < 2) this.spare.push(c.buf);
         this.opts.written(lines);
         if (this.congested && this.queuedBytes < this.highWater / 2) this.setCongested(false);
         if (this.refused > 0 && this.queuedBytes < this.highWater / 2) {
