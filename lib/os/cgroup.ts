@@ -197,9 +197,10 @@ export class Cgroups {
 
   /** The directories of run `id`, one per hierarchy in use. */
   private dirsOf(id: string): string[] {
-    const dirs: string[] = [];
-    for (const s of [this.cpu, this.memory]) if (s && !dirs.includes(join(s.base, id))) dirs.push(join(s.base, id));
-    return dirs;
+    // Bases are absolute and normalized: plain concatenation (path.join normalizes character by character on every start).
+    const cpu = this.cpu && `${this.cpu.base}/${id}`;
+    const memory = this.memory && `${this.memory.base}/${id}`;
+    return cpu && memory && cpu !== memory ? [cpu, memory] : cpu ? [cpu] : memory ? [memory] : [];
   }
 
   /**
@@ -229,8 +230,8 @@ export class Cgroups {
     if (!opts.lazy) this.refill();
     const dirs = this.dirsOf(id);
     return new RunCgroup(
-      this.cpu && { version: this.cpu.version, dir: join(this.cpu.base, id) },
-      this.memory && { version: this.memory.version, dir: join(this.memory.base, id) },
+      this.cpu && { version: this.cpu.version, dir: `${this.cpu.base}/${id}` },
+      this.memory && { version: this.memory.version, dir: `${this.memory.base}/${id}` },
       dirs,
       (d) => this.leftovers.push(d),
     );

@@ -51,9 +51,33 @@ export interface RunEvents {
   onExit(report: HelperReport): void;
 }
 
+const NUL = 'a NUL byte cannot be passed to a program';
+const envBlocks = new WeakMap<Record<string, string>, string>();
+
+/**
+ * The env's fields of a request, made once per env object: every restart of a process passes
+ * its release's env (never changed once made; a new release makes a new one), and encoding
+ * a few kilobytes of variables on each restart was most of what a restart allocated here.
+ */
+function envBlock(env: Record<string, string>): string {
+  let block = envBlocks.get(env);
+  if (block === undefined) {
+    let text = '';
+    let n = 0;
+    for (const k of Object.keys(env)) {
+      const v = `${k}=${env[k]}`;
+      if (v.includes('\0')) throw new Error(NUL);
+      text += `${v}\0`;
+      n++;
+    }
+    block = `${n}\0${text}`;
+    envBlocks.set(env, block);
+  }
+  return block;
+}
+
 /** Encodes one request: a 4-byte little-endian length, then NUL-terminated fields. */
 export function encodeRequest(id: number, req: SpawnRequest): Buffer {
-  const env = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
   const limits = Object.entries(req.rlimits ?? {}).map(
     ([name, l]) => `${RLIMIT_NUMBERS[name as RlimitName]}:${l!.soft ?? 'inf'}:${l!.hard ?? 'inf'}`,
   );
@@ -69,14 +93,18 @@ export function encodeRequest(id: number, req: SpawnRequest): Buffer {
     (req.cgroupFiles ?? []).join('\n'),
     String(req.argv.length),
     ...req.argv,
-    String(env.length),
-    ...env,
   ];
-  for (const f of fields) if (f.includes('\0')) throw new Error('a NUL byte cannot be passed to a program');
-  const body = Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8');
-  const head = Buffer.alloc(4);
-  head.writeUInt32LE(body.length);
-  return Buffer.concat([head, body]);
+  let text = '';
+  for (const f of fields) {
+    if (f.includes('\0')) throw new Error(NUL);
+    text += `${f}\0`;
+  }
+  text += envBlock(req.env);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  const out = Buffer.allocUnsafe(4 + bytes);
+  out.writeUInt32LE(bytes, 0);
+  out.write(text, 4, 'utf8');
+  return out;
 }
 
 /** One reply line from the helper, or null for anything else. */

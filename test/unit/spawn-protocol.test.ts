@@ -40,6 +40,19 @@ t.test('a request: length, then NUL-terminated fields in order', async (t) => {
     ['', '', '', '', ''],
   );
   t.throws(() => encodeRequest(1, { argv: ['a\0b'], cwd: '/', env: {} }), /NUL/);
+  t.throws(() => encodeRequest(1, { argv: ['x'], cwd: '/', env: { A: 'a\0b' } }), /NUL/, 'in the env too');
+});
+
+t.test("a restart's request: the same env object gives the same fields, another env its own", async (t) => {
+  const env = { PATH: '/bin', PORT: '5000' };
+  const tail = (b: Buffer) => b.subarray(4).toString('utf8').split('\0').slice(10);
+  const first = encodeRequest(1, { argv: ['a'], cwd: '/', env, cgroupFiles: ['/run-1/cgroup.procs'] });
+  const again = encodeRequest(2, { argv: ['a'], cwd: '/', env, cgroupFiles: ['/run-2/cgroup.procs'] });
+  t.same(tail(first), ['2', 'PATH=/bin', 'PORT=5000', '']);
+  t.same(tail(again), tail(first));
+  t.match(again.subarray(4).toString('utf8'), /^spawn\x002\x00\/\x00.*\/run-2\/cgroup.procs/s, "the rest is this request's own");
+  t.equal(again.readUInt32LE(0), again.length - 4);
+  t.same(tail(encodeRequest(3, { argv: ['a'], cwd: '/', env: { ...env, PORT: '5001' } })), ['2', 'PATH=/bin', 'PORT=5001', '']);
 });
 
 t.test('replies', async (t) => {
