@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 
 /** Every agent setting. A YAML file can set any of them; command-line flags override the file. */
 export interface Config {
@@ -312,7 +311,9 @@ export async function readConfigFile(file: string): Promise<Record<string, unkno
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    // Loaded here: an agent without a config file need not hold the YAML parser.
+    const { parse } = await import('yaml');
+    doc = parse(text);
   } catch (err) {
     throw new ConfigError(`config file ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }

@@ -1,4 +1,4 @@
-import { createInspector, type StatelyInspectionEvent } from '@statelyai/inspect';
+import type { StatelyInspectionEvent } from '@statelyai/inspect';
 import type { AnyActorRef, AnyEventObject, InspectionEvent, Snapshot } from 'xstate';
 import { WebSocket } from 'ws';
 import type { RawInspector } from '../process/inspection.js';
@@ -184,7 +184,9 @@ class Transport {
 }
 
 /** Forwards raw inspection events to a Stately-style inspector listening at `url` (ws:// or wss://). */
-export function forwardToStately(url: string, options: StatelyOptions = {}): StatelyForwarder {
+export async function forwardToStately(url: string, options: StatelyOptions = {}): Promise<StatelyForwarder> {
+  // Loaded only when asked for: the inspector client and its dependencies are megabytes of an idle agent's memory.
+  const { createInspector } = await import('@statelyai/inspect');
   const transport = new Transport(url, {
     log: options.log ?? (() => {}),
     maxBufferedBytes: options.maxBufferedBytes ?? 4 * 1024 * 1024,

@@ -4,7 +4,7 @@
 import { createReadStream } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { PassThrough, Readable } from 'node:stream';
-import { Busboy, type BusboyInstance } from '@fastify/busboy';
+import type { BusboyInstance } from '@fastify/busboy';
 import { getRouterParam, type H3Event } from 'h3';
 import { errorAnswer, JSON_TYPE, type Param, type RouteTable } from './route-table.js';
 import { schemaRef } from '../api/schemas.js';
@@ -169,7 +169,8 @@ export function requestStream(event: H3Event): Readable {
 }
 
 /** Stores the one file part of a multipart/form-data body, streamed. */
-function putMultipart(body: Readable, type: string, blobs: BlobStore, signal: AbortSignal) {
+async function putMultipart(body: Readable, type: string, blobs: BlobStore, signal: AbortSignal) {
+  const { Busboy } = await import('@fastify/busboy'); // form uploads are the rare case
   return new Promise<{ info: BlobInfo; created: boolean }>((resolve, reject) => {
     let bb: BusboyInstance;
     try {

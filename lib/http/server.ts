@@ -264,7 +264,7 @@ export async function startAgent(
         "and every process's environment (the state directory); run with --user NAME",
     );
   // Only when asked, and once listening: the connection to an external inspector must cost nothing otherwise.
-  const stately = config.inspectUrl ? forwardToStately(config.inspectUrl, { log }) : undefined;
+  const stately = config.inspectUrl ? await forwardToStately(config.inspectUrl, { log }) : undefined;
   if (stately) supervisor.inspection.forwardRaw(stately.inspect);
   const port = listener.address.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;

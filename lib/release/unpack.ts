@@ -9,7 +9,7 @@ import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Unpack, type ReadEntry } from 'tar';
-import yauzl from 'yauzl';
+import type { Entry, ZipFile } from 'yauzl';
 import { abortReason, ReleaseError } from './errors.js';
 
 export type ArchiveFormat = 'tar.gz' | 'tar' | 'zip';
@@ -550,6 +550,7 @@ const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 
 async function extractZip(file: string, dest: string, guard: EntryGuard, signal?: AbortSignal): Promise<void> {
+  const { default: yauzl } = await import('yauzl'); // zip releases are the rare case
   const zip = await yauzl.openPromise(file, { lazyEntries: true, autoClose: true, validateEntrySizes: true });
   try {
     if (zip.entryCount > guard.maxEntries) throw new ReleaseError(`archive has more than ${guard.maxEntries} entries`);
@@ -598,7 +599,7 @@ function zipError(err: unknown): unknown {
   return err;
 }
 
-async function readLinkTarget(zip: yauzl.ZipFile, entry: yauzl.Entry, guard: EntryGuard, signal?: AbortSignal): Promise<string> {
+async function readLinkTarget(zip: ZipFile, entry: Entry, guard: EntryGuard, signal?: AbortSignal): Promise<string> {
   if (entry.uncompressedSize > MAX_LINK_TARGET) throw new ReleaseError(`archive symlink "${entry.fileName}" has an oversized target`);
   const body: Readable = await zip.openReadStreamPromise(entry);
   const chunks: Buffer[] = [];

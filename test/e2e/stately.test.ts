@@ -87,7 +87,7 @@ t.test('an unreachable inspector: retried with backoff in the background, stop()
   const port = await refusingPort();
   t.teardown(() => port.close());
   const logs: string[] = [];
-  const fwd = forwardToStately(port.url, { log: (l) => logs.push(l), retryMinMs: 20, retryMaxMs: 40 });
+  const fwd = await forwardToStately(port.url, { log: (l) => logs.push(l), retryMinMs: 20, retryMaxMs: 40 });
   await waitFor(() => port.attempts() >= 3, 'a few reconnection attempts');
   t.equal(logs.length, 1, 'one warning, not one per attempt');
   t.match(logs[0], /unreachable.*retrying in the background/);
