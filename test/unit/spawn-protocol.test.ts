@@ -43,7 +43,7 @@ t.test('a request: length, then NUL-terminated fields in order', async (t) => {
   t.throws(() => encodeRequest(1, { argv: ['x'], cwd: '/', env: { A: 'a\0b' } }), /NUL/, 'in the env too');
 });
 
-t.test("a restart's request: the same env object gives the same fields, another env its own", async (t) => {
+t.test("a restart's request: the same env gives the same fields, another env its own", async (t) => {
   const env = { PATH: '/bin', PORT: '5000' };
   const tail = (b: Buffer) => b.subarray(4).toString('utf8').split('\0').slice(10);
   const first = encodeRequest(1, { argv: ['a'], cwd: '/', env, cgroupFiles: ['/run-1/cgroup.procs'] });
