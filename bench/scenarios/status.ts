@@ -2,6 +2,7 @@ import { startAgent, type AgentProcess } from '../lib/agent.js';
 import type { BenchContext } from '../lib/context.js';
 import { createMany, listProcesses, untilRunning } from '../lib/drover.js';
 import { request } from '../lib/http.js';
+import { cpuSeconds } from '../lib/procfs.js';
 import type { Row } from '../lib/row.js';
 import { median, percentile, summarize } from '../lib/stats.js';
 import { sleep } from '../lib/wait.js';
@@ -12,6 +13,8 @@ const STATUS_REQUESTS = 2000;
 const LIST_REQUESTS = 30;
 /** Kept short so the crash-looping processes really keep crashing while we measure (~100 exits/s). */
 const BACKOFF_MAX_MS = 1000;
+/** How long the agent's CPU is watched with nothing but the crash loops running. */
+const QUIET_MS = 3000;
 
 /**
  * Read latency under load: 1000 processes, 100 of them crash-looping (`false`, restarted with the
@@ -23,6 +26,7 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
   const p99: number[] = [];
   const list: number[] = [];
   const rates: number[] = [];
+  const perRestart: number[] = [];
   for (let run = 0; run < ctx.runs; run++) {
     const agent = await startAgent(ctx, { 'backoff-initial-ms': 100, 'backoff-max-ms': BACKOFF_MAX_MS });
     try {
@@ -38,7 +42,13 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
       const docs = await createMany(agent, bodies);
       await untilRunning(agent, TOTAL - CRASHING);
       await sleep(2000); // let the crash loops reach their steady pace
+      // What each restart costs the agent, with nobody asking anything: steadier than a tail.
+      const quiet0 = await totalRestarts(agent);
+      const cpu0 = cpuSeconds(agent.pid);
+      await sleep(QUIET_MS);
+      const cpu1 = cpuSeconds(agent.pid);
       const restarts0 = await totalRestarts(agent);
+      perRestart.push(((cpu1 - cpu0) * 1000) / Math.max(1, restarts0 - quiet0));
       const w0 = performance.now();
       const statusMs: number[] = [];
       for (let i = 0; i < STATUS_REQUESTS; i++) {
@@ -61,7 +71,7 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
       p99.push(percentile(statusMs, 99));
       list.push(median(listMs));
       ctx.log(
-        `  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms; ${rates.at(-1)!.toFixed(0)} restarts/s meanwhile`,
+        `  run ${run + 1}: status p50 ${p50.at(-1)!.toFixed(2)} ms, p99 ${p99.at(-1)!.toFixed(2)} ms, list median ${list.at(-1)!.toFixed(2)} ms; ${rates.at(-1)!.toFixed(0)} restarts/s meanwhile; agent CPU per restart ${perRestart.at(-1)!.toFixed(2)} ms`,
       );
     } finally {
       await agent.stop();
@@ -76,6 +86,14 @@ export async function statusScenario(ctx: BenchContext): Promise<Row[]> {
       figure: summarize(p50),
       peers: [],
       notes: [`${STATUS_REQUESTS} sequential requests per run; ${load}`],
+    },
+    {
+      id: 'restart-cpu',
+      label: 'agent CPU per crash-loop restart',
+      unit: 'ms',
+      figure: summarize(perRestart),
+      peers: [],
+      notes: [`agent CPU seconds (all its threads) over ${QUIET_MS / 1000} s of the crash loops alone, per restart`],
     },
     {
       id: 'status-p99',
