@@ -236,3 +236,28 @@ t.test('reading from a cursor continues where the previous read stopped', async 
   await log.close();
   t.equal((await open(dir)).lastId, 100, 'other files in the directory are ignored');
 });
+
+t.test('the registry: a new log is made fresh; a retired one taken up again continues and loses its deletion mark', async (t) => {
+  const { EventLogs } = await import('../../lib/store/event-log/registry.js');
+  const root = t.testdir();
+  const warnings: string[] = [];
+  const logs = new EventLogs(root, { maxBytes: 1024 * 1024, retentionMs: 60_000, warn: (w) => warnings.push(w) });
+  const first = await logs.open('app.web.0');
+  t.ok(first.fresh, 'a directory made just now');
+  first.append('state', { from: null, to: 'pending', why: 'created' });
+  first.append('state', { from: 'pending', to: 'downloading', why: 'started' });
+  await first.flush();
+  await logs.retire('app.web.0');
+  t.ok(readdirSync(join(root, 'app.web.0')).includes('deleted.json'), 'retired: marked deleted');
+  const again = await logs.open('app.web.0');
+  t.notOk(again.fresh, 'the retained directory is taken up');
+  t.notOk(readdirSync(join(root, 'app.web.0')).includes('deleted.json'), 'the mark is gone');
+  t.equal(again.append('state', { from: null, to: 'pending', why: 'created' }), 3, 'ids continue');
+  await again.flush();
+  t.same(
+    (await readAll(again)).map((e) => e.id),
+    [1, 2, 3],
+  );
+  await again.close();
+  t.same(warnings, []);
+});

@@ -98,6 +98,11 @@ export class EventLog {
     return this.segments.bytes;
   }
 
+  /** Opened on a directory that did not exist: no earlier log, nor anything else, was there. */
+  get fresh(): boolean {
+    return this.segments.fresh;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

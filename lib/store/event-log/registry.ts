@@ -31,10 +31,6 @@ export class EventLogs {
     const old = this.logs.get(slug);
     if (old && !old.isClosed) throw new Error(`event log of ${slug} is already open`);
     const dir = join(this.root, slug);
-    // Usually there is none: one unlink (its ENOENT ignored) is cheaper than rm's lstat first.
-    await new Promise<void>((resolve, reject) =>
-      unlink(join(dir, MARKER), (err) => (err && err.code !== 'ENOENT' ? reject(err) : resolve())),
-    );
     const log = await EventLog.open({
       dir,
       maxBytes: this.opts.maxBytes,
@@ -42,6 +38,18 @@ export class EventLogs {
       name: slug,
       onDrop: (n) => (this.droppedLines += n),
     });
+    // A retired log taken up again loses its deletion mark; a directory made just now has none.
+    // Usually there is none either way: one unlink (its ENOENT ignored) is cheaper than rm's lstat first.
+    if (!log.fresh) {
+      try {
+        await new Promise<void>((resolve, reject) =>
+          unlink(join(dir, MARKER), (err) => (err && err.code !== 'ENOENT' ? reject(err) : resolve())),
+        );
+      } catch (err) {
+        await log.close();
+        throw err;
+      }
+    }
     this.logs.set(slug, log);
     return log;
   }

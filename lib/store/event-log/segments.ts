@@ -61,13 +61,17 @@ export class Segments {
     private readonly list: Segment[],
     /** The id of the last event on disk (or the one before the first segment when there is none). */
     readonly lastId: number,
+    /** The directory was made by open(): no earlier log was there. */
+    readonly fresh = false,
   ) {
     this.totalBytes = list.reduce((n, s) => n + s.bytes, 0);
   }
 
   /** Opens (or creates) the files in `dir`, repairing a torn final line left by a crash. */
   static async open(opts: SegmentsOptions): Promise<Segments> {
-    await mkdir(opts.dir, { recursive: true });
+    // A directory made just now is empty: nothing to list or repair (a new process's log,
+    // the common case, costs one thread-pool trip less).
+    if ((await mkdir(opts.dir, { recursive: true })) !== undefined) return new Segments(opts, [], 0, true);
     const list: Segment[] = [];
     for (const name of (await readdir(opts.dir)).sort()) {
       const start = segmentStart(name);
