@@ -372,6 +372,19 @@ t.test('the bad-input corpus', async (t) => {
       413,
       /larger than 1048576 bytes/,
     );
+    // A client that leaves in the middle of its body: nothing is created, and the agent answers on.
+    await new Promise<void>((resolve, reject) => {
+      const sock = connect(port, '127.0.0.1', () => {
+        sock.write(
+          `POST /create-process HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"app": "cut", "node": "x.0", `,
+          // A moment for the agent to start reading the body (not a wait for a result: either way it must survive).
+          () => setTimeout(() => (sock.destroy(), resolve()), 50),
+        );
+      });
+      sock.on('error', reject);
+    });
+    t.equal((await api('GET', `${base}/`, undefined, AUTH)).status, 200, 'alive after a body cut short');
+    t.equal((await api('GET', `${base}/process-status/cut.x.0`, undefined, AUTH)).status, 404, 'and nothing was created');
     await expectError(
       t,
       'form body',
