@@ -1046,6 +1046,10 @@ export class Supervisor {
     }
     void child.exited.then((exit) => {
       cancelReady();
+      // Let the ended child go (its streams, splitters and promises): held until the next
+      // start, a crash loop's children outlived a young-generation collection and were copied
+      // and promoted, which made each scavenge pause longer.
+      if (proc.current === entry) proc.current = null;
       if (rt) {
         // Before the actor hears of the exit: `terminated` comes with everything in place.
         rt.exit = exit;

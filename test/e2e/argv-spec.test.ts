@@ -31,3 +31,14 @@ t.test('the supervisor runs an argv spec as a real child, once under restart pol
   t.notOk(lines.some((l) => l.includes('the Procfile ran')));
   t.equal(agent.supervisor.get('argv.job.0')?.record.argv?.argv[0], process.execPath, 'the spec is part of the saved record');
 });
+
+t.test('an ended child is let go while its process waits out the backoff', async (t) => {
+  const { agent, serveApp } = await agentWithArchives(t, { backoffInitialMs: 60_000, backoffMaxMs: 60_000 });
+  const sourceUrl = await serveApp('gone', 'web: exit 3\n');
+  const proc = await agent.supervisor.create({ app: 'gone', node: 'web.0', processType: 'web', sourceUrl, env: {} });
+  await waitFor(() => proc.actor.getSnapshot().value === 'restarting', 'the first exit', 60_000);
+  t.equal(proc.actor.getSnapshot().context.lastExit?.code, 3);
+  // Nothing of the ended child (its streams, line splitters, promises) is held for the next start.
+  t.equal(proc.current, null, 'no current child');
+  t.equal(proc.readyAt, null);
+});
