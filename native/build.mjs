@@ -40,7 +40,9 @@ if (process.platform !== 'linux') {
   for (const { name, without } of helpers) {
     const src = fileURLToPath(new URL(`./${name}.c`, import.meta.url));
     const out = `${dir}${name}`;
-    if (mtime(out) >= mtime(src)) continue;
+    // sweep.h is shared by the helpers that reap a run's leftovers.
+    const header = fileURLToPath(new URL('./sweep.h', import.meta.url));
+    if (mtime(out) >= Math.max(mtime(src), mtime(header))) continue;
     mkdirSync(dir, { recursive: true });
     const tmp = `${out}.${process.pid}`;
     const cc = process.env.CC || 'cc';

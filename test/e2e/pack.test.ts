@@ -28,6 +28,8 @@ t.test('npm pack holds what an install needs and nothing of the tests', async (t
     'lib/ui/index.html',
     'native/build.mjs',
     'native/drover-wait.c',
+    'native/drover-spawn.c',
+    'native/sweep.h',
     'native/drover-notify.c',
     'examples/systemd/drover.service',
   ])
