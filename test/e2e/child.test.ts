@@ -99,8 +99,10 @@ for (const helper of [null, findWaitHelper() ?? undefined]) {
     const members = await waitFor(() => {
       const m = liveGroupMembers(c.pid!);
       const args = m.map(procArgs).filter((a) => a !== null);
-      return args.length >= (helper ? 4 : 3) && args.some((a) => a.argv[0] === 'sleep') ? args : null;
-    }, 'the wrapper, the watchdog and the command');
+      // The watchdog is a forked subshell that execs itself under its name a moment later.
+      const settled = args.some((a) => a.argv[0] === 'sleep') && args.some((a) => a.argv.join(' ').endsWith('drover-watchdog'));
+      return args.length >= (helper ? 4 : 3) && settled ? args : null;
+    }, 'the wrapper, the watchdog (under its name) and the command');
     for (const { argv } of members) {
       const line = argv.join(' ');
       t.ok(line.length <= 160, `short: ${line}`);
