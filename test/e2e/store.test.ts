@@ -223,6 +223,29 @@ t.test('group records: written on change, read back; damage means none', async (
   t.match(warnings, [/groups\.json is damaged/]);
 });
 
+t.test('group records: thousands of them, written from their pieces, read back exactly; the file is private', async (t) => {
+  const file = join(t.testdir(), 'groups.json');
+  const g = new GroupRecords(file, (w) => t.fail(w));
+  // More records than one writev takes at once (IOV_MAX is 1024 on Linux).
+  for (let i = 0; i < 1500; i++) g.add(100_000 + i, `app.web.${i}`, i % 2 ? 'child' : 'build', 1_000 + i);
+  await g.flush();
+  const all = await GroupRecords.readPrevious(file, (w) => t.fail(w));
+  t.equal(all.length, 1500);
+  t.same(all[0], { pgid: 100_000, starttime: 1_000, slug: 'app.web.0', kind: 'build' });
+  t.same(all[1499], { pgid: 101_499, starttime: 2_499, slug: 'app.web.1499', kind: 'child' });
+  t.equal(statSync(file).mode & 0o777, 0o600);
+  // The first record, whose separator is left out, goes: the next one becomes first.
+  g.remove(100_000);
+  for (let i = 1; i < 1500; i += 2) g.remove(100_000 + i);
+  await g.flush();
+  const left = await GroupRecords.readPrevious(file, (w) => t.fail(w));
+  t.same(
+    left.map((r) => r.pgid),
+    Array.from({ length: 749 }, (_, k) => 100_002 + 2 * k),
+  );
+  t.same(JSON.parse(readFileSync(file, 'utf8')).length, 749, 'plain JSON');
+});
+
 t.test('lock: one agent per state directory; a dead holder is taken over', async (t) => {
   const dir = t.testdir();
   const release = await acquireLock(dir);
