@@ -41,13 +41,18 @@ async function setup(t: any, procfile: string, overrides = {}) {
 
 t.test('every line in order, stderr included, final partial line included', async (t) => {
   const gate = join(t.testdir(), 'go');
+  const then = join(t.testdir(), 'then');
   // The run ends after a last line without "\n": it must arrive when the output stream ends.
+  // stdout and stderr reach the agent over two connections, so a line written to stderr just
+  // after 20000 to stdout may be read first; the child writes it once the stdout lines are in.
   const { proc } = await setup(
     t,
-    `web: while [ ! -e ${gate} ]; do sleep 0.02; done; seq 1 20000; echo to-stderr >&2; printf 'no newline at end'\n`,
+    `web: while [ ! -e ${gate} ]; do sleep 0.02; done; seq 1 20000; while [ ! -e ${then} ]; do sleep 0.02; done; echo to-stderr >&2; printf 'no newline at end'\n`,
   );
   const client = await attach(proc.attach);
   writeFileSync(gate, '');
+  await waitFor(() => client.lines.includes('20000'), 'the stdout lines');
+  writeFileSync(then, '');
   await waitFor(() => client.lines.includes('no newline at end'), 'the final partial line');
   const firstRun = client.lines.slice(0, client.lines.indexOf('no newline at end'));
   const numbers = firstRun.filter((l) => /^\d+$/.test(l)).map(Number);
